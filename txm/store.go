@@ -1,0 +1,161 @@
+package txm
+
+import (
+	"context"
+	"time"
+
+	"github.com/transmanager/transmanager/async"
+)
+
+// OutboxStore defines the interface for an outbox storage mechanism.
+// Implementations of this interface are responsible for storing and
+// retrieving messages that are pending publication.
+//
+// Save uses the transaction carried by ctx when the store supports one (see
+// the store's package); without one it commits on its own. Saving an ID that
+// is already stored returns an error that matches [ErrDuplicateMessage] and
+// leaves the stored message and any transaction in ctx intact.
+//
+// A store may implement the optional capabilities [Transactor], [Claimer],
+// [DeadLetterStore], [BatchSaver], [StatsReporter], [Purger] and [Waker];
+// the relay discovers them by type assertion and falls back to the three
+// methods here when they are missing.
+type OutboxStore interface {
+	// Save persists a message in the outbox store and returns an error
+	// if the save operation fails.
+	Save(context.Context, async.Message) error
+
+	// FindUnpublished retrieves a slice of messages that have not yet been
+	// published, up to a maximum number specified by the limit argument.
+	FindUnpublished(context.Context, int) ([]async.Message, error)
+
+	// MarkPublished updates the status of a batch of messages, identified by
+	// their unique IDs, to indicate that they have been successfully published
+	MarkPublished(context.Context, ...string) error
+}
+
+// InboxStore is an interface that abstracts the storage mechanism for
+// incoming messages. Implementations of this interface should handle the
+// persistence of message data.
+//
+// Save returns an error matching [ErrDuplicateMessage] when the message's ID
+// was saved before (by the same consumer group, for stores that keep one
+// inbox per group). A store that implements [Transactor] lets
+// [InboxHandler] run the save and the handler in one transaction.
+type InboxStore interface {
+	// Save attempts to save an incoming message to the store.
+	// It returns an error if the saving process fails.
+	Save(context.Context, async.IncomingMessage) error
+}
+
+// Transactor is the capability of a store that can run a function in one
+// transaction. InTx runs fn with a context that carries the transaction;
+// saves made through that context (and, for SQL stores, the caller's own
+// statements on the transaction) commit when fn returns nil and roll back
+// when it returns an error or panics. When ctx already carries a
+// transaction of the store, InTx reuses it and leaves commit to its owner.
+type Transactor interface {
+	InTx(ctx context.Context, fn func(ctx context.Context) error) error
+}
+
+// Claimed is a message handed to one relay by [Claimer.Claim].
+type Claimed struct {
+	Message async.Message
+	// Attempts counts the failed publish attempts before this claim.
+	Attempts int
+}
+
+// Claimer is the capability of a durable store that leases messages to
+// relays, so several relays can share one store, and keeps each message's
+// retry schedule.
+//
+// Claim returns up to limit pending messages that are due (their next
+// attempt time has come) and not leased, and leases them for lease: no other
+// Claim returns them until the lease ends or they are released. Messages that
+// share a partition key come out in the order they were saved, and a message
+// is returned only when every earlier message of its key is published or is
+// in the same result before it: a key whose head waits for a retry, is
+// leased elsewhere or is dead is parked. Lease times use the store's clock
+// (the database's for SQL stores).
+type Claimer interface {
+	Claim(ctx context.Context, limit int, lease time.Duration) ([]Claimed, error)
+	// ExtendClaims renews the lease of claimed messages.
+	ExtendClaims(ctx context.Context, lease time.Duration, ids ...string) error
+	// ReleaseClaims ends the lease of messages without counting an attempt,
+	// so they can be claimed again at once.
+	ReleaseClaims(ctx context.Context, ids ...string) error
+	// MarkFailed records a failed publish: it ends the lease, adds one to
+	// the message's attempts, keeps cause as its last error and makes it due
+	// again after retryAfter.
+	MarkFailed(ctx context.Context, id string, retryAfter time.Duration, cause string) error
+}
+
+// DeadLetter is a message that the relay gave up on.
+type DeadLetter struct {
+	Message   async.Message
+	Attempts  int
+	LastError string
+	DeadAt    time.Time
+}
+
+// DeadLetterFilter selects dead letters. Zero fields select everything;
+// Limit 0 means no limit.
+type DeadLetterFilter struct {
+	IDs   []string
+	Topic string
+	Limit int
+}
+
+// DeadLetterStore is the capability of a store that keeps messages the relay
+// gave up on. MarkDead ends the message's lease, adds one to its attempts and
+// moves it to the dead letters with cause; its key stays parked behind it
+// until it is replayed. Replay moves the selected dead letters back to
+// pending, due at once with their attempts reset to zero, and returns how
+// many it moved.
+type DeadLetterStore interface {
+	MarkDead(ctx context.Context, id string, cause string) error
+	DeadLetters(ctx context.Context, filter DeadLetterFilter) ([]DeadLetter, error)
+	Replay(ctx context.Context, filter DeadLetterFilter) (int, error)
+}
+
+// BatchSaver is the capability of a store that saves many messages in one
+// round trip. SaveMany behaves as Save for each message, except that
+// duplicates are skipped without error; it returns how many it inserted.
+type BatchSaver interface {
+	SaveMany(ctx context.Context, msgs []async.Message) (int, error)
+}
+
+// TopicStats is the state of one topic's outbox messages.
+type TopicStats struct {
+	Pending int64
+	Dead    int64
+	// OldestPending is the save time of the oldest pending message, zero
+	// when there is none.
+	OldestPending time.Time
+}
+
+// OutboxStats is the state of an outbox.
+type OutboxStats struct {
+	TopicStats
+	ByTopic map[string]TopicStats
+}
+
+// StatsReporter is the capability of a store that reports its backlog.
+type StatsReporter interface {
+	Stats(ctx context.Context) (OutboxStats, error)
+}
+
+// Purger is the capability of a store that removes old rows. Purge deletes
+// at most limit published outbox messages published before olderThan ago and
+// returns how many it deleted; callers repeat it to purge in small batches.
+type Purger interface {
+	Purge(ctx context.Context, olderThan time.Duration, limit int) (int, error)
+}
+
+// Waker is the capability of a store that tells the relay when new messages
+// were committed. The channel receives a value (without blocking the saver:
+// wake-ups coalesce) after a save commits, in this process or, for stores
+// that can listen, in another.
+type Waker interface {
+	Wakeups() <-chan struct{}
+}
