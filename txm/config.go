@@ -1,0 +1,176 @@
+package txm
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/transmanager/transmanager/async"
+	"github.com/transmanager/transmanager/retry"
+)
+
+// ProcessorConfig configures the relay built by [NewOutboxProcessorWithConfig].
+// The zero value is usable: every zero field takes the default its comment
+// names.
+type ProcessorConfig struct {
+	// Workers is how many messages of a batch are published at once.
+	// Messages that share a partition key always go to the same worker, one
+	// after another. Default 4.
+	Workers int
+
+	// BatchSize is how many messages the relay claims from the store at a
+	// time. Default 100.
+	BatchSize int
+
+	// PollInterval is how long the relay waits for new messages when the
+	// store is empty and no wake-up arrives (see [Waker]). Default 1s.
+	PollInterval time.Duration
+
+	// Lease is how long a claim lasts on stores that implement [Claimer].
+	// The relay renews the leases of a batch every Lease/3 while it is still
+	// publishing it. Default 30s.
+	Lease time.Duration
+
+	// PublishTimeout bounds one publish (or one batch publish on an
+	// [async.AsyncPublisher]). Default 30s.
+	PublishTimeout time.Duration
+
+	// Retry schedules a message's next attempt after a failed publish: the
+	// delay before attempt n+1 is Retry.Delay(n). Its MaxAttempts is the
+	// number of failed publishes after which a message goes to dead letters
+	// (on stores that implement [DeadLetterStore]); 0 means the default of
+	// 10, a negative value means never. The zero Policy means
+	// [retry.DefaultPolicy].
+	Retry retry.Policy
+
+	// StoreRetry is the backoff used when the store itself fails (claiming
+	// or marking): the relay keeps going and retries with growing delays,
+	// and with stores that only have the three [OutboxStore] methods it also
+	// paces retries of failed publishes. The zero Policy means
+	// [retry.DefaultPolicy]; its MaxAttempts and MaxElapsedTime are ignored:
+	// the relay never gives up.
+	StoreRetry retry.Policy
+
+	// DrainTimeout bounds how long Start keeps publishing the batch in
+	// flight after its context is cancelled. Default 10s.
+	DrainTimeout time.Duration
+
+	// Logger receives the relay's logs. Default: slog.Default().
+	Logger *slog.Logger
+
+	// Clock is the relay's time source. Default: the system clock.
+	Clock Clock
+
+	// Observer receives the relay's events, for metrics. Default: none.
+	Observer Observer
+}
+
+const (
+	defaultWorkers        = 4
+	defaultBatchSize      = 100
+	defaultPollInterval   = time.Second
+	defaultLease          = 30 * time.Second
+	defaultPublishTimeout = 30 * time.Second
+	defaultDrainTimeout   = 10 * time.Second
+	defaultMaxAttempts    = 10
+)
+
+func (c ProcessorConfig) withDefaults() (ProcessorConfig, error) {
+	switch {
+	case c.Workers < 0:
+		return c, fmt.Errorf("txm: ProcessorConfig.Workers must not be negative, got %d", c.Workers)
+	case c.BatchSize < 0:
+		return c, fmt.Errorf("txm: ProcessorConfig.BatchSize must not be negative, got %d", c.BatchSize)
+	case c.PollInterval < 0:
+		return c, fmt.Errorf("txm: ProcessorConfig.PollInterval must not be negative, got %v", c.PollInterval)
+	case c.Lease < 0:
+		return c, fmt.Errorf("txm: ProcessorConfig.Lease must not be negative, got %v", c.Lease)
+	case c.PublishTimeout < 0:
+		return c, fmt.Errorf("txm: ProcessorConfig.PublishTimeout must not be negative, got %v", c.PublishTimeout)
+	case c.DrainTimeout < 0:
+		return c, fmt.Errorf("txm: ProcessorConfig.DrainTimeout must not be negative, got %v", c.DrainTimeout)
+	}
+	if c.Workers == 0 {
+		c.Workers = defaultWorkers
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = defaultBatchSize
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = defaultPollInterval
+	}
+	if c.Lease == 0 {
+		c.Lease = defaultLease
+	}
+	if c.PublishTimeout == 0 {
+		c.PublishTimeout = defaultPublishTimeout
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = defaultDrainTimeout
+	}
+	if c.Retry == (retry.Policy{}) {
+		c.Retry = retry.DefaultPolicy()
+	}
+	switch {
+	case c.Retry.MaxAttempts == 0:
+		c.Retry.MaxAttempts = defaultMaxAttempts
+	case c.Retry.MaxAttempts < 0:
+		c.Retry.MaxAttempts = 0
+	}
+	if err := c.Retry.Validate(); err != nil {
+		return c, fmt.Errorf("txm: ProcessorConfig.Retry: %w", err)
+	}
+	if c.StoreRetry == (retry.Policy{}) {
+		c.StoreRetry = retry.DefaultPolicy()
+	}
+	c.StoreRetry.MaxAttempts = 0
+	c.StoreRetry.MaxElapsedTime = 0
+	if err := c.StoreRetry.Validate(); err != nil {
+		return c, fmt.Errorf("txm: ProcessorConfig.StoreRetry: %w", err)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Clock == nil {
+		c.Clock = systemClock{}
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
+	return c, nil
+}
+
+// Clock is the relay's source of time. Tests inject a fake one to make
+// waits deterministic.
+type Clock interface {
+	Now() time.Time
+	// After returns a channel that receives once d has passed.
+	After(d time.Duration) <-chan time.Time
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time                         { return time.Now() }
+func (systemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// Observer receives the relay's events. Implementations must be safe for
+// concurrent use and quick: they run on the relay's workers. The package
+// txm/txmotel turns them into OpenTelemetry metrics.
+type Observer interface {
+	// Claimed reports a batch taken from the store.
+	Claimed(n int)
+	// Published reports a message the broker confirmed, with the time the
+	// publish took and the time since the message was sent.
+	Published(msg async.Message, took, sinceSent time.Duration)
+	// Retried reports a failed publish that will be tried again.
+	Retried(msg async.Message, attempts int, err error)
+	// Dead reports a message moved to dead letters.
+	Dead(msg async.Message, attempts int, err error)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Claimed(int)                                           {}
+func (nopObserver) Published(async.Message, time.Duration, time.Duration) {}
+func (nopObserver) Retried(async.Message, int, error)                     {}
+func (nopObserver) Dead(async.Message, int, error)                        {}

@@ -1,0 +1,542 @@
+package txm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/transmanager/transmanager/async"
+	"github.com/transmanager/transmanager/retry"
+)
+
+// OutboxProcessor is an interface that outlines the start process for
+// message processing. Implementations of this interface must be able to
+// initiate the processing of outgoing messages.
+type OutboxProcessor interface {
+	Start(ctx context.Context) error
+}
+
+// ErrAlreadyStarted is returned by Start on a processor that was started
+// before. Check it with errors.Is.
+var ErrAlreadyStarted = errors.New("txm: processor already started")
+
+// Processor is the relay: it takes saved messages from an [OutboxStore],
+// publishes them and marks them published once the publisher confirmed
+// them. It is the [OutboxProcessor] returned by [NewOutboxProcessor].
+//
+// A batch claimed from the store is spread over [ProcessorConfig.Workers]
+// workers. Messages that share a partition key
+// ([async.MetaPartitionKey]) go to the same worker and are published one
+// after another in their order; when one of them fails, the rest of its key
+// in the batch is released unpublished, so a key's messages never overtake
+// each other. Messages without a key are spread freely.
+//
+// A failed publish costs the batch nothing: the message's attempts go up and
+// its next attempt waits per [ProcessorConfig.Retry], and after the maximum
+// number of attempts, or at once for an error marked with
+// [retry.Permanent], it goes to dead letters. Both need a store that
+// implements [Claimer] and [DeadLetterStore]; with a store that has only the
+// three [OutboxStore] methods, failed messages stay unpublished and the
+// relay retries them with growing delays ([ProcessorConfig.StoreRetry]).
+//
+// Errors of the store are logged and retried with growing delays: the relay
+// never stops on its own.
+type Processor struct {
+	pub     async.MessagePublisher
+	apub    async.AsyncPublisher
+	store   OutboxStore
+	claimer Claimer
+	dead    DeadLetterStore
+	waker   Waker
+	cfg     ProcessorConfig
+	initErr error
+	seed    maphash.Seed
+
+	mu       sync.Mutex
+	started  bool
+	stopOnce sync.Once
+	stopCh   chan struct{} // closed by Stop: claim no more
+	stopped  chan struct{} // closed when Start returns
+	hardStop context.CancelFunc
+}
+
+var _ OutboxProcessor = (*Processor)(nil)
+
+// NewOutboxProcessor creates and returns a new instance of an
+// outboxProcessor with the given message publisher and outbox store. This
+// processor is responsible for retrieving unpublished messages from the
+// store and publishing them using the publisher.
+//
+// It uses the defaults of [ProcessorConfig]; [NewOutboxProcessorWithConfig]
+// sets them. The value returned is a [*Processor]. A nil publisher or store
+// makes Start return an error.
+func NewOutboxProcessor(publisher async.MessagePublisher, store OutboxStore) OutboxProcessor {
+	p, err := NewOutboxProcessorWithConfig(publisher, store, ProcessorConfig{})
+	if err != nil {
+		return &Processor{initErr: err, stopCh: make(chan struct{}), stopped: make(chan struct{})}
+	}
+	return p
+}
+
+// NewOutboxProcessorWithConfig returns a relay configured by cfg. It returns
+// an error naming the field when cfg is invalid, or when publisher or store
+// is nil.
+func NewOutboxProcessorWithConfig(publisher async.MessagePublisher, store OutboxStore, cfg ProcessorConfig) (*Processor, error) {
+	if publisher == nil {
+		return nil, errors.New("txm: NewOutboxProcessor: nil publisher")
+	}
+	if store == nil {
+		return nil, errors.New("txm: NewOutboxProcessor: nil store")
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	p := &Processor{
+		pub:     publisher,
+		store:   store,
+		cfg:     cfg,
+		seed:    maphash.MakeSeed(),
+		stopCh:  make(chan struct{}),
+		stopped: make(chan struct{}),
+	}
+	p.apub, _ = publisher.(async.AsyncPublisher)
+	p.claimer, _ = store.(Claimer)
+	p.dead, _ = store.(DeadLetterStore)
+	p.waker, _ = store.(Waker)
+	return p, nil
+}
+
+// Start relays messages until ctx is cancelled or [Processor.Stop] is
+// called. It then stops claiming, finishes the batch in flight (for at most
+// [ProcessorConfig.DrainTimeout] after ctx ends), releases the claims it did
+// not finish and returns nil. It returns an error only when the processor
+// cannot run: it was built with a nil publisher or store, or it was started
+// before.
+func (p *Processor) Start(ctx context.Context) error {
+	if p.initErr != nil {
+		return p.initErr
+	}
+	p.mu.Lock()
+	if p.started {
+		p.mu.Unlock()
+		return ErrAlreadyStarted
+	}
+	p.started = true
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	p.hardStop = cancelWork
+	p.mu.Unlock()
+	defer close(p.stopped)
+	defer cancelWork()
+
+	// After ctx ends, in-flight work gets DrainTimeout before it is cut.
+	loopDone := make(chan struct{})
+	defer close(loopDone)
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-loopDone:
+			return
+		}
+		select {
+		case <-p.cfg.Clock.After(p.cfg.DrainTimeout):
+			cancelWork()
+		case <-loopDone:
+		}
+	}()
+
+	p.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "txm: relay started",
+		slog.Int("workers", p.cfg.Workers), slog.Int("batch_size", p.cfg.BatchSize),
+		slog.Bool("claims", p.claimer != nil), slog.Bool("async_publish", p.apub != nil))
+	p.run(ctx, workCtx)
+	p.cfg.Logger.LogAttrs(context.WithoutCancel(ctx), slog.LevelInfo, "txm: relay stopped")
+	return nil
+}
+
+// Stop asks a started relay to stop claiming, waits for the batch in flight
+// to finish and for Start to return. When ctx ends first, it cancels the
+// publishes in flight (their claims are released, not counted as attempts),
+// waits for Start to return and returns ctx's error. Stop on a relay that
+// was never started returns nil at once.
+func (p *Processor) Stop(ctx context.Context) error {
+	p.mu.Lock()
+	started := p.started
+	hard := p.hardStop
+	p.mu.Unlock()
+	p.stopOnce.Do(func() { close(p.stopCh) })
+	if !started {
+		return nil
+	}
+	select {
+	case <-p.stopped:
+		return nil
+	case <-ctx.Done():
+		hard()
+		<-p.stopped
+		return ctx.Err()
+	}
+}
+
+// Stopped returns a channel that is closed when Start has returned.
+func (p *Processor) Stopped() <-chan struct{} { return p.stopped }
+
+func (p *Processor) stopping(ctx context.Context) bool {
+	select {
+	case <-ctx.Done():
+		return true
+	case <-p.stopCh:
+		return true
+	default:
+		return false
+	}
+}
+
+func (p *Processor) run(ctx, workCtx context.Context) {
+	storeFailures, publishFailures := 0, 0
+	for !p.stopping(ctx) {
+		batch, err := p.claim(workCtx)
+		if err != nil {
+			storeFailures++
+			delay := p.cfg.StoreRetry.Delay(storeFailures)
+			p.cfg.Logger.LogAttrs(ctx, slog.LevelError, "txm: relay: claiming messages failed",
+				slog.Any("error", err), slog.Int("failures", storeFailures), slog.Duration("retry_in", delay))
+			p.wait(ctx, delay, false)
+			continue
+		}
+		storeFailures = 0
+		if len(batch) == 0 {
+			p.wait(ctx, p.cfg.PollInterval, true)
+			continue
+		}
+		failed := p.process(workCtx, batch)
+		// With claims, the store schedules each failed message's retry.
+		// Without them the same messages come back at once, so pace them.
+		if p.claimer == nil && failed > 0 {
+			publishFailures++
+			p.wait(ctx, p.cfg.StoreRetry.Delay(publishFailures), false)
+			continue
+		}
+		publishFailures = 0
+	}
+}
+
+// wait blocks for d, until the relay stops, or, when wakeable, until the
+// store reports new messages.
+func (p *Processor) wait(ctx context.Context, d time.Duration, wakeable bool) {
+	var wake <-chan struct{}
+	if wakeable && p.waker != nil {
+		wake = p.waker.Wakeups()
+	}
+	select {
+	case <-p.cfg.Clock.After(d):
+	case <-wake:
+	case <-ctx.Done():
+	case <-p.stopCh:
+	}
+}
+
+func (p *Processor) claim(ctx context.Context) ([]Claimed, error) {
+	if p.claimer != nil {
+		batch, err := p.claimer.Claim(ctx, p.cfg.BatchSize, p.cfg.Lease)
+		if err != nil {
+			return nil, fmt.Errorf("claim: %w", err)
+		}
+		return batch, nil
+	}
+	msgs, err := p.store.FindUnpublished(ctx, p.cfg.BatchSize)
+	if err != nil {
+		return nil, fmt.Errorf("find unpublished: %w", err)
+	}
+	batch := make([]Claimed, len(msgs))
+	for i, m := range msgs {
+		batch[i] = Claimed{Message: m}
+	}
+	return batch, nil
+}
+
+// outcome is what became of one message of a batch.
+type outcome struct {
+	state outcomeState
+	err   error
+}
+
+type outcomeState uint8
+
+const (
+	stateSkipped   outcomeState = iota // not attempted: released unpublished
+	statePublished                     // confirmed by the publisher
+	stateFailed                        // the publisher returned an error
+)
+
+// process publishes one batch and settles every message of it in the
+// store. It returns how many publishes failed.
+func (p *Processor) process(ctx context.Context, batch []Claimed) int {
+	p.cfg.Observer.Claimed(len(batch))
+	outcomes := make([]outcome, len(batch))
+
+	renewDone := p.renewLeases(ctx, batch, outcomes)
+	if p.apub != nil {
+		p.publishWaves(ctx, batch, outcomes)
+	} else {
+		p.publishLanes(ctx, batch, outcomes)
+	}
+	renewDone()
+	return p.settle(ctx, batch, outcomes)
+}
+
+// partitionKey returns the message's partition key, "" for none.
+func partitionKey(m async.Message) string {
+	if md := m.Metadata(); md != nil {
+		return md.PartitionKey()
+	}
+	return ""
+}
+
+// publishLanes spreads a batch over the workers: one lane per worker, the
+// messages of a key in one lane in their order.
+func (p *Processor) publishLanes(ctx context.Context, batch []Claimed, outcomes []outcome) {
+	n := min(p.cfg.Workers, len(batch))
+	lanes := make([][]int, n)
+	next := 0
+	for i, c := range batch {
+		lane := next
+		if key := partitionKey(c.Message); key != "" {
+			lane = int(maphash.String(p.seed, key) % uint64(n))
+		} else {
+			next = (next + 1) % n
+		}
+		lanes[lane] = append(lanes[lane], i)
+	}
+	var g errgroup.Group
+	for _, lane := range lanes {
+		if len(lane) == 0 {
+			continue
+		}
+		g.Go(func() error {
+			var parked map[string]struct{}
+			for _, i := range lane {
+				msg := batch[i].Message
+				key := partitionKey(msg)
+				if _, ok := parked[key]; ok && key != "" {
+					continue
+				}
+				if ctx.Err() != nil {
+					return nil
+				}
+				if err := p.publishOne(ctx, msg); err != nil {
+					if ctx.Err() != nil {
+						return nil // cut by a hard stop: released, not counted
+					}
+					outcomes[i] = outcome{state: stateFailed, err: err}
+					if key != "" {
+						if parked == nil {
+							parked = make(map[string]struct{})
+						}
+						parked[key] = struct{}{}
+					}
+					continue
+				}
+				outcomes[i] = outcome{state: statePublished}
+			}
+			return nil
+		})
+	}
+	_ = g.Wait() // lanes report through outcomes, never through errors
+}
+
+func (p *Processor) publishOne(ctx context.Context, msg async.Message) error {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.PublishTimeout)
+	defer cancel()
+	start := p.cfg.Clock.Now()
+	if err := p.pub.Publish(ctx, msg.Subject(), msg); err != nil {
+		return err
+	}
+	now := p.cfg.Clock.Now()
+	p.cfg.Observer.Published(msg, now.Sub(start), now.Sub(msg.SentAt()))
+	return nil
+}
+
+// publishWaves publishes a batch through an asynchronous publisher in
+// waves: each wave holds every unkeyed message not yet sent and the next
+// message of every key that has not failed, so one wave costs one round of
+// confirmations and a key's messages still never overtake each other.
+func (p *Processor) publishWaves(ctx context.Context, batch []Claimed, outcomes []outcome) {
+	queues := make(map[string][]int)
+	var order []string
+	var wave []int
+	for i, c := range batch {
+		key := partitionKey(c.Message)
+		if key == "" {
+			wave = append(wave, i)
+			continue
+		}
+		if _, ok := queues[key]; !ok {
+			order = append(order, key)
+		}
+		queues[key] = append(queues[key], i)
+	}
+	for {
+		for _, key := range order {
+			if q := queues[key]; len(q) > 0 {
+				wave = append(wave, q[0])
+				queues[key] = q[1:]
+			}
+		}
+		if len(wave) == 0 || ctx.Err() != nil {
+			return
+		}
+		msgs := make([]async.Message, len(wave))
+		for j, i := range wave {
+			msgs[j] = batch[i].Message
+		}
+		start := p.cfg.Clock.Now()
+		wctx, cancel := context.WithTimeout(ctx, p.cfg.PublishTimeout)
+		errs, err := p.apub.PublishBatch(wctx, msgs)
+		cancel()
+		if ctx.Err() != nil {
+			return // cut by a hard stop: released, not counted
+		}
+		now := p.cfg.Clock.Now()
+		for j, i := range wave {
+			perr := err
+			if perr == nil && j < len(errs) {
+				perr = errs[j]
+			} else if perr == nil {
+				perr = errors.New("txm: publisher returned no result for the message")
+			}
+			msg := batch[i].Message
+			if perr != nil {
+				outcomes[i] = outcome{state: stateFailed, err: perr}
+				if key := partitionKey(msg); key != "" {
+					delete(queues, key) // park the rest of the key
+				}
+				continue
+			}
+			outcomes[i] = outcome{state: statePublished}
+			p.cfg.Observer.Published(msg, now.Sub(start), now.Sub(msg.SentAt()))
+		}
+		wave = wave[:0]
+	}
+}
+
+// renewLeases extends the claims of the unfinished messages of a batch
+// every Lease/3 until the returned function is called.
+func (p *Processor) renewLeases(ctx context.Context, batch []Claimed, outcomes []outcome) (stop func()) {
+	if p.claimer == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	ids := make([]string, len(batch))
+	for i, c := range batch {
+		ids[i] = c.Message.ID()
+	}
+	go func() {
+		defer close(exited)
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-p.cfg.Clock.After(p.cfg.Lease / 3):
+			}
+			// Renewing every claim of the batch is cheap and never wrong:
+			// settled messages are no longer leased by the store's rules.
+			if err := p.claimer.ExtendClaims(ctx, p.cfg.Lease, ids...); err != nil && ctx.Err() == nil {
+				p.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "txm: relay: renewing leases failed", slog.Any("error", err))
+			}
+		}
+	}()
+	return func() { close(done); <-exited }
+}
+
+// settle records the outcomes of a batch in the store. It uses a context
+// that outlives a hard stop, so claims are released even then.
+func (p *Processor) settle(ctx context.Context, batch []Claimed, outcomes []outcome) int {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.PublishTimeout)
+	defer cancel()
+	var published, skipped []string
+	failed := 0
+	for i, c := range batch {
+		switch outcomes[i].state {
+		case statePublished:
+			published = append(published, c.Message.ID())
+		case stateSkipped:
+			skipped = append(skipped, c.Message.ID())
+		}
+	}
+	if len(published) > 0 {
+		p.storeCall(sctx, "mark published", func(ctx context.Context) error {
+			return p.store.MarkPublished(ctx, published...)
+		})
+	}
+	for i, c := range batch {
+		if outcomes[i].state != stateFailed {
+			continue
+		}
+		failed++
+		p.fail(sctx, c, outcomes[i].err)
+	}
+	if len(skipped) > 0 && p.claimer != nil {
+		p.storeCall(sctx, "release claims", func(ctx context.Context) error {
+			return p.claimer.ReleaseClaims(ctx, skipped...)
+		})
+	}
+	return failed
+}
+
+// fail records one failed publish: a retry later, or dead letters.
+func (p *Processor) fail(ctx context.Context, c Claimed, cause error) {
+	msg := c.Message
+	attempts := c.Attempts + 1
+	log := p.cfg.Logger.With(slog.String("message_id", msg.ID()), slog.String("topic", msg.Subject()),
+		slog.Int("attempts", attempts), slog.Any("error", cause))
+	if p.claimer == nil {
+		log.LogAttrs(ctx, slog.LevelWarn, "txm: relay: publish failed; the message stays pending")
+		p.cfg.Observer.Retried(msg, attempts, cause)
+		return
+	}
+	max := p.cfg.Retry.MaxAttempts
+	if p.dead != nil && (retry.IsPermanent(cause) || (max > 0 && attempts >= max)) {
+		log.LogAttrs(ctx, slog.LevelError, "txm: relay: message moved to dead letters")
+		p.storeCall(ctx, "mark dead", func(ctx context.Context) error {
+			return p.dead.MarkDead(ctx, msg.ID(), cause.Error())
+		})
+		p.cfg.Observer.Dead(msg, attempts, cause)
+		return
+	}
+	delay := p.cfg.Retry.Delay(attempts)
+	log.LogAttrs(ctx, slog.LevelWarn, "txm: relay: publish failed; retrying later", slog.Duration("retry_in", delay))
+	p.storeCall(ctx, "mark failed", func(ctx context.Context) error {
+		return p.claimer.MarkFailed(ctx, msg.ID(), delay, cause.Error())
+	})
+	p.cfg.Observer.Retried(msg, attempts, cause)
+}
+
+// storeCall runs a bookkeeping call with a few quick retries. When it still
+// fails the claims lapse and the messages are published again after the
+// lease: a duplicate the consumer's inbox absorbs, never a loss.
+func (p *Processor) storeCall(ctx context.Context, what string, call func(context.Context) error) {
+	const tries = 3
+	var err error
+	for try := 1; try <= tries; try++ {
+		if err = call(ctx); err == nil {
+			return
+		}
+		if try < tries {
+			select {
+			case <-p.cfg.Clock.After(p.cfg.StoreRetry.Delay(try)):
+			case <-ctx.Done():
+				try = tries
+			}
+		}
+	}
+	p.cfg.Logger.LogAttrs(ctx, slog.LevelError, "txm: relay: store call failed", slog.String("call", what), slog.Any("error", err))
+}

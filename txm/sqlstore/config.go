@@ -1,0 +1,138 @@
+package sqlstore
+
+import (
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Config configures a [Store]. The zero value is usable: every zero field
+// takes the default its comment names.
+type Config struct {
+	// Schema is the PostgreSQL schema that holds the tables. "" means no
+	// schema qualification: the tables are found through the connection's
+	// search_path (normally "public"). The schema must exist; Migrate does
+	// not create it. It must be "" for SQLite.
+	Schema string
+
+	// OutboxTable names the outbox table. Default "txm_outbox".
+	OutboxTable string
+
+	// InboxTable names the inbox table, shared by every consumer group.
+	// Default "txm_inbox".
+	InboxTable string
+
+	// MigrationsTable names the table where [Store.Migrate] records the
+	// versions it applied. Default "txm_migrations". Stores with other
+	// outbox or inbox tables can share it: versions are recorded per pair
+	// of tables.
+	MigrationsTable string
+
+	// DefaultLease is the lease FindUnpublished takes on the messages it
+	// returns (the relay's Claim passes its own). Default 30s.
+	DefaultLease time.Duration
+
+	// NotifyChannel is the PostgreSQL NOTIFY/LISTEN channel that saves
+	// signal and the [Outbox.Wakeups] listener waits on. Default
+	// "txm_outbox". Ignored by SQLite.
+	NotifyChannel string
+
+	// PollOnly turns NOTIFY and LISTEN off (PostgreSQL): saves do not
+	// notify and Wakeups reports only the saves of this process, so relays
+	// in other processes learn of new messages on their next poll. Set it
+	// behind a pooler in transaction mode (such as PgBouncer), which does
+	// not keep a LISTEN session. Default false. SQLite is always poll-only
+	// across processes.
+	PollOnly bool
+
+	// Logger receives the store's own logs (the LISTEN connection's
+	// failures and reconnections). Default: slog.Default().
+	Logger *slog.Logger
+}
+
+// Defaults of [Config].
+const (
+	DefaultOutboxTable     = "txm_outbox"
+	DefaultInboxTable      = "txm_inbox"
+	DefaultMigrationsTable = "txm_migrations"
+	DefaultNotifyChannel   = "txm_outbox"
+	DefaultLease           = 30 * time.Second
+)
+
+// maxIdentLen leaves room for the index name suffixes within PostgreSQL's
+// 63-byte identifiers.
+const maxIdentLen = 48
+
+var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+func checkIdent(field, v string) error {
+	switch {
+	case len(v) > maxIdentLen:
+		return fmt.Errorf("sqlstore: Config.%s: %q is longer than %d bytes", field, v, maxIdentLen)
+	case !identRE.MatchString(v):
+		return fmt.Errorf("sqlstore: Config.%s: %q is not a plain identifier (letters, digits and _, not starting with a digit)", field, v)
+	}
+	return nil
+}
+
+// withDefaults validates c and fills in its defaults.
+func (c Config) withDefaults(d dialect) (Config, error) {
+	if c.OutboxTable == "" {
+		c.OutboxTable = DefaultOutboxTable
+	}
+	if c.InboxTable == "" {
+		c.InboxTable = DefaultInboxTable
+	}
+	if c.MigrationsTable == "" {
+		c.MigrationsTable = DefaultMigrationsTable
+	}
+	if c.NotifyChannel == "" {
+		c.NotifyChannel = DefaultNotifyChannel
+	}
+	if c.DefaultLease == 0 {
+		c.DefaultLease = DefaultLease
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.DefaultLease < 0 {
+		return c, fmt.Errorf("sqlstore: Config.DefaultLease must not be negative, got %v", c.DefaultLease)
+	}
+	if c.Schema != "" {
+		if d == sqlite {
+			return c, fmt.Errorf("sqlstore: Config.Schema must be empty for SQLite, got %q", c.Schema)
+		}
+		if err := checkIdent("Schema", c.Schema); err != nil {
+			return c, err
+		}
+	}
+	for _, f := range []struct{ name, v string }{
+		{"OutboxTable", c.OutboxTable},
+		{"InboxTable", c.InboxTable},
+		{"MigrationsTable", c.MigrationsTable},
+		{"NotifyChannel", c.NotifyChannel},
+	} {
+		if err := checkIdent(f.name, f.v); err != nil {
+			return c, err
+		}
+	}
+	if strings.EqualFold(c.OutboxTable, c.InboxTable) || strings.EqualFold(c.OutboxTable, c.MigrationsTable) ||
+		strings.EqualFold(c.InboxTable, c.MigrationsTable) {
+		return c, fmt.Errorf("sqlstore: Config: OutboxTable %q, InboxTable %q and MigrationsTable %q must differ",
+			c.OutboxTable, c.InboxTable, c.MigrationsTable)
+	}
+	return c, nil
+}
+
+// quoteIdent quotes an identifier that checkIdent accepted.
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// qualified returns the quoted, schema-qualified name of a table.
+func (c Config) qualified(table string) string {
+	if c.Schema == "" {
+		return quoteIdent(table)
+	}
+	return quoteIdent(c.Schema) + "." + quoteIdent(table)
+}

@@ -1,0 +1,297 @@
+package sqlstore
+
+import (
+	"strconv"
+	"strings"
+)
+
+// dialect is the SQL flavour of a store.
+type dialect int
+
+const (
+	postgres dialect = iota
+	sqlite
+)
+
+func (d dialect) String() string {
+	if d == sqlite {
+		return "sqlite"
+	}
+	return "postgres"
+}
+
+// statements holds a store's SQL text, with its table names filled in.
+//
+// PostgreSQL statements take the time from the database clock
+// (statement_timestamp()) and durations as microseconds. SQLite runs in the
+// process, so its clock is the process's: SQLite statements take the current
+// time as their last parameter, in Unix microseconds like every stored time.
+type statements struct {
+	save       string // $1..$7 (SQLite: $8 now); PostgreSQL: exec, rows affected
+	saveNotify string // PostgreSQL: $8 channel; returns (inserted, notified)
+	saveMany   string // PostgreSQL: $1..$7 arrays; SQLite: built per batch
+	// saveManyNotify is saveMany that also notifies $8 (PostgreSQL).
+	saveManyNotify string
+	claimLock      string // PostgreSQL: $1 lock key
+	claim          string // $1 limit, $2 lease µs (SQLite: $3 now)
+	// claimable reads whether a claim would find anything (SQLite): $1
+	// limit (1), $2 now.
+	claimable  string
+	published  string // $1 ids (SQLite: $2 now)
+	extend     string // $1 ids, $2 lease µs (SQLite: $3 now)
+	release    string // $1 ids
+	failed     string // $1 id, $2 retry µs, $3 cause (SQLite: $4 now)
+	dead       string // $1 id, $2 cause (SQLite: $3 now)
+	dlq        string // $1 ids or NULL, $2 topic or '', $3 limit
+	replay     string // $1 ids or NULL, $2 topic or '', $3 limit
+	stats      string
+	purge      string // $1 age µs, $2 limit (SQLite: $3 now)
+	inboxSave  string // $1..$8 (SQLite: $9 now)
+	inboxPurge string // $1 group, $2 age µs, $3 limit (SQLite: $4 now)
+}
+
+// The columns a message is read from, in the order scanMessage expects.
+const messageColumns = "seq, id, topic, name, metadata, payload, sent_at, attempts"
+
+// available is true of a pending message that is due and not leased at the
+// time {now}.
+const available = `state = 'pending'
+      AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= {now})
+      AND (o.claimed_until IS NULL OR o.claimed_until <= {now})`
+
+// holdsKey is true of a message that holds back the later messages of its
+// partition key at the time {now}: leased, waiting for a retry, or dead. Its
+// first two lines repeat the predicate of the held_idx index, so that both
+// databases use the index.
+const holdsKey = `h.state <> 'published'
+            AND (h.state = 'dead' OR h.claimed_until IS NOT NULL OR h.next_attempt_at IS NOT NULL)
+            AND (h.state = 'dead' OR h.claimed_until > {now} OR h.next_attempt_at > {now})`
+
+// candidates selects, in save order, up to {limit} available messages that
+// come before the first message holding their key (if any). Every earlier
+// message of a candidate's key is thus published or also a candidate.
+//
+// PostgreSQL looks the first holder of each key up in held_idx with a
+// LATERAL join, which it memoizes per key: scanning the pending messages
+// from the oldest, it stops after {limit} candidates. (An anti-join on the
+// same condition was planned as a nested loop over all holders, 30 times
+// slower with 800 parked keys.)
+const pgCandidates = `SELECT o.id, o.seq, o.partition_key
+    FROM {outbox} o
+    LEFT JOIN LATERAL (
+        SELECT h.seq FROM {outbox} h
+        WHERE h.partition_key = o.partition_key
+            AND ` + holdsKey + `
+        ORDER BY h.seq
+        LIMIT 1
+    ) first_holder ON true
+    WHERE o.` + available + `
+      AND (first_holder.seq IS NULL OR o.seq < first_holder.seq)
+    ORDER BY o.seq
+    LIMIT {limit}`
+
+// sqliteCandidates is candidates for SQLite, which has no LATERAL: it runs
+// the NOT EXISTS as a correlated lookup in held_idx.
+const sqliteCandidates = `SELECT o.seq
+    FROM {outbox} o
+    WHERE o.` + available + `
+      AND NOT EXISTS (
+        SELECT 1 FROM {outbox} h
+        WHERE h.partition_key = o.partition_key AND h.seq < o.seq
+            AND ` + holdsKey + `)
+    ORDER BY o.seq
+    LIMIT {limit}`
+
+func newStatements(d dialect, cfg Config) statements {
+	outbox, inbox := cfg.qualified(cfg.OutboxTable), cfg.qualified(cfg.InboxTable)
+	var s statements
+	if d == postgres {
+		r := strings.NewReplacer(
+			"{outbox}", outbox, "{inbox}", inbox,
+			"{now}", "statement_timestamp()",
+			"{limit}", "$1",
+		)
+		f := func(q string) string { return r.Replace(q) }
+		const insert = `INSERT INTO {outbox} (id, topic, name, partition_key, metadata, payload, sent_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    ON CONFLICT (id) DO NOTHING`
+		s.save = f(insert)
+		s.saveNotify = notifying(s.save)
+		s.saveMany = f(`INSERT INTO {outbox} (id, topic, name, partition_key, metadata, payload, sent_at)
+    SELECT u.id, u.topic, u.name, NULLIF(u.pkey, ''), u.metadata::jsonb, u.payload, u.sent_at
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::timestamptz[])
+        WITH ORDINALITY AS u(id, topic, name, pkey, metadata, payload, sent_at, ord)
+    ORDER BY u.ord
+    ON CONFLICT (id) DO NOTHING`)
+		s.saveManyNotify = notifying(s.saveMany)
+		s.claimLock = `SELECT pg_advisory_xact_lock($1)`
+		// The candidates are chosen from the statement's snapshot, then
+		// locked. A candidate that another transaction changed since (a
+		// late MarkFailed, ExtendClaims or Replay) fails the recheck, and
+		// one that is locked right now is skipped: the later candidates of
+		// its key are dropped as well, so a key is never handed out past a
+		// message the claim did not get.
+		s.claim = f(`WITH cand AS MATERIALIZED (
+    ` + pgCandidates + `
+), locked AS (
+    SELECT o.id FROM {outbox} o
+    WHERE o.id = ANY (ARRAY(SELECT c.id FROM cand c))
+      AND o.` + available + `
+    FOR UPDATE SKIP LOCKED
+), granted AS (
+    SELECT x.id FROM (
+        SELECT c.id, bool_and(l.id IS NOT NULL) OVER (
+            PARTITION BY c.partition_key IS NULL, coalesce(c.partition_key, c.id)
+            ORDER BY c.seq) AS ok
+        FROM cand c LEFT JOIN locked l ON l.id = c.id
+    ) x
+    WHERE x.ok
+)
+UPDATE {outbox} o SET claimed_until = {now} + $2::bigint * interval '1 microsecond'
+WHERE o.id = ANY (ARRAY(SELECT g.id FROM granted g))
+RETURNING o.seq, o.id, o.topic, o.name, o.metadata, o.payload, o.sent_at, o.attempts`)
+		s.published = f(`UPDATE {outbox} SET state = 'published', published_at = {now}, claimed_until = NULL,
+        dead_at = NULL
+    WHERE id = ANY($1) AND state <> 'published'`)
+		s.extend = f(`UPDATE {outbox} SET claimed_until = {now} + $2::bigint * interval '1 microsecond'
+    WHERE id = ANY($1) AND state = 'pending' AND claimed_until IS NOT NULL`)
+		s.release = f(`UPDATE {outbox} SET claimed_until = NULL
+    WHERE id = ANY($1) AND state = 'pending' AND claimed_until IS NOT NULL`)
+		s.failed = f(`UPDATE {outbox} SET attempts = attempts + 1, last_error = $3, claimed_until = NULL,
+        next_attempt_at = {now} + $2::bigint * interval '1 microsecond'
+    WHERE id = $1 AND state = 'pending'`)
+		s.dead = f(`UPDATE {outbox} SET state = 'dead', attempts = attempts + 1, last_error = $2,
+        claimed_until = NULL, dead_at = {now}
+    WHERE id = $1 AND state = 'pending'`)
+		const deadFilter = `state = 'dead'
+      AND ($1::text[] IS NULL OR id = ANY($1))
+      AND ($2 = '' OR topic = $2)
+    ORDER BY seq
+    LIMIT $3`
+		s.dlq = f(`SELECT ` + messageColumns + `, coalesce(last_error, ''), dead_at
+    FROM {outbox}
+    WHERE ` + deadFilter)
+		s.replay = f(`UPDATE {outbox} SET state = 'pending', attempts = 0, next_attempt_at = NULL,
+        claimed_until = NULL, dead_at = NULL, last_error = NULL
+    WHERE id = ANY (ARRAY(SELECT id FROM {outbox} WHERE ` + deadFilter + ` FOR UPDATE))`)
+		s.stats = f(`SELECT topic, sum(pending)::bigint, sum(dead)::bigint, min(oldest) FROM (
+        SELECT topic, count(*) AS pending, 0 AS dead, min(created_at) AS oldest
+        FROM {outbox} WHERE state = 'pending' GROUP BY topic
+    UNION ALL
+        SELECT topic, 0, count(*), NULL
+        FROM {outbox} WHERE state = 'dead' GROUP BY topic
+    ) s
+    GROUP BY topic`)
+		s.purge = f(`DELETE FROM {outbox} WHERE id = ANY (ARRAY(
+        SELECT id FROM {outbox}
+        WHERE state = 'published' AND published_at < {now} - $1::bigint * interval '1 microsecond'
+        ORDER BY published_at
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED))`)
+		s.inboxSave = f(`INSERT INTO {inbox} (consumer_group, id, topic, name, metadata, payload, sent_at, received_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    ON CONFLICT (consumer_group, id) DO NOTHING`)
+		s.inboxPurge = f(`DELETE FROM {inbox} WHERE consumer_group = $1 AND id = ANY (ARRAY(
+        SELECT id FROM {inbox}
+        WHERE consumer_group = $1 AND created_at < {now} - $2::bigint * interval '1 microsecond'
+        ORDER BY created_at
+        LIMIT $3
+        FOR UPDATE SKIP LOCKED))`)
+		return s
+	}
+
+	// SQLite: one writer at a time, so statements need no row locks; a
+	// claim is a single UPDATE, atomic on its own.
+	r := strings.NewReplacer("{outbox}", outbox, "{inbox}", inbox)
+	f := func(q string, now string) string {
+		return strings.NewReplacer("{now}", now, "{limit}", "$1").Replace(r.Replace(q))
+	}
+	s.save = f(`INSERT INTO {outbox} (id, topic, name, partition_key, metadata, payload, sent_at, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, {now})
+    ON CONFLICT (id) DO NOTHING`, "$8")
+	s.claimable = f(`SELECT count(*) FROM (`+sqliteCandidates+`)`, "$2")
+	s.claim = f(`UPDATE {outbox} SET claimed_until = {now} + $2
+    WHERE seq IN (`+sqliteCandidates+`)
+    RETURNING `+messageColumns, "$3")
+	s.published = f(`UPDATE {outbox} SET state = 'published', published_at = {now}, claimed_until = NULL,
+        dead_at = NULL
+    WHERE id IN (SELECT value FROM json_each($1)) AND state <> 'published'`, "$2")
+	s.extend = f(`UPDATE {outbox} SET claimed_until = {now} + $2
+    WHERE id IN (SELECT value FROM json_each($1)) AND state = 'pending' AND claimed_until IS NOT NULL`, "$3")
+	s.release = f(`UPDATE {outbox} SET claimed_until = NULL
+    WHERE id IN (SELECT value FROM json_each($1)) AND state = 'pending' AND claimed_until IS NOT NULL`, "")
+	s.failed = f(`UPDATE {outbox} SET attempts = attempts + 1, last_error = $3, claimed_until = NULL,
+        next_attempt_at = {now} + $2
+    WHERE id = $1 AND state = 'pending'`, "$4")
+	s.dead = f(`UPDATE {outbox} SET state = 'dead', attempts = attempts + 1, last_error = $2,
+        claimed_until = NULL, dead_at = {now}
+    WHERE id = $1 AND state = 'pending'`, "$3")
+	const deadFilter = `state = 'dead' AND state <> 'published'
+      AND (state = 'dead' OR claimed_until IS NOT NULL OR next_attempt_at IS NOT NULL)
+      AND ($1 IS NULL OR id IN (SELECT value FROM json_each($1)))
+      AND ($2 = '' OR topic = $2)
+    ORDER BY seq
+    LIMIT $3`
+	s.dlq = f(`SELECT `+messageColumns+`, coalesce(last_error, ''), dead_at
+    FROM {outbox}
+    WHERE `+deadFilter, "")
+	s.replay = f(`UPDATE {outbox} SET state = 'pending', attempts = 0, next_attempt_at = NULL,
+        claimed_until = NULL, dead_at = NULL, last_error = NULL
+    WHERE seq IN (SELECT seq FROM {outbox} WHERE `+deadFilter+`)`, "")
+	s.stats = f(`SELECT topic, sum(pending), sum(dead), min(oldest) FROM (
+        SELECT topic, count(*) AS pending, 0 AS dead, min(created_at) AS oldest
+        FROM {outbox} WHERE state = 'pending' GROUP BY topic
+    UNION ALL
+        SELECT topic, 0, count(*), NULL
+        FROM {outbox} WHERE state = 'dead' GROUP BY topic
+    )
+    GROUP BY topic`, "")
+	s.purge = f(`DELETE FROM {outbox} WHERE seq IN (
+        SELECT seq FROM {outbox}
+        WHERE state = 'published' AND published_at < {now} - $1
+        ORDER BY published_at
+        LIMIT $2)`, "$3")
+	s.inboxSave = f(`INSERT INTO {inbox} (consumer_group, id, topic, name, metadata, payload, sent_at, received_at, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {now})
+    ON CONFLICT (consumer_group, id) DO NOTHING`, "$9")
+	s.inboxPurge = f(`DELETE FROM {inbox} WHERE rowid IN (
+        SELECT rowid FROM {inbox}
+        WHERE consumer_group = $1 AND created_at < {now} - $2
+        ORDER BY created_at
+        LIMIT $3)`, "$4")
+	return s
+}
+
+// notifying wraps an insert so that it also notifies the channel $8 when
+// it inserted rows, once, in the same statement. It returns how many rows
+// were inserted and how many notifications were sent (0 or 1).
+func notifying(insert string) string {
+	return `WITH ins AS (` + insert + ` RETURNING 1)
+SELECT (SELECT count(*) FROM ins),
+    (SELECT count(*) FROM (SELECT pg_notify($8, '') FROM ins LIMIT 1) n)`
+}
+
+// sqliteSaveMany returns the multi-row insert of n messages: $1..$(7n),
+// seven per message as in statements.save, then the time as $(7n+1).
+func sqliteSaveMany(cfg Config, n int) string {
+	var b strings.Builder
+	b.WriteString("INSERT INTO ")
+	b.WriteString(cfg.qualified(cfg.OutboxTable))
+	b.WriteString(" (id, topic, name, partition_key, metadata, payload, sent_at, created_at) VALUES ")
+	now := "$" + strconv.Itoa(7*n+1)
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(")
+		for j := range 7 {
+			b.WriteString("$")
+			b.WriteString(strconv.Itoa(7*i + j + 1))
+			b.WriteString(", ")
+		}
+		b.WriteString(now)
+		b.WriteString(")")
+	}
+	b.WriteString(" ON CONFLICT (id) DO NOTHING")
+	return b.String()
+}

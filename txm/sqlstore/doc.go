@@ -1,0 +1,200 @@
+// Package sqlstore keeps the transactional outbox and inbox in a SQL
+// database: PostgreSQL through pgx (a [pgxpool.Pool]) or through
+// database/sql with pgx's stdlib driver, and SQLite through the pure-Go
+// modernc.org/sqlite driver. One implementation serves all three: the SQL
+// text differs per dialect, the code does not.
+//
+// A [Store] has two sides. [Store.Outbox] returns an [Outbox], which
+// implements [txm.OutboxStore] and all of the relay's optional capabilities
+// ([txm.Transactor], [txm.Claimer], [txm.DeadLetterStore], [txm.BatchSaver],
+// [txm.StatsReporter], [txm.Purger], [txm.Waker]). [Store.Inbox] returns the
+// [Inbox] of one consumer group, which implements [txm.InboxStore] and
+// [txm.Transactor]: two groups each process the same message once.
+//
+// # Opening a store
+//
+//	pool, err := pgxpool.New(ctx, "postgres://app@db/app")
+//	store, err := sqlstore.NewPostgres(pool, sqlstore.Config{})
+//	err = store.Migrate(ctx) // or apply store.MigrationSQL() with your tool
+//
+//	db, err := sql.Open("pgx", "postgres://app@db/app") // github.com/jackc/pgx/v5/stdlib
+//	store, err := sqlstore.NewPostgresDB(db, sqlstore.Config{})
+//
+//	store, err := sqlstore.OpenSQLite(ctx, "app.db", sqlstore.Config{})
+//	defer store.Close()
+//
+// The constructors do no I/O and nothing global: several stores, on one
+// database (with other table names or schemas) or on several, live side by
+// side. [Config] documents every setting and its default; table names are
+// checked to be plain identifiers and always quoted.
+//
+// # Transactions
+//
+// A message must be saved in the transaction that makes the business
+// change, so the stores run their statements in the transaction that the
+// context carries. Put yours there with [WithPgxTx] (pgx) or [WithTx]
+// (database/sql); you commit it. With pgx:
+//
+//	tx, err := pool.Begin(ctx)
+//	defer tx.Rollback(ctx)
+//	_, err = tx.Exec(ctx, "INSERT INTO orders (id, total) VALUES ($1, $2)", id, total)
+//	err = store.Outbox().Save(sqlstore.WithPgxTx(ctx, tx), msg)
+//	err = tx.Commit(ctx) // the order and the message, or neither
+//
+// With database/sql:
+//
+//	tx, err := db.BeginTx(ctx, nil)
+//	defer tx.Rollback()
+//	_, err = tx.ExecContext(ctx, "INSERT INTO orders (id, total) VALUES ($1, $2)", id, total)
+//	err = store.Outbox().Save(sqlstore.WithTx(ctx, tx), msg)
+//	err = tx.Commit()
+//
+// Or let the store begin and end the transaction: [Store.InTx] runs a
+// function in one, commits when it returns nil and rolls back when it fails
+// or panics; the function's own statements take the transaction from
+// [PgxTxFromContext] or [TxFromContext]. [txm.InboxHandler] uses InTx to
+// record an incoming message and run the handler in one transaction.
+//
+// Without a transaction in the context, each call commits on its own.
+//
+// A duplicate ID does not break the transaction: saves insert with ON
+// CONFLICT DO NOTHING and report [txm.ErrDuplicateMessage] when nothing was
+// inserted, so the caller's transaction can still commit.
+//
+// # Migrations
+//
+// The schema is a list of versioned SQL files embedded in the package
+// (migrations/postgres/*.sql, migrations/sqlite/*.sql), templated with the
+// configured table names. [Store.Migrate] applies the versions that the
+// migrations table does not record yet, in one transaction, and records
+// them; processes that start together may all call it (PostgreSQL: a
+// transaction-scoped advisory lock; SQLite: BEGIN IMMEDIATE).
+// [Store.MigrationSQL] returns the same statements for your own migration
+// tool; they are idempotent, so Migrate after them changes nothing.
+//
+// # The outbox table
+//
+// A message is pending from its save, claimed by one relay with a lease
+// (claimed_until, from the database clock), then published, or back to
+// pending with attempts+1 and a next_attempt_at after a failure, or dead
+// with its last error after too many; [Outbox.Replay] makes dead messages
+// pending again. Published messages stay until [Outbox.Purge] deletes them.
+//
+// IDs are text: UUIDv7 strings by default, but [async.WithID] allows any
+// string, so a uuid column would reject valid IDs. The payload is bytea
+// (SQLite: BLOB). Metadata is JSON (jsonb; SQLite: TEXT), so it reads back
+// as JSON values: strings stay strings, numbers come back as float64, times
+// as RFC 3339 strings (which [async.Metadata.GetTime] parses). The partition
+// key is also kept in a column of its own.
+//
+// Save order is a sequence: an identity column on PostgreSQL, the rowid on
+// SQLite. We measured it against a clock_timestamp() column ordered with the
+// ID: inserts cost the same or less (57–92 µs against 58–114 µs, 4
+// concurrent savers) and the index is smaller (8 bytes against a timestamp
+// and the text ID). jsonb metadata costs no more to insert than bytea within
+// the noise of the measurement (57–92 µs against 57–128 µs), and can be
+// queried.
+//
+// Three partial indexes, besides the primary key, each serve one query of
+// the relay:
+//
+//   - pending_idx (seq) WHERE state = 'pending': the claim's scan in save
+//     order. It is the only index a save adds to.
+//   - held_idx (partition_key, seq) over the messages that may hold their
+//     key back (leased, waiting for a retry, or dead): the claim's per-key
+//     lookup, and DeadLetters. Saves add nothing to it.
+//   - published_idx (published_at) WHERE state = 'published': Purge, which
+//     therefore reads only the rows it deletes. Without it, purging would
+//     scan the young published rows on every batch.
+//
+// The inbox has its primary key (consumer_group, id), which does the
+// deduplication, and (consumer_group, created_at) for [Inbox.PurgeInbox].
+//
+// # Claiming
+//
+// [Outbox.Claim] returns, in save order, pending messages that are due and
+// not leased, none of which comes after a message of its partition key that
+// is not published and not in the same result: a key whose earliest
+// unpublished message is leased, waiting for a retry or dead is parked,
+// while other keys go on. Messages without a key are independent.
+//
+// Concurrent relays are made safe in two layers. On PostgreSQL, a claim
+// first takes a transaction-scoped advisory lock (pg_advisory_xact_lock)
+// that serialises the claims on one outbox table, and then, in a second
+// statement, chooses and leases its messages. Under READ COMMITTED that
+// statement sees every claim committed before it, so relay B never takes
+// message k2 while relay A holds k1 of the same key in a claim B could not
+// see yet. Claims are short — publishing happens outside them — and with
+// pgx both statements go in one round trip (a batch in an implicit
+// transaction). Second, the statement locks its candidates with FOR UPDATE
+// SKIP LOCKED and drops, per key, every candidate after one it could not
+// lock or that changed meanwhile (a late MarkFailed after the lease ran out,
+// ExtendClaims, Replay), so nothing but claims can make it hand a key out of
+// order either. On SQLite, which has one writer at a time, a claim is a
+// single UPDATE ... RETURNING. A claim made in a transaction of the
+// caller's holds the advisory lock until that transaction ends; the relay
+// claims without one.
+//
+// The claim scans pending messages from the oldest, looks up each key's
+// first holding message in held_idx (memoized per key), and stops after
+// limit messages: on 300,000 rows with 100,000 pending, 2,000 leased and 800
+// parked keys, a claim of 100 takes 4–8 ms. Messages parked behind a dead or
+// retrying message are scanned past on every claim (50,000 of them cost
+// about 30 ms), so replay dead letters rather than let their keys grow.
+//
+// pgx prepares statements, and PostgreSQL may then plan them without
+// knowing the parameters (a generic plan, which assumes a LIMIT $1 keeps a
+// tenth of the rows). The statements are written so that their plans hold
+// either way: they select the rows to change first and change them through
+// id = ANY(ARRAY(subquery)), an index lookup. (Written as IN or a join, the
+// generic plan of the claim scanned the whole table, 113 ms instead of 4.)
+// Purge and PurgeInbox take their oldest rows by index, 0.7 ms for 100 rows
+// of 300,000.
+//
+// Order within a key is save order: the order of the sequence values, taken
+// when each message is inserted. For messages of one key saved by
+// concurrent transactions that is commit order when the transactions
+// serialise on the key's business rows, as they usually do (an order's
+// events are written while the order row is locked); when they do not, a
+// later message may be published before an earlier one that commits after
+// it was claimed.
+//
+// # Wake-ups
+//
+// [Outbox.Wakeups] tells the relay that messages were committed. Saves
+// that commit on their own, and [Store.InTx] after its commit, signal it at
+// once within the process. On PostgreSQL, unless [Config.PollOnly], every
+// save also sends NOTIFY on [Config.NotifyChannel] in the same statement
+// (PostgreSQL delivers it at commit, so a rollback sends nothing), and the
+// first call of Wakeups starts a LISTEN on a connection of the store's own,
+// which wakes relays of every process, including for saves in your own
+// transaction; it reconnects with exponential backoff and stops on Close.
+//
+// NOTIFY has a cost: PostgreSQL serialises the commits of notifying
+// transactions. We measured single-message saves at 179–222 µs with NOTIFY
+// against 152–168 µs without for one saver, and, with 8 concurrent savers,
+// 4,300–6,400 saves/s against 12,500–18,000. Set PollOnly where the save
+// rate matters more than the relay's latency (a busy relay rarely sleeps
+// anyway) or behind a pooler in transaction mode, which cannot keep a
+// LISTEN session.
+//
+// SQLite signals within the process only: a save in your own transaction
+// ([WithTx]) reaches the relay on its next poll.
+//
+// # SQLite
+//
+// SQLite runs in the process, so the process clock is the database clock;
+// times are stored as Unix microseconds. [OpenSQLite] sets WAL, a busy
+// timeout, foreign keys and IMMEDIATE transactions, and keeps the pool
+// small: writers take turns anyway. A claim first reads whether there is
+// anything to claim, which in WAL mode waits for no writer, and takes the
+// write lock only when there is: an idle relay neither slows the savers
+// down nor waits behind a long transaction.
+//
+// # Errors
+//
+// Errors name the operation and wrap their cause with %w: errors.Is finds
+// [txm.ErrDuplicateMessage], [async.ErrClosed] after Close, and the
+// context's error (context.Canceled, context.DeadlineExceeded) when the
+// context ended, whatever the driver reported.
+package sqlstore

@@ -1,0 +1,217 @@
+package sqlstore
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"io/fs"
+	"path"
+	"strconv"
+	"strings"
+	"text/template"
+
+	"github.com/transmanager/transmanager/async"
+)
+
+//go:embed migrations/postgres/*.sql migrations/sqlite/*.sql
+var migrationFiles embed.FS
+
+// migration is one rendered, versioned migration.
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+// templateData is what a migration template sees.
+type templateData struct {
+	cfg Config
+	// Outbox and Inbox are the quoted, qualified table names.
+	Outbox, Inbox string
+}
+
+// OutboxName returns the quoted name of an outbox object (index or
+// constraint): the table's name with suffix.
+func (t templateData) OutboxName(suffix string) string {
+	return quoteIdent(t.cfg.OutboxTable + "_" + suffix)
+}
+
+// InboxName returns the quoted name of an inbox object.
+func (t templateData) InboxName(suffix string) string {
+	return quoteIdent(t.cfg.InboxTable + "_" + suffix)
+}
+
+// migrations returns the store's migrations in version order.
+func (s *Store) migrations() ([]migration, error) {
+	dir := "migrations/" + s.dialect.String()
+	entries, err := fs.ReadDir(migrationFiles, dir)
+	if err != nil {
+		return nil, err
+	}
+	data := templateData{cfg: s.cfg, Outbox: s.cfg.qualified(s.cfg.OutboxTable), Inbox: s.cfg.qualified(s.cfg.InboxTable)}
+	var out []migration
+	for _, e := range entries {
+		base := strings.TrimSuffix(e.Name(), ".sql")
+		num, name, ok := strings.Cut(base, "_")
+		if !ok {
+			return nil, fmt.Errorf("migration %s: name is not VERSION_NAME.sql", e.Name())
+		}
+		version, err := strconv.Atoi(num)
+		if err != nil {
+			return nil, fmt.Errorf("migration %s: %w", e.Name(), err)
+		}
+		text, err := fs.ReadFile(migrationFiles, path.Join(dir, e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		tmpl, err := template.New(e.Name()).Option("missingkey=error").Parse(string(text))
+		if err != nil {
+			return nil, fmt.Errorf("migration %s: %w", e.Name(), err)
+		}
+		var b strings.Builder
+		if err := tmpl.Execute(&b, data); err != nil {
+			return nil, fmt.Errorf("migration %s: %w", e.Name(), err)
+		}
+		out = append(out, migration{version: version, name: name, sql: b.String()})
+	}
+	return out, nil // fs.ReadDir sorts by name, so by version
+}
+
+// migrationsTableSQL creates the table where Migrate records versions.
+func (s *Store) migrationsTableSQL() string {
+	t := s.cfg.qualified(s.cfg.MigrationsTable)
+	if s.dialect == sqlite {
+		return `CREATE TABLE IF NOT EXISTS ` + t + ` (
+    tables     TEXT    NOT NULL,
+    version    INTEGER NOT NULL,
+    name       TEXT    NOT NULL,
+    applied_at INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000000 AS INTEGER)),
+    PRIMARY KEY (tables, version)
+) STRICT;
+`
+	}
+	return `CREATE TABLE IF NOT EXISTS ` + t + ` (
+    tables     text        NOT NULL,
+    version    integer     NOT NULL,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT statement_timestamp(),
+    PRIMARY KEY (tables, version)
+);
+`
+}
+
+// recordSQL records that m was applied. The values are validated
+// identifiers and numbers, safe to inline.
+func (s *Store) recordSQL(m migration) string {
+	return fmt.Sprintf("INSERT INTO %s (tables, version, name) VALUES ('%s', %d, '%s') ON CONFLICT DO NOTHING;\n",
+		s.cfg.qualified(s.cfg.MigrationsTable), s.tables, m.version, strings.ReplaceAll(m.name, "'", "''"))
+}
+
+// MigrationSQL returns the SQL that [Store.Migrate] applies, for users of
+// their own migration tool: the table of applied versions, then each
+// version's statements followed by the insert that records it. Every
+// statement is idempotent (IF NOT EXISTS, ON CONFLICT DO NOTHING), so
+// running Migrate after applying it changes nothing. Run it in one
+// transaction.
+func (s *Store) MigrationSQL() string {
+	ms, err := s.migrations()
+	if err != nil {
+		// The migrations are embedded and tested: this cannot happen in a
+		// released build. Return the error as SQL that fails loudly.
+		return "-- sqlstore: " + err.Error() + "\nSELECT sqlstore_migrations_are_broken;\n"
+	}
+	var b strings.Builder
+	b.WriteString("-- transmanager sqlstore schema (" + s.dialect.String() + ")\n\n")
+	b.WriteString(s.migrationsTableSQL())
+	for _, m := range ms {
+		fmt.Fprintf(&b, "\n-- version %d: %s\n", m.version, m.name)
+		b.WriteString(m.sql)
+		b.WriteString(s.recordSQL(m))
+	}
+	return b.String()
+}
+
+// Migrate creates or updates the store's tables: it applies, in one
+// transaction, the versions that the migrations table does not record yet,
+// and records them. Processes that start at once may all call it: on
+// PostgreSQL a transaction-scoped advisory lock makes them take turns, on
+// SQLite the transaction takes the write lock at BEGIN (BEGIN IMMEDIATE),
+// so each version is applied once.
+func (s *Store) Migrate(ctx context.Context) error {
+	if s.closed.Load() {
+		return s.fail(ctx, "migrate", async.ErrClosed)
+	}
+	ms, err := s.migrations()
+	if err != nil {
+		return s.fail(ctx, "migrate", err)
+	}
+	apply := func(q querier) error {
+		if s.dialect == postgres {
+			if _, err := q.exec(ctx, s.stmts.claimLock, s.migrateKey); err != nil {
+				return fmt.Errorf("lock: %w", err)
+			}
+		}
+		if _, err := q.exec(ctx, s.migrationsTableSQL()); err != nil {
+			return fmt.Errorf("migrations table: %w", err)
+		}
+		rows, err := q.query(ctx, "SELECT version FROM "+s.cfg.qualified(s.cfg.MigrationsTable)+" WHERE tables = $1", s.tables)
+		if err != nil {
+			return err
+		}
+		applied := map[int]bool{}
+		for rows.Next() {
+			var v int
+			if err := rows.Scan(&v); err != nil {
+				_ = rows.Close()
+				return err
+			}
+			applied[v] = true
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		for _, m := range ms {
+			if applied[m.version] {
+				continue
+			}
+			if _, err := q.exec(ctx, m.sql+s.recordSQL(m)); err != nil {
+				return fmt.Errorf("version %d (%s): %w", m.version, m.name, err)
+			}
+		}
+		return nil
+	}
+	if s.dialect == postgres {
+		tx, err := s.be.begin(ctx)
+		if err != nil {
+			return s.fail(ctx, "migrate", err)
+		}
+		if err := apply(tx); err != nil {
+			_ = tx.rollback(context.WithoutCancel(ctx))
+			return s.fail(ctx, "migrate", err)
+		}
+		if err := tx.commit(ctx); err != nil {
+			return s.fail(ctx, "migrate", err)
+		}
+		return nil
+	}
+	// SQLite: BEGIN IMMEDIATE on a connection of our own, whatever the
+	// handle's _txlock.
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return s.fail(ctx, "migrate", err)
+	}
+	defer conn.Close()
+	q := sqlQuerier{conn}
+	if _, err := q.exec(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return s.fail(ctx, "migrate", err)
+	}
+	if err := apply(q); err != nil {
+		_, _ = q.exec(context.WithoutCancel(ctx), "ROLLBACK")
+		return s.fail(ctx, "migrate", err)
+	}
+	if _, err := q.exec(ctx, "COMMIT"); err != nil {
+		_, _ = q.exec(context.WithoutCancel(ctx), "ROLLBACK")
+		return s.fail(ctx, "migrate", err)
+	}
+	return nil
+}

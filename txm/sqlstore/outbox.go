@@ -1,0 +1,673 @@
+package sqlstore
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/transmanager/transmanager/async"
+	"github.com/transmanager/transmanager/txm"
+)
+
+// Outbox is the outbox side of a [Store]. It implements [txm.OutboxStore]
+// and every optional capability of the relay: [txm.Transactor],
+// [txm.Claimer], [txm.DeadLetterStore], [txm.BatchSaver],
+// [txm.StatsReporter], [txm.Purger] and [txm.Waker].
+type Outbox struct{ s *Store }
+
+var (
+	_ txm.OutboxStore     = (*Outbox)(nil)
+	_ txm.Transactor      = (*Outbox)(nil)
+	_ txm.Claimer         = (*Outbox)(nil)
+	_ txm.DeadLetterStore = (*Outbox)(nil)
+	_ txm.BatchSaver      = (*Outbox)(nil)
+	_ txm.StatsReporter   = (*Outbox)(nil)
+	_ txm.Purger          = (*Outbox)(nil)
+	_ txm.Waker           = (*Outbox)(nil)
+)
+
+// errNilMessage is returned for a nil message.
+var errNilMessage = errors.New("nil message")
+
+// errEmptyID is returned for a message without an ID.
+var errEmptyID = errors.New("message has an empty ID")
+
+// InTx is [Store.InTx].
+func (o *Outbox) InTx(ctx context.Context, fn func(ctx context.Context) error) error {
+	return o.s.InTx(ctx, fn)
+}
+
+// Save stores msg as pending. It runs in the transaction ctx carries, so the
+// message commits or rolls back with the caller's writes; without one it
+// commits on its own and wakes the relay. An ID already stored returns an
+// error matching [txm.ErrDuplicateMessage] and leaves the transaction
+// usable: the insert skips the conflict instead of failing. On PostgreSQL
+// (unless PollOnly) the same statement also NOTIFYs the relays, which
+// PostgreSQL delivers at commit.
+func (o *Outbox) Save(ctx context.Context, msg async.Message) error {
+	s := o.s
+	q, h, err := s.querier(ctx)
+	if err != nil {
+		return s.fail(ctx, "outbox save", err)
+	}
+	r, err := s.encode(msg)
+	if err != nil {
+		return s.fail(ctx, "outbox save", err)
+	}
+	args := []any{r.id, r.topic, r.name, r.key, r.metadata, r.payload, s.timeArg(r.sentAt)}
+	var n int64
+	switch {
+	case s.dialect == sqlite:
+		n, err = q.exec(ctx, s.stmts.save, append(args, nowMicros())...)
+	case s.cfg.PollOnly:
+		n, err = q.exec(ctx, s.stmts.save, args...)
+	default:
+		var notified int64
+		err = queryRow(ctx, q, s.stmts.saveNotify, append(args, s.cfg.NotifyChannel), &n, &notified)
+	}
+	if err != nil {
+		return s.fail(ctx, "outbox save", err)
+	}
+	if n == 0 {
+		return s.fail(ctx, "outbox save", txm.ErrDuplicateMessage(r.id))
+	}
+	s.saved(h)
+	return nil
+}
+
+// saved notes a save: at once without a transaction, after the commit of
+// one that InTx began; the relay learns of saves in a caller's own
+// transaction from NOTIFY (PostgreSQL) or its next poll.
+func (s *Store) saved(h *txHolder) {
+	if h == nil {
+		s.signal()
+		return
+	}
+	h.saved.Store(true)
+}
+
+// SaveMany stores msgs as pending in one statement (PostgreSQL) or one
+// transaction (SQLite), in their order, skipping the IDs already stored
+// without error, and returns how many it inserted. Like Save it runs in the
+// transaction ctx carries.
+func (o *Outbox) SaveMany(ctx context.Context, msgs []async.Message) (int, error) {
+	s := o.s
+	if _, _, err := s.querier(ctx); err != nil {
+		return 0, s.fail(ctx, "outbox save many", err)
+	}
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	recs := make([]record, len(msgs))
+	for i, m := range msgs {
+		r, err := s.encode(m)
+		if err != nil {
+			return 0, s.fail(ctx, "outbox save many", fmt.Errorf("message %d: %w", i, err))
+		}
+		recs[i] = r
+	}
+	var n int64
+	var err error
+	if s.dialect == postgres {
+		n, err = s.saveManyPostgres(ctx, recs)
+	} else {
+		n, err = s.saveManySQLite(ctx, recs)
+	}
+	if err != nil {
+		return 0, s.fail(ctx, "outbox save many", err)
+	}
+	return int(n), nil
+}
+
+func (s *Store) saveManyPostgres(ctx context.Context, recs []record) (int64, error) {
+	q, h, err := s.querier(ctx)
+	if err != nil {
+		return 0, err
+	}
+	ids := make([]string, len(recs))
+	topics := make([]string, len(recs))
+	names := make([]string, len(recs))
+	keys := make([]string, len(recs))
+	metas := make([]string, len(recs))
+	payloads := make([][]byte, len(recs))
+	sent := make([]time.Time, len(recs))
+	for i, r := range recs {
+		ids[i], topics[i], names[i], metas[i], payloads[i], sent[i] = r.id, r.topic, r.name, r.metadata, r.payload, r.sentAt
+		if r.key != nil {
+			keys[i] = *r.key
+		}
+	}
+	args := []any{ids, topics, names, keys, metas, payloads, sent}
+	var n int64
+	if s.cfg.PollOnly {
+		n, err = q.exec(ctx, s.stmts.saveMany, args...)
+	} else {
+		var notified int64
+		err = queryRow(ctx, q, s.stmts.saveManyNotify, append(args, s.cfg.NotifyChannel), &n, &notified)
+	}
+	if err != nil {
+		return 0, err
+	}
+	if n > 0 {
+		s.saved(h)
+	}
+	return n, nil
+}
+
+// sqliteBatch is how many messages one SQLite insert carries: 7 parameters
+// each stays well below SQLite's limit of 32766.
+const sqliteBatch = 500
+
+func (s *Store) saveManySQLite(ctx context.Context, recs []record) (int64, error) {
+	var n int64
+	own, err := s.runTx(ctx, func(q querier) error {
+		now := nowMicros()
+		for chunk := range slices.Chunk(recs, sqliteBatch) {
+			args := make([]any, 0, 7*len(chunk)+1)
+			for _, r := range chunk {
+				args = append(args, r.id, r.topic, r.name, r.key, r.metadata, r.payload, r.sentAt.UnixMicro())
+			}
+			k, err := q.exec(ctx, sqliteSaveMany(s.cfg, len(chunk)), append(args, now)...)
+			if err != nil {
+				return err
+			}
+			n += k
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if n > 0 {
+		if own {
+			s.signal()
+		} else {
+			s.saved(holderFrom(ctx))
+		}
+	}
+	return n, nil
+}
+
+// FindUnpublished claims up to limit messages with [Config.DefaultLease]
+// and returns them; see [Outbox.Claim].
+func (o *Outbox) FindUnpublished(ctx context.Context, limit int) ([]async.Message, error) {
+	claimed, err := o.claim(ctx, "find unpublished", limit, o.s.cfg.DefaultLease)
+	if err != nil {
+		return nil, err
+	}
+	msgs := make([]async.Message, len(claimed))
+	for i, c := range claimed {
+		msgs[i] = c.Message
+	}
+	return msgs, nil
+}
+
+// Claim leases up to limit due messages for lease (0 or less:
+// [Config.DefaultLease]), taken with the database's clock, and returns them
+// in save order with their attempts. A limit of 0 or less returns nothing. A message comes out
+// only when every earlier message of its partition key is published or
+// comes out before it in the same result; a key whose earliest unpublished
+// message is leased, waiting for a retry or dead is parked. Messages
+// without a partition key are independent. See the package documentation
+// for how concurrent claims stay correct.
+func (o *Outbox) Claim(ctx context.Context, limit int, lease time.Duration) ([]txm.Claimed, error) {
+	return o.claim(ctx, "claim", limit, lease)
+}
+
+func (o *Outbox) claim(ctx context.Context, op string, limit int, lease time.Duration) ([]txm.Claimed, error) {
+	s := o.s
+	if _, _, err := s.querier(ctx); err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	if limit <= 0 {
+		return nil, nil
+	}
+	if lease <= 0 {
+		lease = s.cfg.DefaultLease
+	}
+	var out []claimedRow
+	read := func(q querier, args ...any) error {
+		rows, err := q.query(ctx, s.stmts.claim, args...)
+		if err != nil {
+			return err
+		}
+		out, err = scanClaimed(rows)
+		return err
+	}
+	var err error
+	if s.dialect == sqlite {
+		err = s.claimSQLite(ctx, read, limit, lease)
+	} else if pb, ok := s.be.(pgxBackend); ok && holderFrom(ctx) == nil {
+		err = pb.lockedQuery(ctx, s.stmts.claimLock, s.claimKey, s.stmts.claim, []any{limit, lease.Microseconds()},
+			func(r rows) (err error) {
+				out, err = scanClaimed(r)
+				return err
+			})
+	} else {
+		_, err = s.runTx(ctx, func(q querier) error {
+			if _, err := q.exec(ctx, s.stmts.claimLock, s.claimKey); err != nil {
+				return err
+			}
+			return read(q, limit, lease.Microseconds())
+		})
+	}
+	if err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	slices.SortFunc(out, func(a, b claimedRow) int { return cmp.Compare(a.seq, b.seq) })
+	claimed := make([]txm.Claimed, len(out))
+	for i, r := range out {
+		claimed[i] = r.Claimed
+	}
+	return claimed, nil
+}
+
+// claimSQLite claims with one UPDATE. Without a transaction in ctx it
+// first looks, with a read that does not wait for SQLite's write lock,
+// whether there is anything to claim: an idle relay's polls then neither
+// take the lock from writers nor wait for a long transaction.
+func (s *Store) claimSQLite(ctx context.Context, read func(q querier, args ...any) error, limit int, lease time.Duration) error {
+	q, h, err := s.querier(ctx)
+	if err != nil {
+		return err
+	}
+	if h == nil {
+		var n int64
+		if err := queryRow(ctx, q, s.stmts.claimable, []any{1, nowMicros()}, &n); err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+	}
+	return read(q, limit, lease.Microseconds(), nowMicros())
+}
+
+type claimedRow struct {
+	seq int64
+	txm.Claimed
+}
+
+func scanClaimed(rows rows) ([]claimedRow, error) {
+	defer rows.Close()
+	var out []claimedRow
+	for rows.Next() {
+		var r claimedRow
+		var err error
+		r.seq, r.Message, r.Attempts, err = scanMessage(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return out, rows.Close()
+}
+
+// scanMessage reads the messageColumns, then extra.
+func scanMessage(rows rows, extra ...any) (seq int64, msg async.Message, attempts int, err error) {
+	var id, topic, name string
+	var metadata, payload []byte
+	var sentAt dbTime
+	dest := append([]any{&seq, &id, &topic, &name, &metadata, &payload, &sentAt, &attempts}, extra...)
+	if err := rows.Scan(dest...); err != nil {
+		return 0, nil, 0, err
+	}
+	md, err := decodeMetadata(metadata)
+	if err != nil {
+		return 0, nil, 0, fmt.Errorf("message %s: %w", id, err)
+	}
+	if payload == nil {
+		payload = []byte{}
+	}
+	msg = async.NewMessage(topic, name, payload,
+		async.WithID(id), async.WithMetadata(md), async.WithSentAt(sentAt.t))
+	return seq, msg, attempts, nil
+}
+
+// MarkPublished records that the broker confirmed the messages: they leave
+// the pending messages (or the dead letters) for good, until Purge deletes
+// them. Unknown and already published IDs are ignored.
+func (o *Outbox) MarkPublished(ctx context.Context, ids ...string) error {
+	return o.s.update(ctx, "mark published", len(ids) > 0, o.s.stmts.published, o.s.idsArg(ids), sqliteNow)
+}
+
+// ExtendClaims renews the lease of pending messages that are leased, for
+// lease (0 or less: [Config.DefaultLease]) from now on the database's
+// clock. Other IDs are ignored.
+func (o *Outbox) ExtendClaims(ctx context.Context, lease time.Duration, ids ...string) error {
+	if lease <= 0 {
+		lease = o.s.cfg.DefaultLease
+	}
+	return o.s.update(ctx, "extend claims", len(ids) > 0, o.s.stmts.extend, o.s.idsArg(ids), lease.Microseconds(), sqliteNow)
+}
+
+// ReleaseClaims ends the lease of messages without counting an attempt, so
+// they can be claimed again at once.
+func (o *Outbox) ReleaseClaims(ctx context.Context, ids ...string) error {
+	if err := o.s.update(ctx, "release claims", len(ids) > 0, o.s.stmts.release, o.s.idsArg(ids)); err != nil {
+		return err
+	}
+	if len(ids) > 0 {
+		o.s.signal()
+	}
+	return nil
+}
+
+// MarkFailed records a failed publish of a pending message: it ends the
+// lease, adds one to its attempts, keeps cause as its last error and makes
+// it due again after retryAfter (0 or less: at once). Its partition key
+// stays parked until then. Unknown IDs and messages that are not pending
+// are ignored. When the retry falls due, [Outbox.Wakeups] signals the relay
+// of this process.
+func (o *Outbox) MarkFailed(ctx context.Context, id string, retryAfter time.Duration, cause string) error {
+	retryAfter = max(retryAfter, 0)
+	if err := o.s.update(ctx, "mark failed", true, o.s.stmts.failed, id, retryAfter.Microseconds(), cause, sqliteNow); err != nil {
+		return err
+	}
+	// Wake the relay when the retry falls due, so it does not wait for its
+	// next poll. Wake-ups coalesce, so a spare one costs one empty claim.
+	time.AfterFunc(retryAfter, o.s.signal)
+	return nil
+}
+
+// MarkDead moves a pending message to the dead letters: it ends the lease,
+// adds one to its attempts and keeps cause as its last error. Its partition
+// key stays parked behind it until it is replayed. Unknown IDs and messages
+// that are not pending are ignored.
+func (o *Outbox) MarkDead(ctx context.Context, id string, cause string) error {
+	return o.s.update(ctx, "mark dead", true, o.s.stmts.dead, id, cause, sqliteNow)
+}
+
+// nowArg stands for the current time in a statement's arguments: SQLite
+// statements take it as their last parameter, PostgreSQL ones use the
+// database clock instead. [Store.args] replaces or drops it.
+type nowArg struct{}
+
+// sqliteNow is the nowArg placeholder.
+var sqliteNow nowArg
+
+// update runs a statement that changes rows, unless run is false.
+func (s *Store) update(ctx context.Context, op string, run bool, stmt string, args ...any) error {
+	q, _, err := s.querier(ctx)
+	if err != nil {
+		return s.fail(ctx, op, err)
+	}
+	if !run {
+		return nil
+	}
+	if _, err := q.exec(ctx, stmt, s.args(args)...); err != nil {
+		return s.fail(ctx, op, err)
+	}
+	return nil
+}
+
+// args replaces sqliteNow with the current time for SQLite and drops it
+// for PostgreSQL.
+func (s *Store) args(args []any) []any {
+	out := args[:0:0]
+	for _, a := range args {
+		if _, ok := a.(nowArg); ok {
+			if s.dialect == sqlite {
+				out = append(out, nowMicros())
+			}
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// DeadLetters returns the dead letters that filter selects, in save order.
+func (o *Outbox) DeadLetters(ctx context.Context, filter txm.DeadLetterFilter) ([]txm.DeadLetter, error) {
+	s := o.s
+	q, _, err := s.querier(ctx)
+	if err != nil {
+		return nil, s.fail(ctx, "dead letters", err)
+	}
+	rows, err := q.query(ctx, s.stmts.dlq, s.filterArgs(filter)...)
+	if err != nil {
+		return nil, s.fail(ctx, "dead letters", err)
+	}
+	defer rows.Close()
+	var out []txm.DeadLetter
+	for rows.Next() {
+		var d txm.DeadLetter
+		var deadAt dbTime
+		_, d.Message, d.Attempts, err = scanMessage(rows, &d.LastError, &deadAt)
+		if err != nil {
+			return nil, s.fail(ctx, "dead letters", err)
+		}
+		d.DeadAt = deadAt.t
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.fail(ctx, "dead letters", err)
+	}
+	return out, nil
+}
+
+// Replay moves the dead letters that filter selects back to pending, due at
+// once with their attempts reset to zero and their last error cleared, and
+// returns how many it moved. Each keeps its place in its key's order, which
+// unparks the key, and the relay is woken.
+func (o *Outbox) Replay(ctx context.Context, filter txm.DeadLetterFilter) (int, error) {
+	s := o.s
+	q, h, err := s.querier(ctx)
+	if err != nil {
+		return 0, s.fail(ctx, "replay", err)
+	}
+	n, err := q.exec(ctx, s.stmts.replay, s.filterArgs(filter)...)
+	if err != nil {
+		return 0, s.fail(ctx, "replay", err)
+	}
+	if n > 0 {
+		s.saved(h)
+	}
+	return int(n), nil
+}
+
+func (s *Store) filterArgs(f txm.DeadLetterFilter) []any {
+	var ids any
+	if len(f.IDs) > 0 {
+		ids = s.idsArg(f.IDs)
+	}
+	var limit any
+	if f.Limit > 0 {
+		limit = f.Limit
+	} else if s.dialect == sqlite {
+		limit = -1
+	}
+	return []any{ids, f.Topic, limit}
+}
+
+// Stats reports the pending and dead messages per topic and in total, and
+// the save time of the oldest pending message.
+func (o *Outbox) Stats(ctx context.Context) (txm.OutboxStats, error) {
+	s := o.s
+	stats := txm.OutboxStats{ByTopic: map[string]txm.TopicStats{}}
+	q, _, err := s.querier(ctx)
+	if err != nil {
+		return stats, s.fail(ctx, "stats", err)
+	}
+	rows, err := q.query(ctx, s.stmts.stats)
+	if err != nil {
+		return stats, s.fail(ctx, "stats", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var topic string
+		var t txm.TopicStats
+		var oldest dbTime
+		if err := rows.Scan(&topic, &t.Pending, &t.Dead, &oldest); err != nil {
+			return stats, s.fail(ctx, "stats", err)
+		}
+		t.OldestPending = oldest.t
+		stats.ByTopic[topic] = t
+		stats.Pending += t.Pending
+		stats.Dead += t.Dead
+		if !t.OldestPending.IsZero() && (stats.OldestPending.IsZero() || t.OldestPending.Before(stats.OldestPending)) {
+			stats.OldestPending = t.OldestPending
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return stats, s.fail(ctx, "stats", err)
+	}
+	return stats, nil
+}
+
+// Purge deletes at most limit messages published more than olderThan ago
+// (on the database's clock), oldest first, and returns how many it
+// deleted; a limit of 0 or less deletes nothing. A deleted message's ID can
+// be saved again. Call it again
+// while it returns limit to purge in small batches; concurrent purgers skip
+// each other's rows.
+func (o *Outbox) Purge(ctx context.Context, olderThan time.Duration, limit int) (int, error) {
+	return o.s.purge(ctx, "purge", o.s.stmts.purge, olderThan, limit)
+}
+
+func (s *Store) purge(ctx context.Context, op, stmt string, olderThan time.Duration, limit int, pre ...any) (int, error) {
+	q, _, err := s.querier(ctx)
+	if err != nil {
+		return 0, s.fail(ctx, op, err)
+	}
+	if limit <= 0 {
+		return 0, nil
+	}
+	args := append(pre, max(olderThan, 0).Microseconds(), limit, sqliteNow)
+	n, err := q.exec(ctx, stmt, s.args(args)...)
+	if err != nil {
+		return 0, s.fail(ctx, op, err)
+	}
+	return int(n), nil
+}
+
+// Wakeups returns the channel that receives a value after messages were
+// saved: at once for saves that commit on their own, after the commit for
+// InTx, and, on PostgreSQL unless PollOnly, for every commit that saved
+// messages in any process. It also receives one after ReleaseClaims and
+// Replay, and when a retry scheduled by MarkFailed falls due. PostgreSQL
+// stores LISTEN on a connection of their own, opened at the first call,
+// reconnected with backoff and closed by Close. Wake-ups coalesce: the
+// channel holds at most one value, and several relays on one store share
+// it.
+func (o *Outbox) Wakeups() <-chan struct{} {
+	o.s.startListener()
+	return o.s.wake
+}
+
+// record is a message ready to be stored.
+type record struct {
+	id, topic, name string
+	key             *string
+	metadata        string // JSON
+	payload         []byte
+	sentAt          time.Time
+}
+
+func (s *Store) encode(msg async.Message) (record, error) {
+	if msg == nil {
+		return record{}, errNilMessage
+	}
+	r := record{id: msg.ID(), topic: msg.Subject(), name: msg.MessageName(), payload: msg.Data(), sentAt: msg.SentAt()}
+	if r.id == "" {
+		return record{}, errEmptyID
+	}
+	md := msg.Metadata()
+	if k := md.PartitionKey(); k != "" {
+		r.key = &k
+	}
+	var err error
+	if r.metadata, err = encodeMetadata(md); err != nil {
+		return record{}, fmt.Errorf("message %s: %w", r.id, err)
+	}
+	if r.payload == nil {
+		r.payload = []byte{}
+	}
+	return r, nil
+}
+
+func encodeMetadata(md async.Metadata) (string, error) {
+	if len(md) == 0 {
+		return "{}", nil
+	}
+	b, err := json.Marshal(md)
+	if err != nil {
+		return "", fmt.Errorf("encoding metadata as JSON: %w", err)
+	}
+	return string(b), nil
+}
+
+func decodeMetadata(b []byte) (async.Metadata, error) {
+	md := async.Metadata{}
+	if len(b) == 0 {
+		return md, nil
+	}
+	if err := json.Unmarshal(b, &md); err != nil {
+		return nil, fmt.Errorf("decoding metadata: %w", err)
+	}
+	return md, nil
+}
+
+// timeArg returns t as the store's dialect stores it.
+func (s *Store) timeArg(t time.Time) any {
+	if s.dialect == sqlite {
+		return t.UnixMicro()
+	}
+	return t
+}
+
+// idsArg returns ids as the store's dialect takes a list: an array for
+// PostgreSQL, a JSON array for SQLite's json_each.
+func (s *Store) idsArg(ids []string) any {
+	if s.dialect == postgres {
+		return ids
+	}
+	b, _ := json.Marshal(ids) // strings always encode
+	return string(b)
+}
+
+func nowMicros() int64 { return time.Now().UnixMicro() }
+
+// dbTime scans a time stored by either dialect: a timestamptz or Unix
+// microseconds; NULL is the zero time.
+type dbTime struct{ t time.Time }
+
+func (d *dbTime) Scan(v any) error {
+	switch x := v.(type) {
+	case nil:
+		d.t = time.Time{}
+	case time.Time:
+		d.t = x
+	case int64:
+		d.t = time.UnixMicro(x)
+	default:
+		return fmt.Errorf("sqlstore: cannot scan %T as a time", v)
+	}
+	return nil
+}
+
+// queryRow runs a query that returns one row and scans it.
+func queryRow(ctx context.Context, q querier, stmt string, args []any, dest ...any) error {
+	rows, err := q.query(ctx, stmt, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		return errors.New("query returned no row")
+	}
+	if err := rows.Scan(dest...); err != nil {
+		return err
+	}
+	return rows.Close()
+}

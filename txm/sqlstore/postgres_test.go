@@ -1,0 +1,448 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/transmanager/transmanager/async"
+	"github.com/transmanager/transmanager/txm"
+)
+
+// pgKinds are the PostgreSQL kinds of store.
+var pgKinds = []backendKind{kindPgx, kindSQLDB}
+
+func forEachPGKind(t *testing.T, fn func(t *testing.T, kind backendKind)) {
+	t.Helper()
+	for _, kind := range pgKinds {
+		t.Run(string(kind), func(t *testing.T) {
+			t.Parallel()
+			fn(t, kind)
+		})
+	}
+}
+
+// newPool returns a pool of at most maxConns connections on the env's
+// schema, closed at cleanup.
+func (e *pgEnv) newPool(t testing.TB, maxConns int32) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.RuntimeParams["search_path"] = e.schema
+	cfg.MaxConns = maxConns
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// storeOn returns a store of the kind on pool (database/sql stores wrap it),
+// closed at cleanup.
+func storeOn(t testing.TB, kind backendKind, pool *pgxpool.Pool, cfg Config) *Store {
+	t.Helper()
+	var s *Store
+	var err error
+	if kind == kindPgx {
+		s, err = NewPostgres(pool, cfg)
+	} else {
+		db := stdlib.OpenDBFromPool(pool)
+		t.Cleanup(func() { _ = db.Close() })
+		s, err = NewPostgresDB(db, cfg)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func backendPID(t testing.TB, pool *pgxpool.Pool) uint32 {
+	t.Helper()
+	var pid uint32
+	if err := pool.QueryRow(context.Background(), "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+// TestPostgresClaimSkipsLockedRows holds a row lock on the head of a key,
+// as a concurrent MarkFailed or Replay would: the claim skips that message
+// and everything after it in its key, and nothing else.
+func TestPostgresClaimSkipsLockedRows(t *testing.T) {
+	forEachPGKind(t, func(t *testing.T, kind backendKind) {
+		ctx := context.Background()
+		s := newTestStore(t, kind, Config{PollOnly: true})
+		o := s.Outbox()
+		k1, k2, j1, n1 := newMsg("t", "k"), newMsg("t", "k"), newMsg("t", "j"), newMsg("t", "")
+		mustSave(t, o, k1, k2, j1, n1)
+
+		tx, err := s.pg.pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx)
+		if _, err := tx.Exec(ctx, "SELECT 1 FROM txm_outbox WHERE id = $1 FOR UPDATE", k1.ID()); err != nil {
+			t.Fatal(err)
+		}
+		c := mustClaim(t, o, 10, time.Minute)
+		if want := msgIDs([]async.Message{j1, n1}); !slices.Equal(ids(c), want) {
+			t.Fatalf("claim with k1 locked: %v, want %v", ids(c), want)
+		}
+		if err := tx.Rollback(ctx); err != nil {
+			t.Fatal(err)
+		}
+		c = mustClaim(t, o, 10, time.Minute)
+		if want := msgIDs([]async.Message{k1, k2}); !slices.Equal(ids(c), want) {
+			t.Fatalf("claim after the lock: %v, want %v", ids(c), want)
+		}
+	})
+}
+
+// TestPostgresFourRelays drains 10,000 messages with four relays, each on
+// a connection of its own: every message is published exactly once, none
+// is held by two relays at once, and each key comes out in save order.
+func TestPostgresFourRelays(t *testing.T) {
+	t.Parallel()
+	const (
+		total   = 10000
+		batch   = 250
+		keys    = 40
+		relays  = 4
+		timeout = 60 * time.Second
+	)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	e := newPGEnv(t)
+	producer := storeOn(t, kindPgx, e.pool, Config{PollOnly: true})
+	if err := producer.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	msgs := make([]async.Message, total)
+	order := make(map[string]int, total)
+	for i := range msgs {
+		key := ""
+		if i%5 != 0 {
+			key = fmt.Sprintf("key-%d", i%keys)
+		}
+		msgs[i] = newMsg("t", key)
+		order[msgs[i].ID()] = i
+	}
+	for chunk := range slices.Chunk(msgs, 1000) {
+		if n, err := producer.Outbox().SaveMany(ctx, chunk); err != nil || n != len(chunk) {
+			t.Fatalf("SaveMany: %d, %v", n, err)
+		}
+	}
+
+	var (
+		mu        sync.Mutex
+		holder    = map[string]int{}
+		published = map[string]int{}
+		perKey    = map[string][]int{}
+		done      = make(chan struct{})
+		closeOnce sync.Once
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	for r := range relays {
+		kind := pgKinds[r%len(pgKinds)] // two pgx relays, two database/sql ones
+		s := storeOn(t, kind, e.newPool(t, 1), Config{PollOnly: true})
+		g.Go(func() error {
+			o := s.Outbox()
+			for {
+				select {
+				case <-done:
+					return nil
+				default:
+				}
+				c, err := o.Claim(gctx, batch, 30*time.Second)
+				if err != nil {
+					return fmt.Errorf("relay %d: %w", r, err)
+				}
+				if len(c) == 0 {
+					select {
+					case <-done:
+						return nil
+					case <-gctx.Done():
+						return gctx.Err()
+					case <-time.After(2 * time.Millisecond):
+					}
+					continue
+				}
+				mu.Lock()
+				for _, m := range c {
+					id := m.Message.ID()
+					if h, held := holder[id]; held {
+						mu.Unlock()
+						return fmt.Errorf("relay %d claimed %s while relay %d held it", r, id, h)
+					}
+					holder[id] = r
+					published[id]++
+					if k := m.Message.Metadata().PartitionKey(); k != "" {
+						perKey[k] = append(perKey[k], order[id])
+					}
+				}
+				mu.Unlock()
+				if err := o.MarkPublished(gctx, ids(c)...); err != nil {
+					return fmt.Errorf("relay %d: %w", r, err)
+				}
+				mu.Lock()
+				for _, m := range c {
+					delete(holder, m.Message.ID())
+				}
+				if len(published) == total {
+					closeOnce.Do(func() { close(done) })
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		if n := published[m.ID()]; n != 1 {
+			t.Fatalf("message %d published %d times", order[m.ID()], n)
+		}
+	}
+	for k, seq := range perKey {
+		if !sort.IntsAreSorted(seq) {
+			t.Fatalf("key %s published out of save order: %v", k, seq)
+		}
+	}
+	if st, err := producer.Outbox().Stats(ctx); err != nil || st.Pending != 0 {
+		t.Fatalf("stats after draining: %+v, %v", st, err)
+	}
+}
+
+// TestPostgresKilledRelay kills a relay's backend in the middle of a batch:
+// its claims were committed, so they stay leased until the lease ends, and
+// then another relay takes the unpublished messages over, in order.
+func TestPostgresKilledRelay(t *testing.T) {
+	forEachPGKind(t, func(t *testing.T, kind backendKind) {
+		ctx := context.Background()
+		e := newPGEnv(t)
+		other := storeOn(t, kindPgx, e.pool, Config{PollOnly: true})
+		if err := other.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var msgs []async.Message
+		for i := range 10 {
+			key := "k"
+			if i >= 7 {
+				key = ""
+			}
+			msgs = append(msgs, newMsg("t", key))
+		}
+		mustSave(t, other.Outbox(), msgs...)
+
+		poolA := e.newPool(t, 1)
+		pidA := backendPID(t, poolA)
+		relayA := storeOn(t, kind, poolA, Config{PollOnly: true})
+		const lease = time.Second
+		claimedAt := time.Now()
+		c, err := relayA.Outbox().Claim(ctx, 100, lease)
+		if err != nil || !slices.Equal(ids(c), msgIDs(msgs)) {
+			t.Fatalf("relay A claimed %v, %v", ids(c), err)
+		}
+		if err := relayA.Outbox().MarkPublished(ctx, msgs[0].ID(), msgs[1].ID()); err != nil {
+			t.Fatal(err)
+		}
+		// Relay A dies before it settles the rest.
+		if _, err := e.pool.Exec(ctx, "SELECT pg_terminate_backend($1)", pidA); err != nil {
+			t.Fatal(err)
+		}
+		if err := relayA.Outbox().MarkPublished(ctx, msgs[2].ID()); err == nil {
+			t.Fatal("relay A still works after its backend was terminated")
+		}
+
+		relayB := other.Outbox()
+		if got := mustClaim(t, relayB, 100, time.Minute); len(got) != 0 && time.Since(claimedAt) < lease {
+			t.Fatalf("relay B claimed %v while relay A's lease ran", ids(got))
+		}
+		var got []txm.Claimed
+		waitFor(t, 10*time.Second, "relay A's lease to run out", func() bool {
+			got = mustClaim(t, relayB, 100, time.Minute)
+			return len(got) > 0
+		})
+		if el := time.Since(claimedAt); el < lease-50*time.Millisecond {
+			t.Fatalf("relay B took over after %v, before the %v lease ended", el, lease)
+		}
+		if want := msgIDs(msgs[2:]); !slices.Equal(ids(got), want) {
+			t.Fatalf("relay B took over %v, want %v", ids(got), want)
+		}
+	})
+}
+
+// TestPostgresWakeups measures how fast a save of another process (another
+// pool, so no in-process signal) wakes the relay's store through LISTEN,
+// also after the LISTEN connection was killed.
+func TestPostgresWakeups(t *testing.T) {
+	forEachPGKind(t, func(t *testing.T, kind backendKind) {
+		ctx := context.Background()
+		e := newPGEnv(t)
+		channel := randomName("txm_wake_") // no other test's saves
+		relay := storeOn(t, kind, e.pool, Config{NotifyChannel: channel})
+		if err := relay.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		producer := storeOn(t, kindPgx, e.newPool(t, 2), Config{NotifyChannel: channel})
+		wake := relay.Outbox().Wakeups()
+
+		// The listener signals once it listens: messages may have been
+		// saved before.
+		awaitWake(t, wake, 10*time.Second, "the first LISTEN")
+		measure := func(what string) {
+			t.Helper()
+			const rounds = 5
+			lat := make([]time.Duration, rounds)
+			for i := range lat {
+				drain(wake)
+				start := time.Now()
+				mustSave(t, producer.Outbox(), newMsg("t", ""))
+				awaitWake(t, wake, 2*time.Second, what)
+				lat[i] = time.Since(start)
+			}
+			slices.Sort(lat)
+			t.Logf("%s: wake-up latencies %v", what, lat)
+			// The median, so that one stall of a loaded CI machine does not
+			// fail the test; every wake-up must still come.
+			if lat[rounds/2] > 50*time.Millisecond {
+				t.Fatalf("%s: median wake-up latency %v, want under 50ms", what, lat[rounds/2])
+			}
+		}
+		measure("save in another process")
+
+		// Kill the LISTEN connection: the store reconnects and signals.
+		var pid uint32
+		err := e.pool.QueryRow(ctx, "SELECT pid FROM pg_stat_activity WHERE query = $1", "LISTEN "+quoteIdent(channel)).Scan(&pid)
+		if err != nil {
+			t.Fatalf("finding the listener: %v", err)
+		}
+		drain(wake)
+		if _, err := e.pool.Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
+			t.Fatal(err)
+		}
+		awaitWake(t, wake, 10*time.Second, "the LISTEN reconnection")
+		measure("save after reconnecting")
+
+		// Batch saves notify too.
+		drain(wake)
+		if _, err := producer.Outbox().SaveMany(ctx, []async.Message{newMsg("t", ""), newMsg("t", "")}); err != nil {
+			t.Fatal(err)
+		}
+		awaitWake(t, wake, 2*time.Second, "a batch save")
+	})
+}
+
+func awaitWake(t *testing.T, wake <-chan struct{}, d time.Duration, what string) {
+	t.Helper()
+	select {
+	case <-wake:
+	case <-time.After(d):
+		t.Fatalf("no wake-up within %v for %s", d, what)
+	}
+}
+
+// TestPostgresPollOnlyDoesNotNotify checks who notifies: a PollOnly store's
+// saves send nothing, so the first notification comes from the other
+// store, which saved after it.
+func TestPostgresPollOnlyDoesNotNotify(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newPGEnv(t)
+	channel := randomName("txm_poll_")
+	poolPoll, poolNotify := e.newPool(t, 1), e.newPool(t, 1)
+	pidPoll, pidNotify := backendPID(t, poolPoll), backendPID(t, poolNotify)
+	poll := storeOn(t, kindPgx, poolPoll, Config{NotifyChannel: channel, PollOnly: true})
+	notify := storeOn(t, kindPgx, poolNotify, Config{NotifyChannel: channel})
+	if err := poll.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "LISTEN "+quoteIdent(channel)); err != nil {
+		t.Fatal(err)
+	}
+	mustSave(t, poll.Outbox(), newMsg("t", ""))
+	if _, err := poll.Outbox().SaveMany(ctx, []async.Message{newMsg("t", "")}); err != nil {
+		t.Fatal(err)
+	}
+	mustSave(t, notify.Outbox(), newMsg("t", ""))
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	n, err := conn.WaitForNotification(wctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.PID != pidNotify {
+		t.Fatalf("first notification from backend %d; PollOnly store is %d, notifying store %d", n.PID, pidPoll, pidNotify)
+	}
+	// A duplicate inserts nothing and notifies nothing.
+	dup := newMsg("t", "")
+	mustSave(t, poll.Outbox(), dup)
+	if err := notify.Outbox().Save(ctx, dup); !isDup(err) {
+		t.Fatal(err)
+	}
+	if _, err := poll.pool.Exec(ctx, "SELECT pg_notify($1, 'marker')", channel); err != nil {
+		t.Fatal(err)
+	}
+	if n, err = conn.WaitForNotification(wctx); err != nil || n.Payload != "marker" {
+		t.Fatalf("after a duplicate save: %+v, %v; want the marker first", n, err)
+	}
+}
+
+// TestPostgresSchemaAndTables runs two stores with other tables in an
+// explicit schema, on a pool whose search_path does not include it, and
+// sharing one migrations table.
+func TestPostgresSchemaAndTables(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newPGEnv(t)
+	admin, err := pgxpool.New(ctx, e.url) // default search_path
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	cfgs := []Config{
+		{Schema: e.schema, OutboxTable: "Orders_Outbox", InboxTable: "Orders_Inbox"},
+		{Schema: e.schema, OutboxTable: "billing_outbox", InboxTable: "billing_inbox"},
+	}
+	for i, cfg := range cfgs {
+		s := storeOn(t, kindPgx, admin, cfg)
+		if err := s.Migrate(ctx); err != nil {
+			t.Fatalf("store %d: %v", i, err)
+		}
+		m := newMsg("t", "k")
+		mustSave(t, s.Outbox(), m)
+		if err := s.Inbox("g").Save(ctx, incoming{m}); err != nil {
+			t.Fatal(err)
+		}
+		if c := mustClaim(t, s.Outbox(), 10, time.Minute); !slices.Equal(ids(c), []string{m.ID()}) {
+			t.Fatalf("store %d claimed %v", i, ids(c))
+		}
+	}
+	var n int
+	if err := admin.QueryRow(ctx, fmt.Sprintf(`SELECT count(*) FROM %q.txm_migrations`, e.schema)).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("migrations recorded: %d, %v; want one per store", n, err)
+	}
+	var outboxes int
+	err = admin.QueryRow(ctx, `SELECT count(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name IN ('Orders_Outbox', 'billing_outbox')`, e.schema).Scan(&outboxes)
+	if err != nil || outboxes != 2 {
+		t.Fatalf("outbox tables: %d, %v", outboxes, err)
+	}
+}

@@ -1,0 +1,330 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	// The pure-Go SQLite driver, registered as "sqlite".
+	_ "modernc.org/sqlite"
+
+	"github.com/transmanager/transmanager/async"
+)
+
+// Store is a durable outbox and inbox in one PostgreSQL or SQLite database.
+// [Store.Outbox] and [Store.Inbox] return its two sides; both run in the
+// transaction that a context carries (see [WithTx], [WithPgxTx] and
+// [Store.InTx]). A Store is safe for concurrent use.
+type Store struct {
+	cfg     Config
+	dialect dialect
+	be      backend
+	stmts   statements
+
+	pool *pgxpool.Pool // NewPostgres
+	db   *sql.DB       // NewPostgresDB, NewSQLite, OpenSQLite
+	owns bool          // OpenSQLite: Close closes db
+
+	claimKey   int64 // advisory lock key of claims (PostgreSQL)
+	migrateKey int64 // advisory lock key of Migrate (PostgreSQL)
+	tables     string
+
+	wake chan struct{}
+
+	mu            sync.Mutex // guards listenStarted against Close
+	closed        atomic.Bool
+	closeCtx      context.Context // cancelled by Close
+	cancel        context.CancelFunc
+	closeOnce     sync.Once
+	listenStarted bool
+	listenWG      sync.WaitGroup
+	listenReady   sync.Once
+	listening     chan struct{} // closed once LISTEN first succeeds
+}
+
+// NewPostgres returns a store on a pgx pool. It does no I/O: call
+// [Store.Migrate] to create the tables, or apply [Store.MigrationSQL] with
+// your own migration tool. Close does not close the pool.
+func NewPostgres(pool *pgxpool.Pool, cfg Config) (*Store, error) {
+	if pool == nil {
+		return nil, errors.New("sqlstore: NewPostgres: nil pool")
+	}
+	s, err := newStore(postgres, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.pool = pool
+	s.be = pgxBackend{pgxQuerier: pgxQuerier{pool}, b: pool}
+	return s, nil
+}
+
+// NewPostgresDB returns a store on a database/sql handle opened with pgx's
+// stdlib driver (github.com/jackc/pgx/v5/stdlib, driver name "pgx"). It does
+// no I/O. Close does not close db.
+func NewPostgresDB(db *sql.DB, cfg Config) (*Store, error) {
+	if db == nil {
+		return nil, errors.New("sqlstore: NewPostgresDB: nil db")
+	}
+	if _, ok := db.Driver().(*stdlib.Driver); !ok {
+		return nil, fmt.Errorf("sqlstore: NewPostgresDB: db must use the pgx stdlib driver, got %T", db.Driver())
+	}
+	s, err := newStore(postgres, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.db = db
+	s.be = sqlBackend{sqlQuerier: sqlQuerier{db}, db: db}
+	return s, nil
+}
+
+// NewSQLite returns a store on a database/sql handle opened with the
+// modernc.org/sqlite driver ("sqlite"). It does no I/O and changes no
+// setting of db; [OpenSQLite] opens a handle with the settings the store
+// works best with (WAL, busy timeout, IMMEDIATE transactions), which a
+// handle of your own should have as well. Close does not close db.
+func NewSQLite(db *sql.DB, cfg Config) (*Store, error) {
+	if db == nil {
+		return nil, errors.New("sqlstore: NewSQLite: nil db")
+	}
+	s, err := newStore(sqlite, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.db = db
+	s.be = sqlBackend{sqlQuerier: sqlQuerier{db}, db: db}
+	return s, nil
+}
+
+// SQLite settings of OpenSQLite.
+const (
+	sqliteBusyTimeoutMS = 10000
+	sqliteMaxConns      = 4
+)
+
+// OpenSQLite opens (creating it if needed) the SQLite database file at path
+// and returns a store on it that Close closes. The connections use WAL
+// journaling (readers do not block the writer), synchronous=NORMAL (durable
+// across process crashes; the last transactions may be lost on power loss),
+// a 10s busy timeout, foreign keys, and IMMEDIATE transactions, which take
+// the write lock at BEGIN so that a transaction never fails to upgrade from
+// reading to writing. SQLite has one writer at a time, so the pool is
+// limited to 4 connections (1 for ":memory:", whose connections would each
+// get their own database). OpenSQLite does not migrate: call
+// [Store.Migrate].
+func OpenSQLite(ctx context.Context, path string, cfg Config) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("sqlstore: OpenSQLite: empty path")
+	}
+	memory := path == ":memory:" || strings.Contains(path, "mode=memory")
+	dsn := path
+	switch {
+	case path == ":memory:":
+		dsn = "file::memory:"
+	case !strings.HasPrefix(dsn, "file:"):
+		dsn = "file:" + (&url.URL{Path: path}).EscapedPath()
+	}
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	q := url.Values{}
+	q.Set("_txlock", "immediate")
+	q.Set("_busy_timeout", fmt.Sprint(sqliteBusyTimeoutMS))
+	q.Set("_foreign_keys", "1")
+	if !memory {
+		q.Set("_journal_mode", "WAL")
+		q.Set("_synchronous", "NORMAL")
+	}
+	dsn += sep + q.Encode()
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: OpenSQLite: %w", err)
+	}
+	if memory {
+		db.SetMaxOpenConns(1)
+	} else {
+		db.SetMaxOpenConns(sqliteMaxConns)
+	}
+	db.SetMaxIdleConns(sqliteMaxConns)
+	if err := db.PingContext(ctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("sqlstore: OpenSQLite %s: %w", path, err)
+	}
+	s, err := NewSQLite(db, cfg)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	s.owns = true
+	return s, nil
+}
+
+func newStore(d dialect, cfg Config) (*Store, error) {
+	cfg, err := cfg.withDefaults(d)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Store{
+		closeCtx:   ctx,
+		cancel:     cancel,
+		cfg:        cfg,
+		dialect:    d,
+		stmts:      newStatements(d, cfg),
+		claimKey:   lockKey("txm/claim/" + cfg.Schema + "/" + cfg.OutboxTable),
+		migrateKey: lockKey("txm/migrate/" + cfg.Schema + "/" + cfg.MigrationsTable),
+		tables:     cfg.OutboxTable + "," + cfg.InboxTable,
+		wake:       make(chan struct{}, 1),
+		listening:  make(chan struct{}),
+	}, nil
+}
+
+// lockKey returns a PostgreSQL advisory lock key for name.
+func lockKey(name string) int64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(name))
+	return int64(h.Sum64())
+}
+
+// Outbox returns the store's outbox.
+func (s *Store) Outbox() *Outbox { return &Outbox{s: s} }
+
+// Inbox returns the inbox of a consumer group: the group's records are its
+// own, so two groups each process the same message once. Any string,
+// including "", names a group.
+func (s *Store) Inbox(group string) *Inbox { return &Inbox{s: s, group: group} }
+
+// DB returns the database/sql handle of a store built by NewPostgresDB,
+// NewSQLite or OpenSQLite, and nil for a pgx store.
+func (s *Store) DB() *sql.DB { return s.db }
+
+// Close stops the store's LISTEN connection and, for a store opened by
+// [OpenSQLite], closes the database. Later calls of the store's methods
+// return an error matching [async.ErrClosed]. Close does not wait for
+// calls in flight. Calling it again returns nil.
+func (s *Store) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed.Store(true)
+		s.cancel()
+		s.mu.Unlock()
+		s.listenWG.Wait()
+		if s.owns {
+			err = s.db.Close()
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("sqlstore: close: %w", err)
+	}
+	return nil
+}
+
+// InTx runs fn in a transaction and commits it when fn returns nil; it
+// rolls it back when fn returns an error (returned as it is) or panics (the
+// panic goes on). The context passed to fn carries the transaction: the
+// store's methods run in it, and fn's own statements get it from
+// [TxFromContext] or [PgxTxFromContext]. When ctx carries a transaction
+// already, InTx runs fn in it and leaves the commit to its owner. After a
+// commit that saved outbox messages, the store wakes its relay.
+func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context) error) error {
+	if s.closed.Load() {
+		return s.fail(ctx, "in tx", async.ErrClosed)
+	}
+	if h := holderFrom(ctx); h != nil {
+		if _, err := s.be.fromHolder(h); err != nil {
+			return s.fail(ctx, "in tx", err)
+		}
+		return fn(ctx)
+	}
+	tx, err := s.be.begin(ctx)
+	if err != nil {
+		return s.fail(ctx, "begin", err)
+	}
+	h := tx.holder()
+	committed := false
+	defer func() {
+		if !committed {
+			// Roll back on error and on panic; a panic continues after.
+			_ = tx.rollback(context.WithoutCancel(ctx))
+		}
+	}()
+	if err := fn(context.WithValue(ctx, txKey{}, h)); err != nil {
+		return err
+	}
+	if err := tx.commit(ctx); err != nil {
+		committed = true // a failed commit ends the transaction too
+		return s.fail(ctx, "commit", err)
+	}
+	committed = true
+	if h.saved.Load() {
+		s.signal()
+	}
+	return nil
+}
+
+// runTx runs fn in the transaction of ctx or, without one, in a new
+// transaction of its own. It reports whether it committed a transaction of
+// its own.
+func (s *Store) runTx(ctx context.Context, fn func(q querier) error) (own bool, err error) {
+	if h := holderFrom(ctx); h != nil {
+		q, err := s.be.fromHolder(h)
+		if err != nil {
+			return false, err
+		}
+		return false, fn(q)
+	}
+	tx, err := s.be.begin(ctx)
+	if err != nil {
+		return false, err
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.rollback(context.WithoutCancel(ctx))
+		return false, err
+	}
+	if err := tx.commit(ctx); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// querier returns where a statement runs: the transaction ctx carries, or
+// the pool. holder is the transaction's, nil for the pool.
+func (s *Store) querier(ctx context.Context) (q querier, h *txHolder, err error) {
+	if s.closed.Load() {
+		return nil, nil, async.ErrClosed
+	}
+	if h := holderFrom(ctx); h != nil {
+		q, err := s.be.fromHolder(h)
+		return q, h, err
+	}
+	return s.be, nil, nil
+}
+
+// signal wakes the relay without blocking; wake-ups coalesce.
+func (s *Store) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// fail wraps err with the operation's name. When ctx is done, the result
+// matches ctx's error as well, whatever the driver returned.
+func (s *Store) fail(ctx context.Context, op string, err error) error {
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("sqlstore: %s: %w: %w", op, cerr, err)
+	}
+	if s.closed.Load() && !errors.Is(err, async.ErrClosed) {
+		return fmt.Errorf("sqlstore: %s: %w: %w", op, async.ErrClosed, err)
+	}
+	return fmt.Errorf("sqlstore: %s: %w", op, err)
+}

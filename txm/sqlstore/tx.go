@@ -1,0 +1,68 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"sync/atomic"
+
+	"github.com/jackc/pgx/v5"
+)
+
+type txKey struct{}
+
+// txHolder carries a transaction in a context.
+type txHolder struct {
+	sql *sql.Tx
+	pgx pgx.Tx
+	// saved records that a save ran in the transaction, so InTx wakes the
+	// relay after the commit.
+	saved atomic.Bool
+}
+
+// WithTx returns a copy of ctx that carries tx, a database/sql transaction
+// of the caller's. A database/sql store (built by [NewPostgresDB],
+// [NewSQLite] or [OpenSQLite]) runs its statements in the transaction a
+// context carries, so a save commits or rolls back with the caller's own
+// writes; the caller commits it. tx must belong to the store's database.
+func WithTx(ctx context.Context, tx *sql.Tx) context.Context {
+	return context.WithValue(ctx, txKey{}, &txHolder{sql: tx})
+}
+
+// WithPgxTx returns a copy of ctx that carries tx, a pgx transaction of the
+// caller's. A pgx store (built by [NewPostgres]) runs its statements in the
+// transaction a context carries, so a save commits or rolls back with the
+// caller's own writes; the caller commits it. tx must belong to the store's
+// database.
+func WithPgxTx(ctx context.Context, tx pgx.Tx) context.Context {
+	return context.WithValue(ctx, txKey{}, &txHolder{pgx: tx})
+}
+
+// TxFromContext returns the database/sql transaction carried by ctx, put
+// there by [WithTx] or by [Store.InTx] of a database/sql store. A function
+// run by InTx uses it for its own statements.
+func TxFromContext(ctx context.Context) (*sql.Tx, bool) {
+	h := holderFrom(ctx)
+	if h == nil || h.sql == nil {
+		return nil, false
+	}
+	return h.sql, true
+}
+
+// PgxTxFromContext returns the pgx transaction carried by ctx, put there by
+// [WithPgxTx] or by [Store.InTx] of a pgx store. A function run by InTx
+// uses it for its own statements.
+func PgxTxFromContext(ctx context.Context) (pgx.Tx, bool) {
+	h := holderFrom(ctx)
+	if h == nil || h.pgx == nil {
+		return nil, false
+	}
+	return h.pgx, true
+}
+
+func holderFrom(ctx context.Context) *txHolder {
+	h, _ := ctx.Value(txKey{}).(*txHolder)
+	if h == nil || (h.sql == nil && h.pgx == nil) {
+		return nil
+	}
+	return h
+}

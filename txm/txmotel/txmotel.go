@@ -1,0 +1,265 @@
+// Package txmotel connects transmanager to OpenTelemetry through the OTel
+// API only: the application chooses and configures the SDK.
+//
+// Metrics (all with a "topic" attribute where a message is involved):
+//
+//   - txm.relay.published, txm.relay.retried, txm.relay.dead_lettered:
+//     counters of the relay's outcomes;
+//   - txm.inbox.duplicates: duplicates absorbed by the inbox;
+//   - txm.relay.publish.duration (s): how long a confirmed publish took;
+//   - txm.relay.delivery.lag (s): from the message's SentAt to its
+//     confirmation;
+//   - txm.relay.batch.size: messages per claimed batch;
+//   - txm.outbox.backlog and txm.outbox.oldest_pending.age (s): gauges read
+//     from a [txm.StatsReporter] at each collection, when Config.Stats is set.
+//
+// Tracing: [Telemetry.SaveMiddleware] stores the caller's trace context in
+// the message metadata when the message is saved;
+// [Telemetry.PublishMiddleware] wraps the relay's publisher in a producer
+// span continuing that context; [Telemetry.HandlerMiddleware] continues it
+// on the consumer side with a consumer span. One trace spans save, publish
+// and handle.
+//
+//	tel, err := txmotel.New(txmotel.Config{Stats: store.Outbox()})
+//	save := async.ChainPublisher(txm.OutboxPublisher(store.Outbox())(nil), tel.SaveMiddleware())
+//	relay, err := txm.NewOutboxProcessorWithConfig(
+//		async.ChainPublisher(broker, tel.PublishMiddleware()), store.Outbox(),
+//		txm.ProcessorConfig{Observer: tel})
+//	handler := async.ChainHandler(typed, tel.HandlerMiddleware(),
+//		txm.InboxHandlerWithConfig(inbox, txm.InboxConfig{OnDuplicate: tel.Duplicate}))
+package txmotel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/transmanager/transmanager/async"
+	"github.com/transmanager/transmanager/txm"
+)
+
+const scope = "github.com/transmanager/transmanager/txm/txmotel"
+
+// Config configures [New]. Zero fields take the defaults their comments
+// name.
+type Config struct {
+	// MeterProvider creates the instruments. Default: otel.GetMeterProvider().
+	MeterProvider metric.MeterProvider
+	// TracerProvider creates the spans. Default: otel.GetTracerProvider().
+	TracerProvider trace.TracerProvider
+	// Propagator writes and reads trace context in message metadata.
+	// Default: W3C trace context (traceparent, tracestate).
+	Propagator propagation.TextMapPropagator
+	// Stats, when set, feeds the backlog and oldest-pending gauges.
+	Stats txm.StatsReporter
+	// StatsTimeout bounds one Stats call during a collection. Default 5s.
+	StatsTimeout time.Duration
+}
+
+// Telemetry records the relay's and the inbox's events as OpenTelemetry
+// metrics and spans. It implements [txm.Observer].
+type Telemetry struct {
+	tracer     trace.Tracer
+	prop       propagation.TextMapPropagator
+	published  metric.Int64Counter
+	retried    metric.Int64Counter
+	dead       metric.Int64Counter
+	duplicates metric.Int64Counter
+	duration   metric.Float64Histogram
+	lag        metric.Float64Histogram
+	batch      metric.Int64Histogram
+	reg        metric.Registration
+}
+
+var _ txm.Observer = (*Telemetry)(nil)
+
+// New creates the instruments.
+func New(cfg Config) (*Telemetry, error) {
+	if cfg.MeterProvider == nil {
+		cfg.MeterProvider = otel.GetMeterProvider()
+	}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = otel.GetTracerProvider()
+	}
+	if cfg.Propagator == nil {
+		cfg.Propagator = propagation.TraceContext{}
+	}
+	if cfg.StatsTimeout <= 0 {
+		cfg.StatsTimeout = 5 * time.Second
+	}
+	m := cfg.MeterProvider.Meter(scope)
+	t := &Telemetry{tracer: cfg.TracerProvider.Tracer(scope), prop: cfg.Propagator}
+	var errs []error
+	add := func(err error) { errs = append(errs, err) }
+	var err error
+	t.published, err = m.Int64Counter("txm.relay.published", metric.WithDescription("Messages the broker confirmed."), metric.WithUnit("{message}"))
+	add(err)
+	t.retried, err = m.Int64Counter("txm.relay.retried", metric.WithDescription("Failed publishes that will be retried."), metric.WithUnit("{message}"))
+	add(err)
+	t.dead, err = m.Int64Counter("txm.relay.dead_lettered", metric.WithDescription("Messages moved to dead letters."), metric.WithUnit("{message}"))
+	add(err)
+	t.duplicates, err = m.Int64Counter("txm.inbox.duplicates", metric.WithDescription("Redeliveries absorbed by the inbox."), metric.WithUnit("{message}"))
+	add(err)
+	t.duration, err = m.Float64Histogram("txm.relay.publish.duration", metric.WithDescription("Time a confirmed publish took."), metric.WithUnit("s"))
+	add(err)
+	t.lag, err = m.Float64Histogram("txm.relay.delivery.lag", metric.WithDescription("Time from a message's creation to its confirmation."), metric.WithUnit("s"))
+	add(err)
+	t.batch, err = m.Int64Histogram("txm.relay.batch.size", metric.WithDescription("Messages per claimed batch."), metric.WithUnit("{message}"))
+	add(err)
+	if cfg.Stats != nil {
+		backlog, err := m.Int64ObservableGauge("txm.outbox.backlog", metric.WithDescription("Pending messages."), metric.WithUnit("{message}"))
+		add(err)
+		deadGauge, err := m.Int64ObservableGauge("txm.outbox.dead", metric.WithDescription("Messages in dead letters."), metric.WithUnit("{message}"))
+		add(err)
+		age, err := m.Float64ObservableGauge("txm.outbox.oldest_pending.age", metric.WithDescription("Age of the oldest pending message."), metric.WithUnit("s"))
+		add(err)
+		if err := errors.Join(errs...); err != nil {
+			return nil, fmt.Errorf("txmotel: create instruments: %w", err)
+		}
+		t.reg, err = m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+			ctx, cancel := context.WithTimeout(ctx, cfg.StatsTimeout)
+			defer cancel()
+			st, err := cfg.Stats.Stats(ctx)
+			if err != nil {
+				return fmt.Errorf("txmotel: read outbox stats: %w", err)
+			}
+			now := time.Now()
+			for topic, ts := range st.ByTopic {
+				attrs := metric.WithAttributes(attribute.String("topic", topic))
+				o.ObserveInt64(backlog, ts.Pending, attrs)
+				o.ObserveInt64(deadGauge, ts.Dead, attrs)
+				ageSec := 0.0
+				if !ts.OldestPending.IsZero() {
+					ageSec = now.Sub(ts.OldestPending).Seconds()
+				}
+				o.ObserveFloat64(age, ageSec, attrs)
+			}
+			return nil
+		}, backlog, deadGauge, age)
+		add(err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("txmotel: create instruments: %w", err)
+	}
+	return t, nil
+}
+
+// Close unregisters the gauges' callback.
+func (t *Telemetry) Close() error {
+	if t.reg == nil {
+		return nil
+	}
+	return t.reg.Unregister()
+}
+
+func topicAttr(m async.Message) metric.MeasurementOption {
+	return metric.WithAttributes(attribute.String("topic", m.Subject()))
+}
+
+// Claimed implements [txm.Observer].
+func (t *Telemetry) Claimed(n int) { t.batch.Record(context.Background(), int64(n)) }
+
+// Published implements [txm.Observer].
+func (t *Telemetry) Published(msg async.Message, took, sinceSent time.Duration) {
+	ctx := context.Background()
+	t.published.Add(ctx, 1, topicAttr(msg))
+	t.duration.Record(ctx, took.Seconds(), topicAttr(msg))
+	t.lag.Record(ctx, sinceSent.Seconds(), topicAttr(msg))
+}
+
+// Retried implements [txm.Observer].
+func (t *Telemetry) Retried(msg async.Message, _ int, _ error) {
+	t.retried.Add(context.Background(), 1, topicAttr(msg))
+}
+
+// Dead implements [txm.Observer].
+func (t *Telemetry) Dead(msg async.Message, _ int, _ error) {
+	t.dead.Add(context.Background(), 1, topicAttr(msg))
+}
+
+// Duplicate counts a duplicate absorbed by the inbox; it fits
+// [txm.InboxConfig.OnDuplicate].
+func (t *Telemetry) Duplicate(ctx context.Context, msg async.IncomingMessage) {
+	t.duplicates.Add(ctx, 1, topicAttr(msg))
+}
+
+// metadataCarrier adapts message metadata to the propagator.
+type metadataCarrier async.Metadata
+
+func (c metadataCarrier) Get(key string) string { return async.Metadata(c).GetString(key) }
+func (c metadataCarrier) Set(key, value string) { c[key] = value }
+func (c metadataCarrier) Keys() []string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// SaveMiddleware stores the trace context of the saving call in the
+// message's metadata (a copy: the caller's message is not changed).
+func (t *Telemetry) SaveMiddleware() async.MessagePublisherMiddleware {
+	return func(next async.MessagePublisher) async.MessagePublisher {
+		return async.MessagePublisherFunc(func(ctx context.Context, topic string, msg async.Message) error {
+			if !trace.SpanContextFromContext(ctx).IsValid() {
+				return next.Publish(ctx, topic, msg)
+			}
+			md := make(async.Metadata, len(msg.Metadata())+2)
+			for k, v := range msg.Metadata() {
+				md[k] = v
+			}
+			t.prop.Inject(ctx, metadataCarrier(md))
+			copied := async.NewMessage(msg.Subject(), msg.MessageName(), msg.Data(),
+				async.WithID(msg.ID()), async.WithSentAt(msg.SentAt()), async.WithMetadata(md))
+			return next.Publish(ctx, topic, copied)
+		})
+	}
+}
+
+// PublishMiddleware wraps the relay's publisher: each publish runs in a
+// producer span that continues the trace stored in the message.
+func (t *Telemetry) PublishMiddleware() async.MessagePublisherMiddleware {
+	return func(next async.MessagePublisher) async.MessagePublisher {
+		return async.MessagePublisherFunc(func(ctx context.Context, topic string, msg async.Message) error {
+			ctx = t.prop.Extract(ctx, metadataCarrier(msg.Metadata()))
+			ctx, span := t.tracer.Start(ctx, "publish "+topic, trace.WithSpanKind(trace.SpanKindProducer),
+				trace.WithAttributes(attribute.String("messaging.destination.name", topic),
+					attribute.String("messaging.message.id", msg.ID())))
+			defer span.End()
+			err := next.Publish(ctx, topic, msg)
+			if err != nil {
+				span.RecordError(err)
+				span.SetStatus(codes.Error, err.Error())
+			}
+			return err
+		})
+	}
+}
+
+// HandlerMiddleware continues the message's trace on the consumer side: the
+// next handler runs in a consumer span whose parent is the saving span.
+func (t *Telemetry) HandlerMiddleware() async.MessageHandlerMiddleware {
+	return func(next async.MessageHandler) async.MessageHandler {
+		return async.MessageHandlerFunc(func(ctx context.Context, msg async.IncomingMessage) error {
+			ctx = t.prop.Extract(ctx, metadataCarrier(msg.Metadata()))
+			ctx, span := t.tracer.Start(ctx, "process "+msg.Subject(), trace.WithSpanKind(trace.SpanKindConsumer),
+				trace.WithAttributes(attribute.String("messaging.destination.name", msg.Subject()),
+					attribute.String("messaging.message.id", msg.ID())))
+			defer span.End()
+			err := next.HandleMessage(ctx, msg)
+			if err != nil {
+				span.RecordError(err)
+				span.SetStatus(codes.Error, err.Error())
+			}
+			return err
+		})
+	}
+}
