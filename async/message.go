@@ -3,8 +3,7 @@ package async
 import (
 	"maps"
 	"time"
-
-	"github.com/google/uuid"
+	"unsafe"
 )
 
 // Message is an outgoing or stored message: an identifier, the topic it is
@@ -71,7 +70,8 @@ func NewMessage(subject, name string, data []byte, opts ...MessageOption) Messag
 		opt(m)
 	}
 	if m.id == "" {
-		m.id = NewID()
+		newV7(&m.idBuf)
+		m.id = unsafe.String(&m.idBuf[0], len(m.idBuf))
 	}
 	if m.sentAt.IsZero() {
 		m.sentAt = time.Now()
@@ -82,19 +82,49 @@ func NewMessage(subject, name string, data []byte, opts ...MessageOption) Messag
 	return m
 }
 
-// NewID returns a new message identifier: a UUIDv7 string, which sorts by
-// creation time.
+// NewID returns a new message identifier: a UUIDv7 string (RFC 9562),
+// which sorts by creation time; IDs made by one process sort in the order
+// they were made.
 func NewID() string {
-	id, err := uuid.NewV7()
-	if err != nil {
-		// NewV7 fails only when the system's random source does; a random
-		// UUIDv4 is still a valid, unique identifier.
-		return uuid.NewString()
+	b := new([36]byte)
+	newV7(b)
+	return unsafe.String(&b[0], len(b))
+}
+
+// Envelope holds the fields of a message for [NewMessageFromEnvelope].
+type Envelope struct {
+	// ID identifies the message; "" means a new UUIDv7.
+	ID      string
+	Subject string
+	Name    string
+	// Metadata is taken over by the message, not copied; nil means empty.
+	Metadata Metadata
+	// SentAt is the creation time; zero means now.
+	SentAt time.Time
+	// Data is taken over by the message, not copied.
+	Data []byte
+}
+
+// NewMessageFromEnvelope returns a message with the envelope's fields. It
+// takes over Metadata and Data without copying them, so the caller must not
+// change them afterwards; it is the cheapest way to build a message.
+func NewMessageFromEnvelope(e Envelope) Message {
+	m := &message{id: e.ID, subject: e.Subject, name: e.Name, metadata: e.Metadata, sentAt: e.SentAt, data: e.Data}
+	if m.id == "" {
+		newV7(&m.idBuf)
+		m.id = unsafe.String(&m.idBuf[0], len(m.idBuf))
 	}
-	return id.String()
+	if m.sentAt.IsZero() {
+		m.sentAt = time.Now()
+	}
+	if m.metadata == nil {
+		m.metadata = Metadata{}
+	}
+	return m
 }
 
 type message struct {
+	idBuf    [36]byte // holds a generated ID, so it costs no allocation of its own
 	id       string
 	subject  string
 	name     string

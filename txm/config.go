@@ -22,6 +22,14 @@ type ProcessorConfig struct {
 	// time. Default 100.
 	BatchSize int
 
+	// BatchesInFlight bounds how many claimed batches the relay holds at
+	// once: while one batch is being published, up to BatchesInFlight-1
+	// more are claimed ahead, so the store's round trips overlap the
+	// broker's. 1 claims only after the previous batch is settled. It
+	// applies to stores that implement [Claimer]; with the seed's three
+	// methods the relay always works one batch at a time. Default 2.
+	BatchesInFlight int
+
 	// PollInterval is how long the relay waits for new messages when the
 	// store is empty and no wake-up arrives (see [Waker]). Default 1s.
 	PollInterval time.Duration
@@ -51,6 +59,13 @@ type ProcessorConfig struct {
 	// the relay never gives up.
 	StoreRetry retry.Policy
 
+	// BreakerThreshold is how many consecutive failed publishes open a
+	// topic's circuit: its messages then wait (their claims are held, not
+	// counted as attempts) for a cooldown taken from [ProcessorConfig.StoreRetry]
+	// that grows with each opening, so a broken topic does not starve the
+	// others. Default 10; a negative value disables the breaker.
+	BreakerThreshold int
+
 	// DrainTimeout bounds how long Start keeps publishing the batch in
 	// flight after its context is cancelled. Default 10s.
 	DrainTimeout time.Duration
@@ -66,13 +81,15 @@ type ProcessorConfig struct {
 }
 
 const (
-	defaultWorkers        = 4
-	defaultBatchSize      = 100
-	defaultPollInterval   = time.Second
-	defaultLease          = 30 * time.Second
-	defaultPublishTimeout = 30 * time.Second
-	defaultDrainTimeout   = 10 * time.Second
-	defaultMaxAttempts    = 10
+	defaultWorkers          = 4
+	defaultBatchSize        = 100
+	defaultPollInterval     = time.Second
+	defaultLease            = 30 * time.Second
+	defaultPublishTimeout   = 30 * time.Second
+	defaultDrainTimeout     = 10 * time.Second
+	defaultMaxAttempts      = 10
+	defaultBatchesInFlight  = 2
+	defaultBreakerThreshold = 10
 )
 
 func (c ProcessorConfig) withDefaults() (ProcessorConfig, error) {
@@ -81,6 +98,8 @@ func (c ProcessorConfig) withDefaults() (ProcessorConfig, error) {
 		return c, fmt.Errorf("txm: ProcessorConfig.Workers must not be negative, got %d", c.Workers)
 	case c.BatchSize < 0:
 		return c, fmt.Errorf("txm: ProcessorConfig.BatchSize must not be negative, got %d", c.BatchSize)
+	case c.BatchesInFlight < 0:
+		return c, fmt.Errorf("txm: ProcessorConfig.BatchesInFlight must not be negative, got %d", c.BatchesInFlight)
 	case c.PollInterval < 0:
 		return c, fmt.Errorf("txm: ProcessorConfig.PollInterval must not be negative, got %v", c.PollInterval)
 	case c.Lease < 0:
@@ -98,6 +117,15 @@ func (c ProcessorConfig) withDefaults() (ProcessorConfig, error) {
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = defaultPollInterval
+	}
+	if c.BatchesInFlight == 0 {
+		c.BatchesInFlight = defaultBatchesInFlight
+	}
+	switch {
+	case c.BreakerThreshold == 0:
+		c.BreakerThreshold = defaultBreakerThreshold
+	case c.BreakerThreshold < 0:
+		c.BreakerThreshold = 0
 	}
 	if c.Lease == 0 {
 		c.Lease = defaultLease

@@ -57,6 +57,7 @@ type Processor struct {
 	cfg     ProcessorConfig
 	initErr error
 	seed    maphash.Seed
+	breaker *breaker
 
 	mu       sync.Mutex
 	started  bool
@@ -103,6 +104,7 @@ func NewOutboxProcessorWithConfig(publisher async.MessagePublisher, store Outbox
 		store:   store,
 		cfg:     cfg,
 		seed:    maphash.MakeSeed(),
+		breaker: newBreaker(cfg.BreakerThreshold, cfg.StoreRetry),
 		stopCh:  make(chan struct{}),
 		stopped: make(chan struct{}),
 	}
@@ -198,6 +200,43 @@ func (p *Processor) stopping(ctx context.Context) bool {
 }
 
 func (p *Processor) run(ctx, workCtx context.Context) {
+	if p.claimer == nil || p.cfg.BatchesInFlight <= 1 {
+		p.claimLoop(ctx, workCtx, func(batch []Claimed) int { return p.process(workCtx, batch) })
+		return
+	}
+	// Pipelined: this goroutine claims ahead while another publishes, with
+	// at most BatchesInFlight batches held at once.
+	batches := make(chan []Claimed, p.cfg.BatchesInFlight-2)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for batch := range batches {
+			if p.stopping(ctx) {
+				p.release(workCtx, batch) // claimed ahead, never started
+				continue
+			}
+			p.process(workCtx, batch)
+		}
+	}()
+	p.claimLoop(ctx, workCtx, func(batch []Claimed) int {
+		select {
+		case batches <- batch:
+		case <-ctx.Done():
+			p.release(workCtx, batch)
+		case <-p.stopCh:
+			p.release(workCtx, batch)
+		}
+		return 0
+	})
+	close(batches)
+	<-done
+}
+
+// claimLoop claims batches until the relay stops and hands each to handle,
+// which returns how many of its publishes failed. It waits for a wake-up or
+// the poll interval when the store is empty, and backs off when the store
+// fails.
+func (p *Processor) claimLoop(ctx, workCtx context.Context, handle func([]Claimed) int) {
 	storeFailures, publishFailures := 0, 0
 	for !p.stopping(ctx) {
 		batch, err := p.claim(workCtx)
@@ -214,7 +253,7 @@ func (p *Processor) run(ctx, workCtx context.Context) {
 			p.wait(ctx, p.cfg.PollInterval, true)
 			continue
 		}
-		failed := p.process(workCtx, batch)
+		failed := handle(batch)
 		// With claims, the store schedules each failed message's retry.
 		// Without them the same messages come back at once, so pace them.
 		if p.claimer == nil && failed > 0 {
@@ -224,6 +263,19 @@ func (p *Processor) run(ctx, workCtx context.Context) {
 		}
 		publishFailures = 0
 	}
+}
+
+// release gives a batch's claims back to the store unpublished.
+func (p *Processor) release(ctx context.Context, batch []Claimed) {
+	ids := make([]string, len(batch))
+	for i, c := range batch {
+		ids[i] = c.Message.ID()
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.PublishTimeout)
+	defer cancel()
+	p.storeCall(sctx, "release claims", func(ctx context.Context) error {
+		return p.claimer.ReleaseClaims(ctx, ids...)
+	})
 }
 
 // wait blocks for d, until the relay stops, or, when wakeable, until the
@@ -264,6 +316,7 @@ func (p *Processor) claim(ctx context.Context) ([]Claimed, error) {
 type outcome struct {
 	state outcomeState
 	err   error
+	wait  time.Duration // for stateDeferred: how long the topic stays open
 }
 
 type outcomeState uint8
@@ -272,6 +325,7 @@ const (
 	stateSkipped   outcomeState = iota // not attempted: released unpublished
 	statePublished                     // confirmed by the publisher
 	stateFailed                        // the publisher returned an error
+	stateDeferred                      // its topic's circuit is open: held until the cooldown ends
 )
 
 // process publishes one batch and settles every message of it in the
@@ -329,19 +383,29 @@ func (p *Processor) publishLanes(ctx context.Context, batch []Claimed, outcomes 
 				if ctx.Err() != nil {
 					return nil
 				}
-				if err := p.publishOne(ctx, msg); err != nil {
-					if ctx.Err() != nil {
-						return nil // cut by a hard stop: released, not counted
-					}
-					outcomes[i] = outcome{state: stateFailed, err: err}
+				park := func() {
 					if key != "" {
 						if parked == nil {
 							parked = make(map[string]struct{})
 						}
 						parked[key] = struct{}{}
 					}
+				}
+				if wait := p.breaker.openFor(msg.Subject(), p.cfg.Clock.Now()); wait > 0 {
+					outcomes[i] = outcome{state: stateDeferred, wait: wait}
+					park()
 					continue
 				}
+				if err := p.publishOne(ctx, msg); err != nil {
+					if ctx.Err() != nil {
+						return nil // cut by a hard stop: released, not counted
+					}
+					outcomes[i] = outcome{state: stateFailed, err: err}
+					p.topicFailed(msg, err)
+					park()
+					continue
+				}
+				p.breaker.success(msg.Subject())
 				outcomes[i] = outcome{state: statePublished}
 			}
 			return nil
@@ -370,8 +434,23 @@ func (p *Processor) publishWaves(ctx context.Context, batch []Claimed, outcomes 
 	queues := make(map[string][]int)
 	var order []string
 	var wave []int
+	now := p.cfg.Clock.Now()
+	var held map[string]bool // keys whose head was deferred
 	for i, c := range batch {
 		key := partitionKey(c.Message)
+		if held[key] {
+			continue // released with the rest of its key
+		}
+		if wait := p.breaker.openFor(c.Message.Subject(), now); wait > 0 {
+			outcomes[i] = outcome{state: stateDeferred, wait: wait}
+			if key != "" {
+				if held == nil {
+					held = map[string]bool{}
+				}
+				held[key] = true
+			}
+			continue
+		}
 		if key == "" {
 			wave = append(wave, i)
 			continue
@@ -402,7 +481,7 @@ func (p *Processor) publishWaves(ctx context.Context, batch []Claimed, outcomes 
 		if ctx.Err() != nil {
 			return // cut by a hard stop: released, not counted
 		}
-		now := p.cfg.Clock.Now()
+		now = p.cfg.Clock.Now()
 		for j, i := range wave {
 			perr := err
 			if perr == nil && j < len(errs) {
@@ -413,12 +492,14 @@ func (p *Processor) publishWaves(ctx context.Context, batch []Claimed, outcomes 
 			msg := batch[i].Message
 			if perr != nil {
 				outcomes[i] = outcome{state: stateFailed, err: perr}
+				p.topicFailed(msg, perr)
 				if key := partitionKey(msg); key != "" {
 					delete(queues, key) // park the rest of the key
 				}
 				continue
 			}
 			outcomes[i] = outcome{state: statePublished}
+			p.breaker.success(msg.Subject())
 			p.cfg.Observer.Published(msg, now.Sub(start), now.Sub(msg.SentAt()))
 		}
 		wave = wave[:0]
@@ -463,6 +544,7 @@ func (p *Processor) settle(ctx context.Context, batch []Claimed, outcomes []outc
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.PublishTimeout)
 	defer cancel()
 	var published, skipped []string
+	var deferred map[time.Duration][]string
 	failed := 0
 	for i, c := range batch {
 		switch outcomes[i].state {
@@ -470,7 +552,22 @@ func (p *Processor) settle(ctx context.Context, batch []Claimed, outcomes []outc
 			published = append(published, c.Message.ID())
 		case stateSkipped:
 			skipped = append(skipped, c.Message.ID())
+		case stateDeferred:
+			if deferred == nil {
+				deferred = map[time.Duration][]string{}
+			}
+			deferred[outcomes[i].wait] = append(deferred[outcomes[i].wait], c.Message.ID())
 		}
+	}
+	// Messages of an open topic keep their claim until the cooldown ends:
+	// they are not counted as attempts, and no relay takes them meanwhile.
+	for wait, ids := range deferred {
+		if p.claimer == nil {
+			break
+		}
+		p.storeCall(sctx, "hold claims", func(ctx context.Context) error {
+			return p.claimer.ExtendClaims(ctx, wait, ids...)
+		})
 	}
 	if len(published) > 0 {
 		p.storeCall(sctx, "mark published", func(ctx context.Context) error {
@@ -490,6 +587,18 @@ func (p *Processor) settle(ctx context.Context, batch []Claimed, outcomes []outc
 		})
 	}
 	return failed
+}
+
+// topicFailed feeds a failed publish to the topic's circuit breaker.
+// Permanent errors say nothing about the topic's health.
+func (p *Processor) topicFailed(msg async.Message, err error) {
+	if retry.IsPermanent(err) {
+		return
+	}
+	if d := p.breaker.failure(msg.Subject(), p.cfg.Clock.Now()); d > 0 {
+		p.cfg.Logger.LogAttrs(context.Background(), slog.LevelWarn, "txm: relay: topic keeps failing; holding its messages",
+			slog.String("topic", msg.Subject()), slog.Duration("cooldown", d), slog.Any("error", err))
+	}
 }
 
 // fail records one failed publish: a retry later, or dead letters.

@@ -524,3 +524,79 @@ func TestRelayAsyncPublisherKeepsKeyOrderInWaves(t *testing.T) {
 		t.Errorf("waves = %s, want %s (b2 waits behind the failed b1)", got, want)
 	}
 }
+
+func TestRelayCircuitBreakerHoldsFailingTopic(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store := memstore.New(memstore.Config{})
+	var good, bad []string
+	for i := range 40 {
+		topic := "good"
+		if i%4 == 0 {
+			topic = "bad"
+		}
+		m := async.NewMessage(topic, "Test", nil)
+		if topic == "bad" {
+			bad = append(bad, m.ID())
+		} else {
+			good = append(good, m.ID())
+		}
+		if err := store.Outbox().Save(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub := newRecordingPublisher()
+	var mu sync.Mutex
+	badAttempts := 0
+	pub.setFail(func(m async.Message, _ int) error {
+		if m.Subject() == "bad" {
+			mu.Lock()
+			badAttempts++
+			mu.Unlock()
+			return errors.New("no responders for subject")
+		}
+		return nil
+	})
+	const threshold = 3
+	stop := startRelay(t, newRelay(t, pub, store.Outbox(), txm.ProcessorConfig{
+		Workers: 1, BatchSize: 8, BreakerThreshold: threshold,
+		Retry:      retry.Policy{InitialInterval: time.Millisecond, MaxInterval: time.Millisecond, RandomizationFactor: -1, MaxAttempts: -1},
+		StoreRetry: retry.Policy{InitialInterval: time.Hour, RandomizationFactor: -1}, // the cooldown
+	}))
+	waitFor(t, "the good topic drained", 5*time.Second, func() bool { return len(pub.publishedIDs()) == len(good) })
+	stop()
+	mu.Lock()
+	defer mu.Unlock()
+	if badAttempts != threshold {
+		t.Errorf("the failing topic was attempted %d times, want %d (then held by the open circuit)", badAttempts, threshold)
+	}
+	stats, err := store.Outbox().Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.ByTopic["bad"].Pending != int64(len(bad)) || stats.Dead != 0 {
+		t.Errorf("bad topic pending %d, dead %d; want %d pending, none dead", stats.ByTopic["bad"].Pending, stats.Dead, len(bad))
+	}
+}
+
+func TestRelayPipelinedBatchesPublishEverythingOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store := memstore.New(memstore.Config{})
+	const n = 500
+	for i := range n {
+		m := keyed("orders", fmt.Sprintf("k%d", i%17))
+		if err := store.Outbox().Save(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub := newRecordingPublisher()
+	stop := startRelay(t, newRelay(t, pub, store.Outbox(), txm.ProcessorConfig{Workers: 3, BatchSize: 16, BatchesInFlight: 4}))
+	waitFor(t, "all published", 10*time.Second, func() bool { return len(pub.publishedIDs()) == n })
+	stop()
+	for id, c := range pub.publishedIDs() {
+		if c != 1 {
+			t.Errorf("%s published %d times", id, c)
+		}
+	}
+}

@@ -70,30 +70,25 @@ func NewOutbox[T any](pub async.MessagePublisher, opts ...TypedOption) *Outbox[T
 	return &Outbox[T]{pub: pub, codecs: cfg.codecs, name: cfg.name, ptr: ptr}
 }
 
-// PublishOption sets a field of one published message.
-type PublishOption func(*publishOptions)
-
-type publishOptions struct {
-	id       string
-	key      string
-	metadata async.Metadata
+// PublishOption sets a field of one published message. Options are plain
+// values: passing them costs no allocation.
+type PublishOption struct {
+	id      string
+	key     string
+	headers async.Metadata
 }
 
 // WithPartitionKey sets the message's partition key: the relay publishes
 // the messages of one key in order.
-func WithPartitionKey(key string) PublishOption {
-	return func(o *publishOptions) { o.key = key }
-}
+func WithPartitionKey(key string) PublishOption { return PublishOption{key: key} }
 
 // WithMessageID sets the message's ID instead of a new UUIDv7. Saving the
 // same ID twice stores it once.
-func WithMessageID(id string) PublishOption { return func(o *publishOptions) { o.id = id } }
+func WithMessageID(id string) PublishOption { return PublishOption{id: id} }
 
 // WithHeaders adds metadata to the message. The content type and partition
 // key set by the Outbox take precedence over the same keys here.
-func WithHeaders(md async.Metadata) PublishOption {
-	return func(o *publishOptions) { o.metadata = md }
-}
+func WithHeaders(md async.Metadata) PublishOption { return PublishOption{headers: md} }
 
 // Publish encodes v with the topic's codec and publishes it to topic.
 // Encoding errors match the codec package's sentinels (errors.Is).
@@ -107,10 +102,6 @@ func (o *Outbox[T]) Publish(ctx context.Context, topic string, v T, opts ...Publ
 
 // Message builds the message Publish would publish, without publishing it.
 func (o *Outbox[T]) Message(topic string, v T, opts ...PublishOption) (async.Message, error) {
-	var po publishOptions
-	for _, opt := range opts {
-		opt(&po)
-	}
 	var value any = &v
 	if o.ptr {
 		value = v
@@ -119,19 +110,28 @@ func (o *Outbox[T]) Message(topic string, v T, opts ...PublishOption) (async.Mes
 	if err != nil {
 		return nil, fmt.Errorf("txm: encode %s for %s: %w", o.name, topic, err)
 	}
-	md := make(async.Metadata, len(po.metadata)+2)
-	for k, val := range po.metadata {
-		md[k] = val
+	var id, key string
+	n := 1
+	for _, opt := range opts {
+		n += len(opt.headers)
+		if opt.key != "" {
+			key, n = opt.key, n+1
+		}
+		if opt.id != "" {
+			id = opt.id
+		}
+	}
+	md := make(async.Metadata, n)
+	for _, opt := range opts {
+		for k, val := range opt.headers {
+			md[k] = val
+		}
 	}
 	md[async.MetaContentType] = contentType
-	if po.key != "" {
-		md[async.MetaPartitionKey] = po.key
+	if key != "" {
+		md[async.MetaPartitionKey] = key
 	}
-	mopts := []async.MessageOption{async.WithMetadata(md)}
-	if po.id != "" {
-		mopts = append(mopts, async.WithID(po.id))
-	}
-	return async.NewMessage(topic, o.name, data, mopts...), nil
+	return async.NewMessageFromEnvelope(async.Envelope{ID: id, Subject: topic, Name: o.name, Metadata: md, Data: data}), nil
 }
 
 // HandlerFunc handles one typed message. msg is the delivery, for its ID,
