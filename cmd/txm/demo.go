@@ -336,6 +336,9 @@ func (e *demoEnv) run(ctx context.Context, cfg demoConfig, stdout io.Writer) err
 
 	fmt.Fprintf(stdout, "order service   %d orders committed with their event, %d rolled back (no event saved)\n", written, rolledBack)
 	fmt.Fprintf(stdout, "relay           %d events published, %d publishes failed and were retried, %d sent twice by the network\n", published, failures, dups)
+	if cfg.nats != "" && dups > 0 {
+		fmt.Fprintf(stdout, "                (JetStream dropped the repeats: same Nats-Msg-Id within the stream's duplicate window)\n")
+	}
 	fmt.Fprintf(stdout, "outbox          %d pending, %d dead\n", stats.Pending, stats.Dead)
 	fmt.Fprintf(stdout, "consumer        %d deliveries: %d handled, %d duplicates absorbed by the inbox, %d handler failure redelivered\n",
 		delivered.Load(), handled.Load(), duplicates.Load(), handlerFailures.Load())

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/transmanager/transmanager/async"
+	"github.com/transmanager/transmanager/txm/sqlstore"
+)
+
+// service returns the address in env, skipping the test when it is unset
+// (failing it when TXM_REQUIRE_SERVICES=1).
+func service(t *testing.T, env string) string {
+	t.Helper()
+	v := os.Getenv(env)
+	if v == "" {
+		if os.Getenv("TXM_REQUIRE_SERVICES") == "1" {
+			t.Fatalf("%s is not set and TXM_REQUIRE_SERVICES=1", env)
+		}
+		t.Skipf("%s not set: skipping the test that needs it", env)
+	}
+	return v
+}
+
+func TestDemoOnEmbeddedDefault(t *testing.T) {
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := run(ctx, []string{"demo", "-orders", "21", "-db", filepath.Join(t.TempDir(), "demo.db")}, &out); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"SQLite", "in-process", "18 orders committed", "3 rolled back", "handled exactly once"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestDemoOnPostgresAndNATS(t *testing.T) {
+	pg := service(t, "TXM_POSTGRES_URL")
+	nats := service(t, "TXM_NATS_URL")
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := run(ctx, []string{"demo", "-orders", "14", "-postgres", pg, "-nats", nats}, &out); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"PostgreSQL", "JetStream", "12 orders committed", "handled exactly once"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestAdminCommandsOnSQLite(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "admin.db")
+	var out bytes.Buffer
+	if err := run(ctx, []string{"migrate", "-sqlite", path}, &out); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	out.Reset()
+	if err := run(ctx, []string{"migrate", "-sqlite", path, "-print"}, &out); err != nil || !strings.Contains(out.String(), "CREATE TABLE") {
+		t.Fatalf("migrate -print = %v:\n%s", err, out.String())
+	}
+
+	store, err := sqlstore.OpenSQLite(ctx, path, sqlstore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	poison := async.NewMessage("payments.charge", "Charge", []byte("{}"))
+	ok := async.NewMessage("orders.placed", "OrderPlaced", []byte("{}"))
+	for _, m := range []async.Message{poison, ok} {
+		if err := store.Outbox().Save(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := store.Outbox().MarkDead(ctx, poison.ID(), "broker rejected the message: too large"); err != nil {
+		t.Fatal(err)
+	}
+	_ = store.Close()
+
+	out.Reset()
+	if err := run(ctx, []string{"inspect", "-sqlite", path}, &out); err != nil {
+		t.Fatalf("inspect: %v", err)
+	}
+	for _, want := range []string{"orders.placed", "payments.charge", poison.ID(), "too large"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("inspect output lacks %q:\n%s", want, out.String())
+		}
+	}
+
+	out.Reset()
+	if err := run(ctx, []string{"replay", "-sqlite", path}, &out); err == nil {
+		t.Error("replay without a selection succeeded; it must ask for -id, -topic or -all")
+	}
+	if err := run(ctx, []string{"replay", "-sqlite", path, "-id", poison.ID()}, &out); err != nil {
+		t.Fatalf("replay: %v", err)
+	}
+	if !strings.Contains(out.String(), "1 dead letters moved") {
+		t.Errorf("replay output: %s", out.String())
+	}
+	out.Reset()
+	if err := run(ctx, []string{"inspect", "-sqlite", path}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "no dead letters") {
+		t.Errorf("after replay, inspect shows:\n%s", out.String())
+	}
+	if err := run(ctx, []string{"bogus"}, &out); err == nil {
+		t.Error("an unknown command succeeded")
+	}
+}
