@@ -47,6 +47,18 @@ type Config struct {
 	// across processes.
 	PollOnly bool
 
+	// NotifyInterval throttles NOTIFY (PostgreSQL, unless PollOnly): a save
+	// notifies only when this store sent no notification within the
+	// interval; the saves it skips are followed by one trailing NOTIFY at
+	// the end of the interval. PostgreSQL serialises the commits of
+	// notifying transactions, so notifying on every save costs concurrent
+	// savers most of their throughput; throttled, a relay still wakes
+	// within about the interval of a burst's last save (later only when
+	// that save's transaction commits after the trailing NOTIFY, and then
+	// by the next notification or its poll). Default 2ms; a negative value
+	// notifies on every save.
+	NotifyInterval time.Duration
+
 	// Logger receives the store's own logs (the LISTEN connection's
 	// failures and reconnections). Default: slog.Default().
 	Logger *slog.Logger
@@ -59,6 +71,7 @@ const (
 	DefaultMigrationsTable = "txm_migrations"
 	DefaultNotifyChannel   = "txm_outbox"
 	DefaultLease           = 30 * time.Second
+	DefaultNotifyInterval  = 2 * time.Millisecond
 )
 
 // maxIdentLen leaves room for the index name suffixes within PostgreSQL's
@@ -93,6 +106,9 @@ func (c Config) withDefaults(d dialect) (Config, error) {
 	}
 	if c.DefaultLease == 0 {
 		c.DefaultLease = DefaultLease
+	}
+	if c.NotifyInterval == 0 {
+		c.NotifyInterval = DefaultNotifyInterval
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -1,7 +1,6 @@
 package sqlstore
 
 import (
-	"strconv"
 	"strings"
 )
 
@@ -271,26 +270,20 @@ SELECT (SELECT count(*) FROM ins),
     (SELECT count(*) FROM (SELECT pg_notify($8, '') FROM ins LIMIT 1) n)`
 }
 
-// sqliteSaveMany returns the multi-row insert of n messages: $1..$(7n),
-// seven per message as in statements.save, then the time as $(7n+1).
+// sqliteSaveMany returns the multi-row insert of n messages, with eight
+// anonymous parameters per message: the seven of statements.save, then the
+// time. (Numbered or named parameters make SQLite's parser look each one up
+// in a list, quadratic in their number: 1000 messages took 120 ms.)
 func sqliteSaveMany(cfg Config, n int) string {
 	var b strings.Builder
 	b.WriteString("INSERT INTO ")
 	b.WriteString(cfg.qualified(cfg.OutboxTable))
 	b.WriteString(" (id, topic, name, partition_key, metadata, payload, sent_at, created_at) VALUES ")
-	now := "$" + strconv.Itoa(7*n+1)
 	for i := range n {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString("(")
-		for j := range 7 {
-			b.WriteString("$")
-			b.WriteString(strconv.Itoa(7*i + j + 1))
-			b.WriteString(", ")
-		}
-		b.WriteString(now)
-		b.WriteString(")")
+		b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?)")
 	}
 	b.WriteString(" ON CONFLICT (id) DO NOTHING")
 	return b.String()

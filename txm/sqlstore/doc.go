@@ -110,6 +110,17 @@
 // The inbox has its primary key (consumer_group, id), which does the
 // deduplication, and (consumer_group, created_at) for [Inbox.PurgeInbox].
 //
+// [Outbox.SaveMany] inserts on PostgreSQL from unnest() over one array per
+// column: 1000 messages in 16–23 ms, as fast as COPY into a temporary table
+// followed by INSERT ... SELECT (21–23 ms) and about twice as fast as a
+// multi-row VALUES (32–42 ms). Unlike COPY it works through database/sql
+// too, and as a single statement it needs no transaction of its own and
+// can NOTIFY in the same round trip. On SQLite it runs multi-row inserts of
+// 500 messages in one transaction: 14 ms for 1000.
+//
+// The numbers in this documentation come from a 2-core machine; the
+// benchmarks in bench_test.go reproduce the ones that are not query plans.
+//
 // # Claiming
 //
 // [Outbox.Claim] returns, in save order, pending messages that are due and
@@ -163,7 +174,9 @@
 //
 // [Outbox.Wakeups] tells the relay that messages were committed. Saves
 // that commit on their own, and [Store.InTx] after its commit, signal it at
-// once within the process. On PostgreSQL, unless [Config.PollOnly], every
+// once within the process, as do Replay and ReleaseClaims, and a retry
+// scheduled by MarkFailed when it falls due (so the relay need not wait for
+// its next poll to retry). On PostgreSQL, unless [Config.PollOnly], every
 // save also sends NOTIFY on [Config.NotifyChannel] in the same statement
 // (PostgreSQL delivers it at commit, so a rollback sends nothing), and the
 // first call of Wakeups starts a LISTEN on a connection of the store's own,
@@ -171,12 +184,14 @@
 // transaction; it reconnects with exponential backoff and stops on Close.
 //
 // NOTIFY has a cost: PostgreSQL serialises the commits of notifying
-// transactions. We measured single-message saves at 179–222 µs with NOTIFY
-// against 152–168 µs without for one saver, and, with 8 concurrent savers,
-// 4,300–6,400 saves/s against 12,500–18,000. Set PollOnly where the save
-// rate matters more than the relay's latency (a busy relay rarely sleeps
-// anyway) or behind a pooler in transaction mode, which cannot keep a
-// LISTEN session.
+// transactions. We measured single-message saves at 179–222 µs with a
+// NOTIFY in every save against 152–168 µs without for one saver, and, with
+// 8 concurrent savers, 4,300–6,400 saves/s against 12,500–18,000. So saves
+// notify at most once per [Config.NotifyInterval] (2ms) per store: a save
+// within the interval of the last notification does not notify, and one
+// trailing NOTIFY follows at the end of the interval for the saves that
+// did not. Set PollOnly behind a pooler in transaction mode, which cannot
+// keep a LISTEN session.
 //
 // SQLite signals within the process only: a save in your own transaction
 // ([WithTx]) reaches the relay on its next poll.

@@ -65,6 +65,10 @@ func (o *Outbox) Save(ctx context.Context, msg async.Message) error {
 		n, err = q.exec(ctx, s.stmts.save, append(args, nowMicros())...)
 	case s.cfg.PollOnly:
 		n, err = q.exec(ctx, s.stmts.save, args...)
+	case !s.claimNotify():
+		if n, err = q.exec(ctx, s.stmts.save, args...); err == nil && n > 0 {
+			s.trailingNotify()
+		}
 	default:
 		var notified int64
 		err = queryRow(ctx, q, s.stmts.saveNotify, append(args, s.cfg.NotifyChannel), &n, &notified)
@@ -143,9 +147,14 @@ func (s *Store) saveManyPostgres(ctx context.Context, recs []record) (int64, err
 	}
 	args := []any{ids, topics, names, keys, metas, payloads, sent}
 	var n int64
-	if s.cfg.PollOnly {
+	switch {
+	case s.cfg.PollOnly:
 		n, err = q.exec(ctx, s.stmts.saveMany, args...)
-	} else {
+	case !s.claimNotify():
+		if n, err = q.exec(ctx, s.stmts.saveMany, args...); err == nil && n > 0 {
+			s.trailingNotify()
+		}
+	default:
 		var notified int64
 		err = queryRow(ctx, q, s.stmts.saveManyNotify, append(args, s.cfg.NotifyChannel), &n, &notified)
 	}
@@ -158,7 +167,7 @@ func (s *Store) saveManyPostgres(ctx context.Context, recs []record) (int64, err
 	return n, nil
 }
 
-// sqliteBatch is how many messages one SQLite insert carries: 7 parameters
+// sqliteBatch is how many messages one SQLite insert carries: 8 parameters
 // each stays well below SQLite's limit of 32766.
 const sqliteBatch = 500
 
@@ -167,11 +176,11 @@ func (s *Store) saveManySQLite(ctx context.Context, recs []record) (int64, error
 	own, err := s.runTx(ctx, func(q querier) error {
 		now := nowMicros()
 		for chunk := range slices.Chunk(recs, sqliteBatch) {
-			args := make([]any, 0, 7*len(chunk)+1)
+			args := make([]any, 0, 8*len(chunk))
 			for _, r := range chunk {
-				args = append(args, r.id, r.topic, r.name, r.key, r.metadata, r.payload, r.sentAt.UnixMicro())
+				args = append(args, r.id, r.topic, r.name, r.key, r.metadata, r.payload, r.sentAt.UnixMicro(), now)
 			}
-			k, err := q.exec(ctx, sqliteSaveMany(s.cfg, len(chunk)), append(args, now)...)
+			k, err := q.exec(ctx, sqliteSaveMany(s.cfg, len(chunk)), args...)
 			if err != nil {
 				return err
 			}

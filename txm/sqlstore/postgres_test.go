@@ -446,3 +446,47 @@ func TestPostgresSchemaAndTables(t *testing.T) {
 		t.Fatalf("outbox tables: %d, %v", outboxes, err)
 	}
 }
+
+// TestPostgresNotifyThrottle: a burst of saves within NotifyInterval sends
+// one NOTIFY with the first save and one trailing NOTIFY for the rest.
+func TestPostgresNotifyThrottle(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newPGEnv(t)
+	channel := randomName("txm_throttle_")
+	s := storeOn(t, kindPgx, e.newPool(t, 2), Config{NotifyChannel: channel, NotifyInterval: 400 * time.Millisecond})
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "LISTEN "+quoteIdent(channel)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for range 10 {
+		mustSave(t, s.Outbox(), newMsg("t", ""))
+	}
+	if took := time.Since(start); took > 300*time.Millisecond {
+		t.Skipf("the burst took %v, longer than the interval: the machine is too loaded for this test", took)
+	}
+	var got []time.Duration
+	for {
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := conn.WaitForNotification(wctx)
+		cancel()
+		if err != nil {
+			break // quiet for a second: no more notifications
+		}
+		got = append(got, time.Since(start))
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d notifications for a burst of 10 saves (at %v), want 2: the first save's and one trailing", len(got), got)
+	}
+	if got[1] < 350*time.Millisecond || got[1] > 2*time.Second {
+		t.Errorf("trailing notification at %v, want at the end of the 400ms interval", got[1])
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -38,6 +39,11 @@ type Store struct {
 	tables     string
 
 	wake chan struct{}
+
+	notifyMu   sync.Mutex  // guards lastNotify and trailing
+	lastNotify time.Time   // when this store last notified
+	trailing   *time.Timer // a trailing NOTIFY scheduled for skipped saves
+	notifyWG   sync.WaitGroup
 
 	mu            sync.Mutex // guards listenStarted against Close
 	closed        atomic.Bool
@@ -217,6 +223,13 @@ func (s *Store) Close() error {
 		s.closed.Store(true)
 		s.cancel()
 		s.mu.Unlock()
+		s.notifyMu.Lock()
+		if s.trailing != nil && s.trailing.Stop() {
+			s.notifyWG.Done()
+		}
+		s.trailing = nil
+		s.notifyMu.Unlock()
+		s.notifyWG.Wait()
 		s.listenWG.Wait()
 		if s.owns {
 			err = s.db.Close()
@@ -307,6 +320,47 @@ func (s *Store) querier(ctx context.Context) (q querier, h *txHolder, err error)
 		return q, h, err
 	}
 	return s.be, nil, nil
+}
+
+// claimNotify reports whether a save should NOTIFY in its own statement:
+// when no notification went out within [Config.NotifyInterval]. A save that
+// does not, and inserts, calls trailingNotify.
+func (s *Store) claimNotify() bool {
+	if s.cfg.NotifyInterval < 0 {
+		return true
+	}
+	now := time.Now()
+	s.notifyMu.Lock()
+	defer s.notifyMu.Unlock()
+	if now.Sub(s.lastNotify) >= s.cfg.NotifyInterval {
+		s.lastNotify = now
+		return true
+	}
+	return false
+}
+
+// trailingNotify makes sure one NOTIFY follows at the end of the current
+// interval, for the saves that did not notify themselves.
+func (s *Store) trailingNotify() {
+	s.notifyMu.Lock()
+	defer s.notifyMu.Unlock()
+	if s.trailing != nil || s.closed.Load() {
+		return
+	}
+	wait := s.cfg.NotifyInterval - time.Since(s.lastNotify)
+	s.notifyWG.Add(1)
+	s.trailing = time.AfterFunc(max(wait, 0), func() {
+		defer s.notifyWG.Done()
+		s.notifyMu.Lock()
+		s.trailing = nil
+		s.lastNotify = time.Now()
+		s.notifyMu.Unlock()
+		ctx, cancel := context.WithTimeout(s.closeCtx, 5*time.Second)
+		defer cancel()
+		if _, err := s.be.exec(ctx, `SELECT pg_notify($1, '')`, s.cfg.NotifyChannel); err != nil && ctx.Err() == nil {
+			s.cfg.Logger.Warn("sqlstore: trailing NOTIFY failed; relays in other processes will poll", "error", err)
+		}
+	})
 }
 
 // signal wakes the relay without blocking; wake-ups coalesce.
