@@ -59,6 +59,9 @@ type Processor struct {
 	seed    maphash.Seed
 	breaker *breaker
 
+	dueMu   sync.Mutex
+	nextDue time.Time // earliest retry this relay scheduled; zero: none
+
 	mu       sync.Mutex
 	started  bool
 	stopOnce sync.Once
@@ -250,7 +253,7 @@ func (p *Processor) claimLoop(ctx, workCtx context.Context, handle func([]Claime
 		}
 		storeFailures = 0
 		if len(batch) == 0 {
-			p.wait(ctx, p.cfg.PollInterval, true)
+			p.wait(ctx, p.idleWait(), true)
 			continue
 		}
 		failed := handle(batch)
@@ -276,6 +279,32 @@ func (p *Processor) release(ctx context.Context, batch []Claimed) {
 	p.storeCall(sctx, "release claims", func(ctx context.Context) error {
 		return p.claimer.ReleaseClaims(ctx, ids...)
 	})
+}
+
+// retryAt notes that a message falls due at t, so an idle relay does not
+// sleep past it.
+func (p *Processor) retryAt(t time.Time) {
+	p.dueMu.Lock()
+	if p.nextDue.IsZero() || t.Before(p.nextDue) {
+		p.nextDue = t
+	}
+	p.dueMu.Unlock()
+}
+
+// idleWait is how long an idle relay waits: the poll interval, or less when
+// a retry it scheduled falls due sooner.
+func (p *Processor) idleWait() time.Duration {
+	p.dueMu.Lock()
+	defer p.dueMu.Unlock()
+	if p.nextDue.IsZero() {
+		return p.cfg.PollInterval
+	}
+	d := p.nextDue.Sub(p.cfg.Clock.Now())
+	if d <= 0 {
+		p.nextDue = time.Time{} // due now: claim again, then poll as usual
+		return time.Millisecond
+	}
+	return min(d, p.cfg.PollInterval)
 }
 
 // wait blocks for d, until the relay stops, or, when wakeable, until the
@@ -626,6 +655,7 @@ func (p *Processor) fail(ctx context.Context, c Claimed, cause error) {
 	p.storeCall(ctx, "mark failed", func(ctx context.Context) error {
 		return p.claimer.MarkFailed(ctx, msg.ID(), delay, cause.Error())
 	})
+	p.retryAt(p.cfg.Clock.Now().Add(delay))
 	p.cfg.Observer.Retried(msg, attempts, cause)
 }
 

@@ -600,3 +600,26 @@ func TestRelayPipelinedBatchesPublishEverythingOnce(t *testing.T) {
 		}
 	}
 }
+
+func TestRelayWakesForItsOwnRetries(t *testing.T) {
+	t.Parallel()
+	store := memstore.New(memstore.Config{})
+	m := async.NewMessage("orders", "Test", nil)
+	if err := store.Outbox().Save(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	pub := newRecordingPublisher()
+	pub.setFail(func(_ async.Message, attempt int) error {
+		if attempt == 1 {
+			return errors.New("timeout")
+		}
+		return nil
+	})
+	// An hour's poll: only the retry's own due time can bring the message back.
+	stop := startRelay(t, newRelay(t, pub, store.Outbox(), txm.ProcessorConfig{
+		PollInterval: time.Hour,
+		Retry:        retry.Policy{InitialInterval: 20 * time.Millisecond, RandomizationFactor: -1},
+	}))
+	waitFor(t, "the retried message published", 5*time.Second, func() bool { return pub.publishedIDs()[m.ID()] == 1 })
+	stop()
+}
