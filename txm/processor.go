@@ -60,7 +60,8 @@ type Processor struct {
 	breaker *breaker
 
 	dueMu   sync.Mutex
-	nextDue time.Time // earliest retry this relay scheduled; zero: none
+	nextDue time.Time     // earliest retry this relay scheduled; zero: none
+	kick    chan struct{} // wakes an idle claim loop when nextDue moves earlier
 
 	mu       sync.Mutex
 	started  bool
@@ -110,6 +111,7 @@ func NewOutboxProcessorWithConfig(publisher async.MessagePublisher, store Outbox
 		breaker: newBreaker(cfg.BreakerThreshold, cfg.StoreRetry),
 		stopCh:  make(chan struct{}),
 		stopped: make(chan struct{}),
+		kick:    make(chan struct{}, 1),
 	}
 	p.apub, _ = publisher.(async.AsyncPublisher)
 	p.claimer, _ = store.(Claimer)
@@ -285,10 +287,17 @@ func (p *Processor) release(ctx context.Context, batch []Claimed) {
 // sleep past it.
 func (p *Processor) retryAt(t time.Time) {
 	p.dueMu.Lock()
-	if p.nextDue.IsZero() || t.Before(p.nextDue) {
+	earlier := p.nextDue.IsZero() || t.Before(p.nextDue)
+	if earlier {
 		p.nextDue = t
 	}
 	p.dueMu.Unlock()
+	if earlier {
+		select {
+		case p.kick <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // idleWait is how long an idle relay waits: the poll interval, or less when
@@ -310,13 +319,17 @@ func (p *Processor) idleWait() time.Duration {
 // wait blocks for d, until the relay stops, or, when wakeable, until the
 // store reports new messages.
 func (p *Processor) wait(ctx context.Context, d time.Duration, wakeable bool) {
-	var wake <-chan struct{}
-	if wakeable && p.waker != nil {
-		wake = p.waker.Wakeups()
+	var wake, kick <-chan struct{}
+	if wakeable {
+		kick = p.kick
+		if p.waker != nil {
+			wake = p.waker.Wakeups()
+		}
 	}
 	select {
 	case <-p.cfg.Clock.After(d):
 	case <-wake:
+	case <-kick:
 	case <-ctx.Done():
 	case <-p.stopCh:
 	}
