@@ -69,17 +69,7 @@ func NewMessage(subject, name string, data []byte, opts ...MessageOption) Messag
 	for _, opt := range opts {
 		opt(m)
 	}
-	if m.id == "" {
-		newV7(&m.idBuf)
-		m.id = unsafe.String(&m.idBuf[0], len(m.idBuf))
-	}
-	if m.sentAt.IsZero() {
-		m.sentAt = time.Now()
-	}
-	if m.metadata == nil {
-		m.metadata = Metadata{}
-	}
-	return m
+	return m.complete()
 }
 
 // NewID returns a new message identifier: a UUIDv7 string (RFC 9562),
@@ -110,6 +100,12 @@ type Envelope struct {
 // change them afterwards; it is the cheapest way to build a message.
 func NewMessageFromEnvelope(e Envelope) Message {
 	m := &message{id: e.ID, subject: e.Subject, name: e.Name, metadata: e.Metadata, sentAt: e.SentAt, data: e.Data}
+	return m.complete()
+}
+
+// complete fills the fields left empty: a new UUIDv7, the current time and
+// empty metadata.
+func (m *message) complete() *message {
 	if m.id == "" {
 		newV7(&m.idBuf)
 		m.id = unsafe.String(&m.idBuf[0], len(m.idBuf))
