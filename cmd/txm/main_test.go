@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,21 +60,53 @@ func TestDemoOnPostgresAndNATS(t *testing.T) {
 }
 
 func TestAdminCommandsOnSQLite(t *testing.T) {
-	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "admin.db")
-	var out bytes.Buffer
-	if err := run(ctx, []string{"migrate", "-sqlite", path}, &out); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	out.Reset()
-	if err := run(ctx, []string{"migrate", "-sqlite", path, "-print"}, &out); err != nil || !strings.Contains(out.String(), "CREATE TABLE") {
-		t.Fatalf("migrate -print = %v:\n%s", err, out.String())
-	}
+	testAdminCommands(t, []string{"-sqlite", path}, func(ctx context.Context) (*sqlstore.Store, func()) {
+		store, err := sqlstore.OpenSQLite(ctx, path, sqlstore.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return store, func() { _ = store.Close() }
+	})
+}
 
-	store, err := sqlstore.OpenSQLite(ctx, path, sqlstore.Config{})
+func TestAdminCommandsOnPostgres(t *testing.T) {
+	url := service(t, "TXM_POSTGRES_URL")
+	ctx := context.Background()
+	db, err := sql.Open("pgx", url)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer db.Close()
+	schema := fmt.Sprintf("txm_cmd_test_%d", time.Now().UnixNano())
+	if _, err := db.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _, _ = db.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE") }()
+	testAdminCommands(t, []string{"-postgres", url, "-schema", schema}, func(ctx context.Context) (*sqlstore.Store, func()) {
+		store, err := sqlstore.NewPostgresDB(db, sqlstore.Config{Schema: schema, PollOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return store, func() { _ = store.Close() }
+	})
+}
+
+// testAdminCommands runs migrate, inspect and replay against the store that
+// target selects and open opens.
+func testAdminCommands(t *testing.T, target []string, open func(context.Context) (*sqlstore.Store, func())) {
+	ctx := context.Background()
+	with := func(cmd string, args ...string) []string { return append(append([]string{cmd}, target...), args...) }
+	var out bytes.Buffer
+	if err := run(ctx, with("migrate"), &out); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	out.Reset()
+	if err := run(ctx, with("migrate", "-print"), &out); err != nil || !strings.Contains(out.String(), "CREATE TABLE") {
+		t.Fatalf("migrate -print = %v:\n%s", err, out.String())
+	}
+
+	store, closeStore := open(ctx)
 	poison := async.NewMessage("payments.charge", "Charge", []byte("{}"))
 	ok := async.NewMessage("orders.placed", "OrderPlaced", []byte("{}"))
 	for _, m := range []async.Message{poison, ok} {
@@ -83,10 +117,10 @@ func TestAdminCommandsOnSQLite(t *testing.T) {
 	if err := store.Outbox().MarkDead(ctx, poison.ID(), "broker rejected the message: too large"); err != nil {
 		t.Fatal(err)
 	}
-	_ = store.Close()
+	closeStore()
 
 	out.Reset()
-	if err := run(ctx, []string{"inspect", "-sqlite", path}, &out); err != nil {
+	if err := run(ctx, with("inspect"), &out); err != nil {
 		t.Fatalf("inspect: %v", err)
 	}
 	for _, want := range []string{"orders.placed", "payments.charge", poison.ID(), "too large"} {
@@ -96,17 +130,17 @@ func TestAdminCommandsOnSQLite(t *testing.T) {
 	}
 
 	out.Reset()
-	if err := run(ctx, []string{"replay", "-sqlite", path}, &out); err == nil {
+	if err := run(ctx, with("replay"), &out); err == nil {
 		t.Error("replay without a selection succeeded; it must ask for -id, -topic or -all")
 	}
-	if err := run(ctx, []string{"replay", "-sqlite", path, "-id", poison.ID()}, &out); err != nil {
+	if err := run(ctx, with("replay", "-id", poison.ID()), &out); err != nil {
 		t.Fatalf("replay: %v", err)
 	}
 	if !strings.Contains(out.String(), "1 dead letters moved") {
 		t.Errorf("replay output: %s", out.String())
 	}
 	out.Reset()
-	if err := run(ctx, []string{"inspect", "-sqlite", path}, &out); err != nil {
+	if err := run(ctx, with("inspect"), &out); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "no dead letters") {
