@@ -48,15 +48,17 @@ type Config struct {
 	PollOnly bool
 
 	// NotifyInterval throttles NOTIFY (PostgreSQL, unless PollOnly): a save
-	// notifies only when this store sent no notification within the
-	// interval; the saves it skips are followed by one trailing NOTIFY at
-	// the end of the interval. PostgreSQL serialises the commits of
-	// notifying transactions, so notifying on every save costs concurrent
-	// savers most of their throughput; throttled, a relay still wakes
-	// within about the interval of a burst's last save (later only when
-	// that save's transaction commits after the trailing NOTIFY, and then
-	// by the next notification or its poll). Default 2ms; a negative value
-	// notifies on every save.
+	// notifies in its own statement only when this store sent no
+	// notification within the interval. PostgreSQL serialises the commits
+	// of notifying transactions, so notifying on every save costs
+	// concurrent savers most of their throughput. A save that skipped its
+	// NOTIFY is followed by one: after the commit for a transaction that
+	// [Store.InTx] began, at the end of the interval for a save without a
+	// transaction, and at the end of the interval and again 50ms later for
+	// a save in a caller's transaction, whose commit the store cannot see
+	// (if that commit comes later still, relays find the message on their
+	// next notification or poll). Default 2ms; a negative value notifies
+	// on every save.
 	NotifyInterval time.Duration
 
 	// Logger receives the store's own logs (the LISTEN connection's

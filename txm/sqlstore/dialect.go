@@ -125,7 +125,9 @@ func newStatements(d dialect, cfg Config) statements {
 		s.saveManyNotify = notifying(s.saveMany)
 		s.claimLock = `SELECT pg_advisory_xact_lock($1)`
 		// The candidates are chosen from the statement's snapshot, then
-		// locked. A candidate that another transaction changed since (a
+		// locked one by one by primary key (a LATERAL probe per candidate:
+		// with stale statistics a set-based lock was planned as a scan of
+		// every pending row, O(backlog) per claim). A candidate that another transaction changed since (a
 		// late MarkFailed, ExtendClaims or Replay) fails the recheck, and
 		// one that is locked right now is skipped: the later candidates of
 		// its key are dropped as well, so a key is never handed out past a
@@ -133,10 +135,12 @@ func newStatements(d dialect, cfg Config) statements {
 		s.claim = f(`WITH cand AS MATERIALIZED (
     ` + pgCandidates + `
 ), locked AS (
-    SELECT o.id FROM {outbox} o
-    WHERE o.id = ANY (ARRAY(SELECT c.id FROM cand c))
-      AND o.` + available + `
-    FOR UPDATE SKIP LOCKED
+    SELECT l.id FROM cand c CROSS JOIN LATERAL (
+        SELECT o.id FROM {outbox} o
+        WHERE o.id = c.id
+          AND o.` + available + `
+        FOR UPDATE SKIP LOCKED
+    ) l
 ), granted AS (
     SELECT x.id FROM (
         SELECT c.id, bool_and(l.id IS NOT NULL) OVER (

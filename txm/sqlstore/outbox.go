@@ -67,7 +67,7 @@ func (o *Outbox) Save(ctx context.Context, msg async.Message) error {
 		n, err = q.exec(ctx, s.stmts.save, args...)
 	case !s.claimNotify():
 		if n, err = q.exec(ctx, s.stmts.save, args...); err == nil && n > 0 {
-			s.trailingNotify()
+			s.throttledSave(h)
 		}
 	default:
 		var notified int64
@@ -152,7 +152,7 @@ func (s *Store) saveManyPostgres(ctx context.Context, recs []record) (int64, err
 		n, err = q.exec(ctx, s.stmts.saveMany, args...)
 	case !s.claimNotify():
 		if n, err = q.exec(ctx, s.stmts.saveMany, args...); err == nil && n > 0 {
-			s.trailingNotify()
+			s.throttledSave(h)
 		}
 	default:
 		var notified int64

@@ -43,6 +43,7 @@ type Store struct {
 	notifyMu   sync.Mutex  // guards lastNotify and trailing
 	lastNotify time.Time   // when this store last notified
 	trailing   *time.Timer // a trailing NOTIFY scheduled for skipped saves
+	followUp   bool        // the trailing NOTIFY is followed by a later one
 	notifyWG   sync.WaitGroup
 
 	mu            sync.Mutex // guards listenStarted against Close
@@ -263,6 +264,7 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context) error) er
 		return s.fail(ctx, "begin", err)
 	}
 	h := tx.holder()
+	h.owner = s
 	committed := false
 	defer func() {
 		if !committed {
@@ -280,6 +282,9 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context) error) er
 	committed = true
 	if h.saved.Load() {
 		s.signal()
+	}
+	if h.throttled.Load() {
+		s.trailingNotify(false)
 	}
 	return nil
 }
@@ -339,26 +344,53 @@ func (s *Store) claimNotify() bool {
 	return false
 }
 
+// throttledSave notes a save that skipped its NOTIFY. In a transaction
+// that InTx began, the NOTIFY follows the commit; otherwise a trailing
+// NOTIFY follows at the end of the interval, and, for a save in a caller's
+// transaction, whose commit the store cannot see, a second one later.
+func (s *Store) throttledSave(h *txHolder) {
+	switch {
+	case h != nil && h.owner == s:
+		h.throttled.Store(true)
+	default:
+		s.trailingNotify(h != nil)
+	}
+}
+
+// followUpDelay is how long after a trailing NOTIFY a second one goes out
+// for saves in callers' transactions that may commit after the first.
+const followUpDelay = 50 * time.Millisecond
+
 // trailingNotify makes sure one NOTIFY follows at the end of the current
-// interval, for the saves that did not notify themselves.
-func (s *Store) trailingNotify() {
+// interval, for the saves that did not notify themselves; with followUp, a
+// second NOTIFY follows followUpDelay after it.
+func (s *Store) trailingNotify(followUp bool) {
 	s.notifyMu.Lock()
 	defer s.notifyMu.Unlock()
+	s.followUp = s.followUp || followUp
 	if s.trailing != nil || s.closed.Load() {
 		return
 	}
-	wait := s.cfg.NotifyInterval - time.Since(s.lastNotify)
+	s.scheduleNotify(max(s.cfg.NotifyInterval-time.Since(s.lastNotify), 0))
+}
+
+// scheduleNotify sends a NOTIFY after wait. notifyMu must be held.
+func (s *Store) scheduleNotify(wait time.Duration) {
 	s.notifyWG.Add(1)
-	s.trailing = time.AfterFunc(max(wait, 0), func() {
+	s.trailing = time.AfterFunc(wait, func() {
 		defer s.notifyWG.Done()
-		s.notifyMu.Lock()
-		s.trailing = nil
-		s.lastNotify = time.Now()
-		s.notifyMu.Unlock()
 		ctx, cancel := context.WithTimeout(s.closeCtx, 5*time.Second)
 		defer cancel()
 		if _, err := s.be.exec(ctx, `SELECT pg_notify($1, '')`, s.cfg.NotifyChannel); err != nil && ctx.Err() == nil {
 			s.cfg.Logger.Warn("sqlstore: trailing NOTIFY failed; relays in other processes will poll", "error", err)
+		}
+		s.notifyMu.Lock()
+		defer s.notifyMu.Unlock()
+		s.trailing = nil
+		s.lastNotify = time.Now()
+		if s.followUp && !s.closed.Load() {
+			s.followUp = false
+			s.scheduleNotify(followUpDelay)
 		}
 	})
 }

@@ -17,6 +17,12 @@ type txHolder struct {
 	// saved records that a save ran in the transaction, so InTx wakes the
 	// relay after the commit.
 	saved atomic.Bool
+	// throttled records that a save skipped its NOTIFY (see
+	// Config.NotifyInterval), so InTx notifies after the commit.
+	throttled atomic.Bool
+	// owner is the store whose InTx began the transaction; nil for a
+	// transaction of the caller's (WithTx, WithPgxTx).
+	owner *Store
 }
 
 // WithTx returns a copy of ctx that carries tx, a database/sql transaction
