@@ -14,7 +14,7 @@ import (
 // and publisher work. RELAY.md has the command, the figures and the advice
 // drawn from them. Run them one at a time on a quiet machine:
 //
-//	flock /tmp/txm-bench.lock go test ./bench -run '^$' -bench 'Relay' -benchtime 1x -count 3
+//	flock /tmp/txm-bench.lock go test ./bench -run '^$' -bench 'Relay(Baseline)?$' -benchtime 1x -count 6
 //
 // Each drain is one benchmark iteration; -benchtime 1x runs one drain per
 // count, and the message count of each cell is sized so that it takes
@@ -36,12 +36,13 @@ func BenchmarkRelay(b *testing.B) { benchRelayMatrix(b, true) }
 func BenchmarkRelayBaseline(b *testing.B) { benchRelayMatrix(b, false) }
 
 func benchRelayMatrix(b *testing.B, relay bool) {
+	fx := newRelayFixtures(b)
 	for _, store := range relayStores {
 		for _, lat := range relayLatencies {
 			for _, workers := range relayWorkers {
 				for _, batch := range relayBatches {
 					c := relayCell{store: store, lat: lat, workers: workers, batch: batch}
-					b.Run(c.name(), func(b *testing.B) { benchDrain(b, c, relay) })
+					b.Run(c.name(), func(b *testing.B) { benchDrain(b, fx, c, relay) })
 				}
 			}
 		}
@@ -52,6 +53,7 @@ func benchRelayMatrix(b *testing.B, relay bool) {
 // drain with messages spread over 1000 partition keys, which the relay
 // keeps in order (one lane per key) and the baseline ignores.
 func BenchmarkRelayKeyed(b *testing.B) {
+	fx := newRelayFixtures(b)
 	for _, relay := range []bool{true, false} {
 		impl := "relay"
 		if !relay {
@@ -61,7 +63,27 @@ func BenchmarkRelayKeyed(b *testing.B) {
 			for _, workers := range []int{4, 16} {
 				for _, batch := range []int{100, 500} {
 					c := relayCell{store: store, lat: time.Millisecond, workers: workers, batch: batch, keys: 1000}
-					b.Run("impl="+impl+"/"+c.name(), func(b *testing.B) { benchDrain(b, c, relay) })
+					b.Run("impl="+impl+"/"+c.name(), func(b *testing.B) { benchDrain(b, fx, c, relay) })
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkRelayInFlight measures the relay with 1, 2 (the default) and 4
+// batches in flight: claiming ahead overlaps the store's round trips with
+// publishing, but on SQLite the claim and the marking of the previous batch
+// compete for the one write lock.
+func BenchmarkRelayInFlight(b *testing.B) {
+	fx := newRelayFixtures(b)
+	for _, store := range relayStores {
+		for _, lat := range []time.Duration{0, time.Millisecond} {
+			for _, workers := range []int{1, 16} {
+				for _, batch := range []int{50, 500} {
+					for _, inflight := range []int{1, 2, 4} {
+						c := relayCell{store: store, lat: lat, workers: workers, batch: batch, inflight: inflight}
+						b.Run(fmt.Sprintf("%s/inflight=%d", c.name(), inflight), func(b *testing.B) { benchDrain(b, fx, c, true) })
+					}
 				}
 			}
 		}
@@ -79,30 +101,39 @@ func (c relayCell) name() string {
 	return fmt.Sprintf("store=%s/lat=%s/workers=%d/batch=%d", c.store, lat, c.workers, c.batch)
 }
 
-func benchDrain(b *testing.B, c relayCell, relay bool) {
+func benchDrain(b *testing.B, fx *relayFixtures, c relayCell, relay bool) {
 	n := cellMessages(c)
-	var total time.Duration
+	var d drainStats
 	for range b.N {
 		b.StopTimer()
-		took, err := runDrainTimed(b, c, n, relay)
-		if err != nil {
+		if err := runDrainTimed(b, fx, c, n, relay, &d); err != nil {
 			b.Fatal(err)
 		}
-		total += took
 	}
-	b.ReportMetric(float64(n*b.N)/total.Seconds(), "msgs/s")
+	msgs := float64(n * b.N)
+	b.ReportMetric(msgs/d.took.Seconds(), "msgs/s")
 	b.ReportMetric(float64(n), "msgs/drain")
+	b.ReportMetric(float64(d.allocs)/msgs, "allocs/msg")
+	b.ReportMetric(float64(d.bytes)/msgs, "B/msg")
+}
+
+// drainStats adds up the drains of a cell: their time (Start to the last
+// confirmation) and what the whole process allocated meanwhile.
+type drainStats struct {
+	took          time.Duration
+	allocs, bytes uint64
 }
 
 // runDrainTimed runs one drain with the benchmark timer running only
 // during the drain.
-func runDrainTimed(b *testing.B, c relayCell, n int, relay bool) (time.Duration, error) {
+func runDrainTimed(b *testing.B, fx *relayFixtures, c relayCell, n int, relay bool, d *drainStats) error {
 	b.Helper()
-	s := newRelayStore(b, c.store)
-	fill(b, s, relayMessages(n, c.keys))
+	s := fx.store(b, c.store, n, c.keys)
 	pub := newLatencyPublisher(c.lat, n)
 	defer pub.close()
 	runtime.GC() // the pre-fill's garbage is not the drain's to collect
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
 	b.StartTimer()
 	var took time.Duration
 	if relay {
@@ -111,26 +142,37 @@ func runDrainTimed(b *testing.B, c relayCell, n int, relay bool) (time.Duration,
 		took = drainBaseline(b, s, pub, c)
 	}
 	b.StopTimer()
+	runtime.ReadMemStats(&after)
 	if took == 0 {
-		return 0, errIncomplete
+		return errIncomplete
 	}
-	return took, nil
+	d.took += took
+	d.allocs += after.Mallocs - before.Mallocs
+	d.bytes += after.TotalAlloc - before.TotalAlloc
+	return nil
 }
 
 // cellMessages sizes a cell's backlog so that its drain takes about
 // targetDrain: it estimates the throughput from the store's cost per
 // message and the publishing capacity of the workers, then rounds up to
-// whole batches, at least two.
+// the next of 1, 2 or 5 times a power of ten (at least 1000, and two
+// batches), which every batch size divides and which keeps the number of
+// SQLite templates small.
 func cellMessages(c relayCell) int {
 	const targetDrain = 1.2 // seconds
-	storeRate := map[string]float64{"mem": 400_000, "sqlite": 40_000}[c.store]
-	maxN := map[string]int{"mem": 200_000, "sqlite": 40_000}[c.store]
+	storeRate := map[string]float64{"mem": 600_000, "sqlite": 40_000}[c.store]
+	maxN := map[string]int{"mem": 200_000, "sqlite": 50_000}[c.store]
 	rate := storeRate
 	if c.lat > 0 {
 		pubRate := float64(c.workers) / (c.lat.Seconds() + 5e-6)
 		rate = 1 / (1/storeRate + 1/pubRate)
 	}
-	n := int(rate * targetDrain)
-	n = min(max(n, 2*c.batch, 1000), maxN)
-	return (n + c.batch - 1) / c.batch * c.batch
+	want := max(int(rate*targetDrain), 2*c.batch, 1000)
+	for p := 1000; ; p *= 10 {
+		for _, m := range []int{1, 2, 5} {
+			if n := m * p; n >= want || n >= maxN {
+				return min(n, maxN)
+			}
+		}
+	}
 }

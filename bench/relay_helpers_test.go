@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -22,15 +23,17 @@ import (
 // each: callers park on a channel, as on a socket read, and one goroutine
 // watches the clock and wakes them when their time has come.
 //
-// The obvious ways do not work for a simulated broker latency on Linux:
-// time.Sleep(100µs) measured about 1.06 ms on the benchmark machine (the
-// runtime's timers there have a granularity near 1 ms, and a 1 ms sleep
-// measured 1.06 ms too), and a spin-wait on time.Since in every publishing
-// goroutine occupies one CPU per waiting worker, so 16 workers on 2 cores
-// could never overlap their waits as they overlap network round trips.
-// waitClock spins in one goroutine only, only while someone waits, and
-// yields with runtime.Gosched on every turn so that the relay's own
-// goroutines get the CPU whenever they have work.
+// The obvious ways do not work for a simulated broker latency on this
+// kind of machine (see BenchmarkRelayWait, 2-core Linux VM):
+// time.Sleep(100µs) waited 0.98 ms on average, the runtime's timers having
+// a granularity near 1 ms there (time.Sleep(1ms) waited 1.08–1.14 ms); a
+// spin-wait on time.Since in each publishing goroutine is exact alone
+// (100.2µs) but burns one CPU per waiting goroutine, so 16 goroutines
+// spinning 100µs managed 19.6k waits/s where the network-like ideal is
+// 160k, and they starve the relay of CPU. waitClock spins in one goroutine
+// only, only while someone waits, and yields with runtime.Gosched on every
+// turn so that the relay's goroutines get the CPU whenever they have work:
+// it measured 101.8µs and 156k waits/s for 16 goroutines waiting 100µs.
 type waitClock struct {
 	mu    sync.Mutex
 	queue []waiter // deadlines never decrease: every wait is taken under mu with one d
@@ -88,6 +91,11 @@ func (c *waitClock) run() {
 			close(w.ch)
 		}
 		if !idle {
+			select {
+			case <-c.stop:
+				return
+			default:
+			}
 			runtime.Gosched()
 			continue
 		}
@@ -100,7 +108,7 @@ func (c *waitClock) run() {
 }
 
 // close stops the clock's goroutine. Waits still queued never end, so it
-// is called only once no publish is in flight.
+// is called only once no publish is in flight (or none that matters).
 func (c *waitClock) close() {
 	close(c.stop)
 	<-c.done
@@ -165,8 +173,36 @@ type relayStore interface {
 // relayPayload is a typical small JSON event.
 var relayPayload = []byte(`{"id":"0192f7a0-7c1e-7d2a-9b1e-5f3c2a1d0e9f","customer":"c-1042","cents":12999,"items":["kettle","mug","tea"]}`)
 
-// relayMessages returns n messages without partition keys (keys > 0 gives
-// them that many distinct keys, round robin).
+// relayFixtures builds pre-filled stores for the cells of one benchmark
+// run and keeps what is costly to build again: the messages of the last
+// size asked for, and one SQLite file per size, filled once and copied for
+// every drain (filling SQLite takes seconds, a copy milliseconds).
+type relayFixtures struct {
+	dir string // where the SQLite templates live
+
+	mu        sync.Mutex
+	msgsKey   [2]int // n, keys of msgs
+	msgs      []async.Message
+	templates map[[2]int]string // n, keys -> template file
+}
+
+// newRelayFixtures returns fixtures whose files are removed when tb ends.
+func newRelayFixtures(tb testing.TB) *relayFixtures {
+	return &relayFixtures{dir: tb.TempDir(), templates: map[[2]int]string{}}
+}
+
+// messages returns n messages without partition keys (keys > 0 gives them
+// that many distinct keys, round robin). The stores copy what they save, so
+// the same messages fill every store of a cell.
+func (f *relayFixtures) messages(n, keys int) []async.Message {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.msgs == nil || f.msgsKey != [2]int{n, keys} {
+		f.msgs, f.msgsKey = relayMessages(n, keys), [2]int{n, keys}
+	}
+	return f.msgs
+}
+
 func relayMessages(n, keys int) []async.Message {
 	msgs := make([]async.Message, n)
 	for i := range msgs {
@@ -179,29 +215,87 @@ func relayMessages(n, keys int) []async.Message {
 	return msgs
 }
 
-// newRelayStore returns an empty store of the given kind ("mem" or
-// "sqlite"), closed when tb ends.
-func newRelayStore(tb testing.TB, kind string) relayStore {
+// store returns a store of the given kind ("mem" or "sqlite") holding n
+// pending messages with keys partition keys, closed when tb ends.
+func (f *relayFixtures) store(tb testing.TB, kind string, n, keys int) relayStore {
 	tb.Helper()
 	switch kind {
 	case "mem":
-		return memstore.New(memstore.Config{}).Outbox()
+		o := memstore.New(memstore.Config{}).Outbox()
+		fill(tb, o, f.messages(n, keys))
+		return o
 	case "sqlite":
-		ctx := context.Background()
+		tpl := f.sqliteTemplate(tb, n, keys)
 		path := filepath.Join(tb.TempDir(), "outbox.db")
-		s, err := sqlstore.OpenSQLite(ctx, path, sqlstore.Config{PollOnly: true})
-		if err != nil {
+		if err := copyFile(path, tpl); err != nil {
 			tb.Fatal(err)
 		}
-		tb.Cleanup(func() { _ = s.Close() })
-		if err := s.Migrate(ctx); err != nil {
-			tb.Fatal(err)
-		}
-		return s.Outbox()
+		return openSQLite(tb, path)
 	default:
 		tb.Fatalf("unknown store %q", kind)
 		return nil
 	}
+}
+
+// sqliteTemplate returns the path of a checkpointed SQLite file that holds
+// n pending messages, building it the first time.
+func (f *relayFixtures) sqliteTemplate(tb testing.TB, n, keys int) string {
+	tb.Helper()
+	k := [2]int{n, keys}
+	f.mu.Lock()
+	path, ok := f.templates[k]
+	f.mu.Unlock()
+	if ok {
+		return path
+	}
+	path = filepath.Join(f.dir, fmt.Sprintf("template-%d-%d.db", n, keys))
+	ctx := context.Background()
+	s, err := sqlstore.OpenSQLite(ctx, path, sqlstore.Config{PollOnly: true})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	if err := s.Migrate(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	fill(tb, s.Outbox(), f.messages(n, keys))
+	// Move everything from the WAL into the main file, which alone is
+	// copied.
+	if _, err := s.DB().ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+		tb.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	f.mu.Lock()
+	f.templates[k] = path
+	f.mu.Unlock()
+	return path
+}
+
+func openSQLite(tb testing.TB, path string) relayStore {
+	tb.Helper()
+	ctx := context.Background()
+	s, err := sqlstore.OpenSQLite(ctx, path, sqlstore.Config{PollOnly: true})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = s.Close() })
+	if err := s.Migrate(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	return s.Outbox()
+}
+
+func copyFile(dst, src string) error {
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	if err := os.WriteFile(dst, data, 0o600); err != nil {
+		return fmt.Errorf("copy to %s: %w", dst, err)
+	}
+	return nil
 }
 
 // fill saves msgs in chunks.
@@ -223,6 +317,9 @@ type relayCell struct {
 	workers int
 	batch   int
 	keys    int // distinct partition keys; 0: none
+	// inflight is the relay's BatchesInFlight; 0: its default (2). The
+	// baseline always works one batch at a time.
+	inflight int
 }
 
 // drainTimeout bounds one drain, so that a stuck relay fails the benchmark
@@ -238,11 +335,12 @@ const lease = 30 * time.Second
 func drainRelay(tb testing.TB, s relayStore, pub *latencyPublisher, c relayCell) time.Duration {
 	tb.Helper()
 	p, err := txm.NewOutboxProcessorWithConfig(pub, s, txm.ProcessorConfig{
-		Workers:      c.workers,
-		BatchSize:    c.batch,
-		PollInterval: 5 * time.Millisecond,
-		Lease:        lease,
-		Logger:       discardLogger(),
+		Workers:         c.workers,
+		BatchSize:       c.batch,
+		BatchesInFlight: c.inflight,
+		PollInterval:    5 * time.Millisecond,
+		Lease:           lease,
+		Logger:          discardLogger(),
 	})
 	if err != nil {
 		tb.Fatal(err)
