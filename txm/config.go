@@ -14,8 +14,8 @@ import (
 // names.
 type ProcessorConfig struct {
 	// Workers is how many messages of a batch are published at once.
-	// Messages that share a partition key always go to the same worker, one
-	// after another. Default 4.
+	// Messages that share a partition key are published one after another:
+	// a key has at most one message in flight. Default 4.
 	Workers int
 
 	// BatchSize is how many messages the relay claims from the store at a

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"log/slog"
 	"sync"
 	"time"
@@ -31,11 +30,12 @@ var ErrAlreadyStarted = errors.New("txm: processor already started")
 // them. It is the [OutboxProcessor] returned by [NewOutboxProcessor].
 //
 // A batch claimed from the store is spread over [ProcessorConfig.Workers]
-// workers. Messages that share a partition key
-// ([async.MetaPartitionKey]) go to the same worker and are published one
-// after another in their order; when one of them fails, the rest of its key
-// in the batch is released unpublished, so a key's messages never overtake
-// each other. Messages without a key are spread freely.
+// workers. Messages that share a partition key ([async.MetaPartitionKey])
+// are published one after another in their order: a key has at most one
+// message in flight, and any idle worker takes the next ready message of any
+// key. When one of them fails, the rest of its key in the batch is released
+// unpublished, so a key's messages never overtake each other. Messages
+// without a key are spread freely.
 //
 // A failed publish costs the batch nothing: the message's attempts go up and
 // its next attempt waits per [ProcessorConfig.Retry], and after the maximum
@@ -56,7 +56,6 @@ type Processor struct {
 	waker   Waker
 	cfg     ProcessorConfig
 	initErr error
-	seed    maphash.Seed
 	breaker *breaker
 
 	dueMu   sync.Mutex
@@ -107,7 +106,6 @@ func NewOutboxProcessorWithConfig(publisher async.MessagePublisher, store Outbox
 		pub:     publisher,
 		store:   store,
 		cfg:     cfg,
-		seed:    maphash.MakeSeed(),
 		breaker: newBreaker(cfg.BreakerThreshold, cfg.StoreRetry),
 		stopCh:  make(chan struct{}),
 		stopped: make(chan struct{}),
@@ -394,66 +392,81 @@ func partitionKey(m async.Message) string {
 	return ""
 }
 
-// publishLanes spreads a batch over the workers: one lane per worker, the
-// messages of a key in one lane in their order.
+// publishLanes publishes a batch with the workers. A key has at most one
+// message in flight: its next message becomes ready only once the previous
+// one was confirmed, so a key's messages never overtake each other, and any
+// idle worker takes the next ready message, so a busy key does not hold the
+// other keys back. When a message fails (or its topic's circuit is open),
+// the rest of its key is left unpublished and released.
 func (p *Processor) publishLanes(ctx context.Context, batch []Claimed, outcomes []outcome) {
-	n := min(p.cfg.Workers, len(batch))
-	lanes := make([][]int, n)
-	next := 0
+	queues := make(map[string][]int) // the waiting messages of each key
+	ready := make(chan int, len(batch))
 	for i, c := range batch {
-		lane := next
-		if key := partitionKey(c.Message); key != "" {
-			lane = int(maphash.String(p.seed, key) % uint64(n))
-		} else {
-			next = (next + 1) % n
-		}
-		lanes[lane] = append(lanes[lane], i)
-	}
-	var g errgroup.Group
-	for _, lane := range lanes {
-		if len(lane) == 0 {
+		key := partitionKey(c.Message)
+		if key == "" {
+			ready <- i
 			continue
 		}
+		if _, ok := queues[key]; !ok {
+			ready <- i // the key's first message
+			queues[key] = []int{}
+			continue
+		}
+		queues[key] = append(queues[key], i)
+	}
+	var mu sync.Mutex
+	remaining := len(batch)
+	// done settles message i: the key's next message becomes ready, or, when
+	// park is set, the rest of the key is dropped. The last one closes ready.
+	done := func(i int, park bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		remaining--
+		if key := partitionKey(batch[i].Message); key != "" {
+			q := queues[key]
+			switch {
+			case park:
+				remaining -= len(q)
+				queues[key] = nil
+			case len(q) > 0:
+				queues[key] = q[1:]
+				ready <- q[0]
+			}
+		}
+		if remaining == 0 {
+			close(ready)
+		}
+	}
+	var g errgroup.Group
+	for range min(p.cfg.Workers, len(batch)) {
 		g.Go(func() error {
-			var parked map[string]struct{}
-			for _, i := range lane {
+			for i := range ready {
 				msg := batch[i].Message
-				key := partitionKey(msg)
-				if _, ok := parked[key]; ok && key != "" {
-					continue
-				}
 				if ctx.Err() != nil {
-					return nil
-				}
-				park := func() {
-					if key != "" {
-						if parked == nil {
-							parked = make(map[string]struct{})
-						}
-						parked[key] = struct{}{}
-					}
+					done(i, true) // cut by a hard stop: released, not counted
+					continue
 				}
 				if wait := p.breaker.openFor(msg.Subject(), p.cfg.Clock.Now()); wait > 0 {
 					outcomes[i] = outcome{state: stateDeferred, wait: wait}
-					park()
+					done(i, true)
 					continue
 				}
 				if err := p.publishOne(ctx, msg); err != nil {
-					if ctx.Err() != nil {
-						return nil // cut by a hard stop: released, not counted
+					if ctx.Err() == nil {
+						outcomes[i] = outcome{state: stateFailed, err: err}
+						p.topicFailed(msg, err)
 					}
-					outcomes[i] = outcome{state: stateFailed, err: err}
-					p.topicFailed(msg, err)
-					park()
+					done(i, true)
 					continue
 				}
 				p.breaker.success(msg.Subject())
 				outcomes[i] = outcome{state: statePublished}
+				done(i, false)
 			}
 			return nil
 		})
 	}
-	_ = g.Wait() // lanes report through outcomes, never through errors
+	_ = g.Wait() // workers report through outcomes, never through errors
 }
 
 func (p *Processor) publishOne(ctx context.Context, msg async.Message) error {
