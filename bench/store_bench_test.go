@@ -49,6 +49,7 @@ var storeWritePaths = []storeWritePath{
 	{driver: "pgx", path: "raw-notify", kind: storeWriteRawNotify},
 	{driver: "pgx", path: "lib-notify-every", kind: storeWriteLib, cfg: sqlstore.Config{NotifyInterval: -1}},
 	{driver: "pgx", path: "lib-notify-2ms", kind: storeWriteLib, cfg: sqlstore.Config{}},
+	{driver: "pgx", path: "lib-notify-10ms", kind: storeWriteLib, cfg: sqlstore.Config{NotifyInterval: 10 * time.Millisecond}},
 	{driver: "pgx", path: "none", kind: storeWriteNone},
 	{driver: "sql", path: "raw", kind: storeWriteRaw},
 	{driver: "sql", path: "lib-pollonly", kind: storeWriteLib, cfg: sqlstore.Config{PollOnly: true}},
@@ -66,7 +67,8 @@ var storeWritePaths = []storeWritePath{
 //   - lib-notify-every: Save with a NOTIFY in every transaction
 //     (NotifyInterval < 0);
 //   - lib-notify-2ms: Save with the default NotifyInterval (at most one
-//     NOTIFY per 2ms per store, and a trailing one);
+//     NOTIFY per 2ms per store, and a trailing one), and lib-notify-10ms
+//     with NotifyInterval 10ms;
 //   - none: the order alone, for scale.
 //
 // The paths write the same tables in turn, in blocks of 100 transactions

@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Config configures a [Store]. The zero value is usable: every zero field
@@ -153,4 +155,12 @@ func (c Config) qualified(table string) string {
 		return quoteIdent(table)
 	}
 	return quoteIdent(c.Schema) + "." + quoteIdent(table)
+}
+
+// identifier returns a table's name, schema-qualified, for pgx's CopyFrom.
+func (c Config) identifier(table string) pgx.Identifier {
+	if c.Schema == "" {
+		return pgx.Identifier{table}
+	}
+	return pgx.Identifier{c.Schema, table}
 }

@@ -110,13 +110,18 @@
 // The inbox has its primary key (consumer_group, id), which does the
 // deduplication, and (consumer_group, created_at) for [Inbox.PurgeInbox].
 //
-// [Outbox.SaveMany] inserts on PostgreSQL from unnest() over one array per
-// column: 1000 messages in 16–23 ms, as fast as COPY into a temporary table
-// followed by INSERT ... SELECT (21–23 ms) and about twice as fast as a
-// multi-row VALUES (32–42 ms). Unlike COPY it works through database/sql
-// too, and as a single statement it needs no transaction of its own and
-// can NOTIFY in the same round trip. On SQLite it runs multi-row inserts of
-// 500 messages in one transaction: 14 ms for 1000.
+// [Outbox.SaveMany] on a pgx store writes a batch of 32 messages or more
+// with COPY, as fast as a raw COPY of the same rows (1000 messages:
+// 101–111% of its throughput in bench/STORES.md). COPY cannot skip a
+// duplicate ID: the whole COPY fails, under a savepoint when it runs in a
+// transaction so that the transaction stays usable, and SaveMany inserts
+// the batch again from unnest() over one array per column with ON CONFLICT
+// DO NOTHING, which skips the duplicates. A batch with a duplicate thus
+// costs a failed COPY more. Smaller batches, and every batch of a
+// database/sql store (which has no COPY), take the unnest() insert at once:
+// it runs at 65–70% of COPY, and as a single statement it needs no
+// savepoint and NOTIFYs in the same round trip. On SQLite SaveMany runs
+// multi-row inserts of 500 messages in one transaction: 14 ms for 1000.
 //
 // The numbers in this documentation come from a 2-core machine; the
 // benchmarks in bench_test.go reproduce the ones that are not query plans.

@@ -82,6 +82,7 @@ type pgxBeginner interface {
 	pgxRunner
 	Begin(ctx context.Context) (pgx.Tx, error)
 	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+	CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error)
 }
 
 // lockedQuery runs lock, then query, in one implicit transaction (one

@@ -9,6 +9,9 @@ import (
 	"slices"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/transmanager/transmanager/async"
 	"github.com/transmanager/transmanager/txm"
 )
@@ -94,10 +97,13 @@ func (s *Store) saved(h *txHolder) {
 	h.saved.Store(true)
 }
 
-// SaveMany stores msgs as pending in one statement (PostgreSQL) or one
-// transaction (SQLite), in their order, skipping the IDs already stored
-// without error, and returns how many it inserted. Like Save it runs in the
-// transaction ctx carries.
+// SaveMany stores msgs as pending in their order, skipping the IDs already
+// stored (or repeated in msgs) without error, and returns how many it
+// inserted. Like Save it runs in the transaction ctx carries. A pgx store
+// writes 32 messages or more with COPY, and falls back to an insert that
+// skips duplicates when the COPY meets one (see the package documentation);
+// other batches take one statement (PostgreSQL) or one transaction
+// (SQLite).
 func (o *Outbox) SaveMany(ctx context.Context, msgs []async.Message) (int, error) {
 	s := o.s
 	if _, _, err := s.querier(ctx); err != nil {
@@ -132,6 +138,17 @@ func (s *Store) saveManyPostgres(ctx context.Context, recs []record) (int64, err
 	if err != nil {
 		return 0, err
 	}
+	if pb, ok := s.be.(pgxBackend); ok && len(recs) >= copyMin {
+		n, err := s.copyOutbox(ctx, pb, h, recs)
+		if !errors.Is(err, errCopyConflict) {
+			if err != nil {
+				return 0, err
+			}
+			return n, s.notifyCopied(ctx, q, h)
+		}
+		// Some ID was stored already (or is twice in recs): nothing was
+		// copied, so insert again skipping the duplicates.
+	}
 	ids := make([]string, len(recs))
 	topics := make([]string, len(recs))
 	names := make([]string, len(recs))
@@ -165,6 +182,75 @@ func (s *Store) saveManyPostgres(ctx context.Context, recs []record) (int64, err
 		s.saved(h)
 	}
 	return n, nil
+}
+
+// copyMin is the smallest batch that SaveMany copies (pgx stores): below
+// it the insert from unnest() is as fast, and needs no savepoint.
+const copyMin = 32
+
+// errCopyConflict reports a COPY that failed on a duplicate ID.
+var errCopyConflict = errors.New("copy: duplicate ID")
+
+// outboxCopyColumns are the columns copyOutbox writes.
+var outboxCopyColumns = []string{"id", "topic", "name", "partition_key", "metadata", "payload", "sent_at"}
+
+// copyOutbox inserts recs with COPY, all or none. COPY has no ON CONFLICT:
+// a duplicate ID fails the whole COPY, reported as errCopyConflict. In a
+// transaction the COPY runs under a savepoint, so that its failure leaves
+// the transaction usable.
+func (s *Store) copyOutbox(ctx context.Context, pb pgxBackend, h *txHolder, recs []record) (int64, error) {
+	src := pgx.CopyFromSlice(len(recs), func(i int) ([]any, error) {
+		r := recs[i]
+		return []any{r.id, r.topic, r.name, r.key, r.metadata, r.payload, r.sentAt}, nil
+	})
+	table := s.cfg.identifier(s.cfg.OutboxTable)
+	if h == nil {
+		n, err := pb.b.CopyFrom(ctx, table, outboxCopyColumns, src)
+		return n, copyError(err)
+	}
+	sp, err := h.pgx.Begin(ctx) // a savepoint
+	if err != nil {
+		return 0, err
+	}
+	n, err := sp.CopyFrom(ctx, table, outboxCopyColumns, src)
+	if err != nil {
+		if rerr := sp.Rollback(ctx); rerr != nil {
+			return 0, fmt.Errorf("%w (rolling back to the savepoint: %w)", err, rerr)
+		}
+		return 0, copyError(err)
+	}
+	return n, sp.Commit(ctx)
+}
+
+// uniqueViolation is PostgreSQL's SQLSTATE for a unique constraint
+// violation.
+const uniqueViolation = "23505"
+
+// copyError returns errCopyConflict for a unique violation of the outbox's
+// primary key, and err otherwise.
+func copyError(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == uniqueViolation {
+		return fmt.Errorf("%w: %w", errCopyConflict, err)
+	}
+	return err
+}
+
+// notifyCopied wakes the relays after a COPY, which cannot NOTIFY in the
+// same statement: with a NOTIFY of its own in the transaction (delivered
+// at commit) when no notification went out within the interval.
+func (s *Store) notifyCopied(ctx context.Context, q querier, h *txHolder) error {
+	switch {
+	case s.cfg.PollOnly:
+	case s.claimNotify():
+		if _, err := q.exec(ctx, `SELECT pg_notify($1, '')`, s.cfg.NotifyChannel); err != nil {
+			return err
+		}
+	default:
+		s.throttledSave(h)
+	}
+	s.saved(h)
+	return nil
 }
 
 // sqliteBatch is how many messages one SQLite insert carries: 8 parameters

@@ -74,6 +74,52 @@ func testBatchSaver(t *testing.T, h Harness) {
 		equalIDs(t, "after commit", e.visible(), msgIDs(msgs))
 	})
 
+	// Large batches: a store may write them another way (PostgreSQL's pgx
+	// store copies them), which must skip duplicates all the same, inside
+	// and outside a transaction, and leave the transaction usable.
+	t.Run("SaveManyLargeBatches", func(t *testing.T) {
+		e := setup(t, h)
+		b, ok := e.st.Outbox.(txm.BatchSaver)
+		if !ok {
+			t.Skip("store does not implement txm.BatchSaver")
+		}
+		const n = 200
+		first := seq(n, "orders", "k")
+		if got, err := b.SaveMany(e.ctx, first); err != nil || got != n {
+			t.Fatalf("SaveMany(%d new) = %d, %v, want %d, nil", n, got, err, n)
+		}
+		// One stored ID in the middle of new ones, and one new ID twice.
+		second := seq(n, "orders", "")
+		second[n/2] = first[7]
+		second[n-1] = second[3]
+		if got, err := b.SaveMany(e.ctx, second); err != nil || got != n-2 {
+			t.Fatalf("SaveMany(%d with 1 stored, 1 twice) = %d, %v, want %d, nil", n, got, err, n-2)
+		}
+		want := cat(msgIDs(first), msgIDs(second[:n/2]), msgIDs(second[n/2+1:n-1]))
+		got := e.find(3 * n)
+		equalIDs(t, "FindUnpublished after the large batches", msgIDs(got), want)
+		assertMessage(t, got[n+5], second[5])
+
+		third := seq(n, "payments", "p")
+		third[0] = first[0]
+		late := newMsg("payments", "p")
+		err := e.transactor().InTx(e.ctx, func(ctx context.Context) error {
+			if got, err := b.SaveMany(ctx, third); err != nil || got != n-1 {
+				t.Errorf("SaveMany in InTx (%d with 1 stored) = %d, %v, want %d, nil", n, got, err, n-1)
+			}
+			if got, err := b.SaveMany(ctx, third[1:]); err != nil || got != 0 {
+				t.Errorf("SaveMany in InTx of the same batch again = %d, %v, want 0, nil", got, err)
+			}
+			e.save(ctx, late) // the transaction is still usable
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("InTx = %v", err)
+		}
+		// The first two batches are leased by FindUnpublished above.
+		equalIDs(t, "after the InTx commit", e.visible(), cat(msgIDs(third[1:]), []string{late.ID()}))
+	})
+
 	t.Run("SaveManyWithCancelledContext", func(t *testing.T) {
 		e := setup(t, h)
 		b, ok := e.st.Outbox.(txm.BatchSaver)
