@@ -32,6 +32,9 @@ type statements struct {
 	// saveManyNotify is saveMany that also notifies $8 (PostgreSQL).
 	saveManyNotify string
 	claimLock      string // PostgreSQL: $1 lock key
+	// claimLockOwn is claimLock for a transaction the store owns: it also
+	// turns bitmap scans off for the rest of that transaction.
+	claimLockOwn string
 	claim          string // $1 limit, $2 lease µs (SQLite: $3 now)
 	// claimable reads whether a claim would find anything (SQLite): $1
 	// limit (1), $2 now.
@@ -124,6 +127,14 @@ func newStatements(d dialect, cfg Config) statements {
     ON CONFLICT (id) DO NOTHING`)
 		s.saveManyNotify = notifying(s.saveMany)
 		s.claimLock = `SELECT pg_advisory_xact_lock($1)`
+		// With stale statistics (a table whose pending rows all arrived
+		// since the last ANALYZE) the candidate scan was planned as a
+		// bitmap scan of the pending index and a sort: it read every
+		// pending row and every dead index entry, O(backlog) per claim. The
+		// ordered index scan stops at the limit. The setting is local to
+		// the store's own claim transaction; a claim in the caller's
+		// transaction leaves the caller's settings alone.
+		s.claimLockOwn = `SELECT pg_advisory_xact_lock($1), set_config('enable_bitmapscan', 'off', true)`
 		// The candidates are chosen from the statement's snapshot, then
 		// locked one by one by primary key (a LATERAL probe per candidate:
 		// with stale statistics a set-based lock was planned as a scan of

@@ -337,14 +337,18 @@ func (o *Outbox) claim(ctx context.Context, op string, limit int, lease time.Dur
 	if s.dialect == sqlite {
 		err = s.claimSQLite(ctx, read, limit, lease)
 	} else if pb, ok := s.be.(pgxBackend); ok && holderFrom(ctx) == nil {
-		err = pb.lockedQuery(ctx, s.stmts.claimLock, s.claimKey, s.stmts.claim, []any{limit, lease.Microseconds()},
+		err = pb.lockedQuery(ctx, s.stmts.claimLockOwn, s.claimKey, s.stmts.claim, []any{limit, lease.Microseconds()},
 			func(r rows) (err error) {
 				out, err = scanClaimed(r)
 				return err
 			})
 	} else {
+		lock := s.stmts.claimLockOwn
+		if holderFrom(ctx) != nil {
+			lock = s.stmts.claimLock
+		}
 		_, err = s.runTx(ctx, func(q querier) error {
-			if _, err := q.exec(ctx, s.stmts.claimLock, s.claimKey); err != nil {
+			if _, err := q.exec(ctx, lock, s.claimKey); err != nil {
 				return err
 			}
 			return read(q, limit, lease.Microseconds())

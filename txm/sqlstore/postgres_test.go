@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -489,4 +490,106 @@ func TestPostgresNotifyThrottle(t *testing.T) {
 	if got[1] < 350*time.Millisecond || got[1] > 2*time.Second {
 		t.Errorf("trailing notification at %v, want at the end of the 400ms interval", got[1])
 	}
+}
+
+// TestPostgresClaimPlan: a claim of the store's own plans the candidate
+// scan as an ordered index scan that stops at the limit, even with the
+// statistics of an empty table and a backlog that arrived since; the
+// setting that ensures it does not outlive the claim's transaction, and a
+// claim in the caller's transaction leaves the caller's settings alone.
+func TestPostgresClaimPlan(t *testing.T) {
+	forEachPGKind(t, func(t *testing.T, kind backendKind) {
+		ctx := context.Background()
+		e := newPGEnv(t)
+		pool := e.newPool(t, 1)
+		s := storeOn(t, kind, pool, Config{PollOnly: true})
+		if err := s.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pool.Exec(ctx, "ANALYZE txm_outbox"); err != nil {
+			t.Fatal(err)
+		}
+		msgs := make([]async.Message, 3000)
+		for i := range msgs {
+			msgs[i] = newMsg("t", fmt.Sprintf("k%d", i%50))
+		}
+		if _, err := s.Outbox().SaveMany(ctx, msgs); err != nil {
+			t.Fatal(err)
+		}
+
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx)
+		if _, err := tx.Exec(ctx, s.stmts.claimLockOwn, s.claimKey); err != nil {
+			t.Fatal(err)
+		}
+		var plan string
+		if err := tx.QueryRow(ctx, "EXPLAIN (FORMAT JSON) "+s.stmts.claim, 100, time.Minute.Microseconds()).Scan(&plan); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(plan, "Bitmap") || !strings.Contains(plan, "pending_idx") {
+			t.Fatalf("claim plan reads the backlog, not the index in order:\n%s", plan)
+		}
+		if err := tx.Rollback(ctx); err != nil {
+			t.Fatal(err)
+		}
+
+		if c := mustClaim(t, s.Outbox(), 10, time.Minute); len(c) != 10 {
+			t.Fatalf("claimed %d, want 10", len(c))
+		}
+		bitmapScan := func(q interface {
+			QueryRow(context.Context, string, ...any) pgx.Row
+		}) string {
+			var v string
+			if err := q.QueryRow(ctx, "SHOW enable_bitmapscan").Scan(&v); err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+		if v := bitmapScan(pool); v != "on" {
+			t.Fatalf("after the store's claim the connection has enable_bitmapscan %s", v)
+		}
+
+		// In the caller's transaction.
+		var inTx string
+		if kind == kindPgx {
+			tx, err := pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx)
+			if c := claimIn(t, WithPgxTx(ctx, tx), s.Outbox()); len(c) != 10 {
+				t.Fatalf("claimed %d in the caller's transaction, want 10", len(c))
+			}
+			inTx = bitmapScan(tx)
+		} else {
+			db := stdlib.OpenDBFromPool(pool)
+			defer db.Close()
+			tx, err := db.BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback()
+			if c := claimIn(t, WithTx(ctx, tx), s.Outbox()); len(c) != 10 {
+				t.Fatalf("claimed %d in the caller's transaction, want 10", len(c))
+			}
+			if err := tx.QueryRowContext(ctx, "SHOW enable_bitmapscan").Scan(&inTx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if inTx != "on" {
+			t.Fatalf("a claim in the caller's transaction set enable_bitmapscan %s there", inTx)
+		}
+	})
+}
+
+func claimIn(t *testing.T, ctx context.Context, o *Outbox) []txm.Claimed {
+	t.Helper()
+	c, err := o.Claim(ctx, 10, time.Minute)
+	if err != nil {
+		t.Fatalf("claim: %v", err)
+	}
+	return c
 }
