@@ -35,7 +35,7 @@ type statements struct {
 	// claimLockOwn is claimLock for a transaction the store owns: it also
 	// turns bitmap scans off for the rest of that transaction.
 	claimLockOwn string
-	claim          string // $1 limit, $2 lease µs (SQLite: $3 now)
+	claim        string // $1 limit, $2 lease µs (SQLite: $3 now)
 	// claimable reads whether a claim would find anything (SQLite): $1
 	// limit (1), $2 now.
 	claimable  string
