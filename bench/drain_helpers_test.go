@@ -235,6 +235,7 @@ func (e *pgjsEnv) check(b *testing.B, n int) {
 type pgjsPhases struct {
 	claim, publish, mark          atomic.Int64 // nanoseconds
 	claims, marks                 atomic.Int64 // calls
+	claimed, empty                atomic.Int64 // messages claimed, claims that got none
 	maxClaim, maxPublish, maxMark atomic.Int64 // the longest call, nanoseconds
 }
 
@@ -266,8 +267,9 @@ func (p *pgjsPhases) String() string {
 		return d / time.Duration(n)
 	}
 	longest := func(v *atomic.Int64) time.Duration { return time.Duration(v.Load()).Round(time.Microsecond) }
-	return fmt.Sprintf("claim %.0f%% (%d calls, %v each, longest %v), publish+acks %.0f%% (%v, longest %v), mark %.0f%% (%d calls, %v each, longest %v)",
-		pct(c), p.claims.Load(), per(c, p.claims.Load()).Round(time.Microsecond), longest(&p.maxClaim),
+	return fmt.Sprintf("claim %.0f%% (%d calls, %d empty, %.1f messages and %v each, longest %v), publish+acks %.0f%% (%v, longest %v), mark %.0f%% (%d calls, %v each, longest %v)",
+		pct(c), p.claims.Load(), p.empty.Load(), float64(p.claimed.Load())/float64(max(p.claims.Load(), 1)),
+		per(c, p.claims.Load()).Round(time.Microsecond), longest(&p.maxClaim),
 		pct(pub), pub.Round(time.Millisecond), longest(&p.maxPublish),
 		pct(m), p.marks.Load(), per(m, p.marks.Load()).Round(time.Microsecond), longest(&p.maxMark))
 }
@@ -288,6 +290,10 @@ func (o *pgjsCountingOutbox) Claim(ctx context.Context, limit int, lease time.Du
 	start := time.Now()
 	c, err := o.Outbox.Claim(ctx, limit, lease)
 	o.phases.add(&o.phases.claim, &o.phases.maxClaim, &o.phases.claims, time.Since(start))
+	o.phases.claimed.Add(int64(len(c)))
+	if len(c) == 0 {
+		o.phases.empty.Add(1)
+	}
 	return c, err
 }
 
