@@ -147,7 +147,7 @@ func pgjsLatencyRun(b *testing.B, e *pgjsEnv, rate int, d time.Duration, notify 
 	pub := &pgjsTimingPublisher{next: natsjs.NewPublisher(js, natsjs.PublisherConfig{}), times: times, phases: phases}
 	out := &pgjsCountingOutbox{Outbox: relayStore.Outbox(), phases: phases, target: 1 << 62, done: make(chan struct{})}
 	relay, err := txm.NewOutboxProcessorWithConfig(pub, out, txm.ProcessorConfig{
-		BatchSize: 500, Lease: pgjsLease, Logger: pgjsDiscardLogger(),
+		BatchSize: 500, Lease: pgjsLease, Logger: pgjsDiscardLogger(), BatchesInFlight: pgjsEnvInt(b, "TXM_DRAIN_INFLIGHT", 0),
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -164,6 +164,27 @@
 // either way: they select the rows to change first and change them through
 // id = ANY(ARRAY(subquery)), an index lookup. (Written as IN or a join, the
 // generic plan of the claim scanned the whole table, 113 ms instead of 4.)
+// The claim itself is not robust enough for that under load: with a
+// producer saving 4,000 messages a second, its generic plan (and, with
+// statistics taken while the relay was caught up, a bitmap scan of every
+// pending row) made each claim O(backlog), 2.5 s for 500 messages on a
+// backlog of 20,000, so a relay once behind never caught up. A claim the
+// store runs in its own transaction therefore sets plan_cache_mode to
+// force_custom_plan and enable_bitmapscan off for that transaction
+// (planning costs about 0.4 ms per claim), and looks each candidate up by
+// primary key alone. A claim in a transaction of the caller's leaves the
+// caller's settings alone.
+//
+// That transaction also commits with synchronous_commit off: it does not
+// wait for its lease to reach the disk (about a millisecond of the
+// commit-to-publish latency on a busy machine). If the database crashes
+// before the WAL writer flushes it (within 3 × wal_writer_delay, 600 ms by
+// default) the lease is lost and the message can be claimed and published
+// a second time, as after a relay crash; JetStream's duplicate window or
+// the consumer's inbox absorbs it. Saves and MarkPublished stay
+// synchronous, so nothing saved is lost and nothing is recorded as
+// published that was not, and a later synchronous commit (the batch's
+// MarkPublished) flushes the lease with it.
 // Purge and PurgeInbox take their oldest rows by index, 0.7 ms for 100 rows
 // of 300,000.
 //

@@ -495,9 +495,16 @@ func TestPostgresNotifyThrottle(t *testing.T) {
 // TestPostgresClaimPlan: a claim of the store's own plans the candidate
 // scan as an ordered index scan that stops at the limit, even with the
 // statistics of an empty table and a backlog that arrived since; the
-// setting that ensures it does not outlive the claim's transaction, and a
-// claim in the caller's transaction leaves the caller's settings alone.
+// settings that ensure it (and the claim's asynchronous commit) do not
+// outlive the claim's transaction, and a claim in the caller's transaction
+// leaves the caller's settings alone.
 func TestPostgresClaimPlan(t *testing.T) {
+	// The settings a claim of the store's own changes: bitmap scans,
+	// plan_cache_mode and synchronous_commit.
+	const (
+		settingsQuery   = "SELECT concat_ws(' ', current_setting('enable_bitmapscan'), current_setting('plan_cache_mode'), current_setting('synchronous_commit'))"
+		defaultSettings = "on auto on"
+	)
 	forEachPGKind(t, func(t *testing.T, kind backendKind) {
 		ctx := context.Background()
 		e := newPGEnv(t)
@@ -543,6 +550,10 @@ func TestPostgresClaimPlan(t *testing.T) {
 		if _, err := tx.Exec(ctx, s.stmts.claimLockOwn, s.claimKey); err != nil {
 			t.Fatal(err)
 		}
+		var own string
+		if err := tx.QueryRow(ctx, settingsQuery).Scan(&own); err != nil || own != "off force_custom_plan off" {
+			t.Fatalf("settings of the claim's transaction: %q, %v", own, err)
+		}
 		// Prepared, as pgx and database/sql run it: after five executions
 		// PostgreSQL may switch to a generic plan, which does not know the
 		// limit.
@@ -573,17 +584,17 @@ func TestPostgresClaimPlan(t *testing.T) {
 		if c := mustClaim(t, s.Outbox(), 10, time.Minute); len(c) != 10 {
 			t.Fatalf("claimed %d, want 10", len(c))
 		}
-		bitmapScan := func(q interface {
+		settings := func(q interface {
 			QueryRow(context.Context, string, ...any) pgx.Row
 		}) string {
 			var v string
-			if err := q.QueryRow(ctx, "SHOW enable_bitmapscan").Scan(&v); err != nil {
+			if err := q.QueryRow(ctx, settingsQuery).Scan(&v); err != nil {
 				t.Fatal(err)
 			}
 			return v
 		}
-		if v := bitmapScan(pool); v != "on" {
-			t.Fatalf("after the store's claim the connection has enable_bitmapscan %s", v)
+		if v := settings(pool); v != defaultSettings {
+			t.Fatalf("after the store's claim the connection has %s, want %s", v, defaultSettings)
 		}
 
 		// In the caller's transaction.
@@ -597,7 +608,7 @@ func TestPostgresClaimPlan(t *testing.T) {
 			if c := claimIn(t, WithPgxTx(ctx, tx), s.Outbox()); len(c) != 10 {
 				t.Fatalf("claimed %d in the caller's transaction, want 10", len(c))
 			}
-			inTx = bitmapScan(tx)
+			inTx = settings(tx)
 		} else {
 			db := stdlib.OpenDBFromPool(pool)
 			defer db.Close()
@@ -609,12 +620,12 @@ func TestPostgresClaimPlan(t *testing.T) {
 			if c := claimIn(t, WithTx(ctx, tx), s.Outbox()); len(c) != 10 {
 				t.Fatalf("claimed %d in the caller's transaction, want 10", len(c))
 			}
-			if err := tx.QueryRowContext(ctx, "SHOW enable_bitmapscan").Scan(&inTx); err != nil {
+			if err := tx.QueryRowContext(ctx, settingsQuery).Scan(&inTx); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if inTx != "on" {
-			t.Fatalf("a claim in the caller's transaction set enable_bitmapscan %s there", inTx)
+		if inTx != defaultSettings {
+			t.Fatalf("a claim in the caller's transaction left %s there, want %s", inTx, defaultSettings)
 		}
 	})
 }
