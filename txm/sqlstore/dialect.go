@@ -84,6 +84,7 @@ const pgCandidates = `SELECT o.id, o.seq, o.partition_key
         SELECT h.seq FROM {outbox} h
         WHERE h.partition_key = o.partition_key
             AND ` + holdsKey + `
+            AND (SELECT EXISTS (SELECT FROM {outbox} h WHERE ` + holdsKey + `))
         ORDER BY h.seq
         LIMIT 1
     ) first_holder ON true

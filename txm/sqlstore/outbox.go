@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -704,14 +705,90 @@ func encodeMetadata(md async.Metadata) (string, error) {
 }
 
 func decodeMetadata(b []byte) (async.Metadata, error) {
-	md := async.Metadata{}
 	if len(b) == 0 {
+		return async.Metadata{}, nil
+	}
+	if md, ok := decodeFlatStrings(b); ok {
 		return md, nil
 	}
+	md := async.Metadata{}
 	if err := json.Unmarshal(b, &md); err != nil {
 		return nil, fmt.Errorf("decoding metadata: %w", err)
 	}
 	return md, nil
+}
+
+// decodeFlatStrings decodes the common shape of stored metadata, a JSON
+// object whose values are all strings without escapes, as jsonb prints it
+// or encoding/json writes it, about four times faster than json.Unmarshal
+// (a claim decodes the metadata of every message). It reports false for
+// anything else, which decodeMetadata leaves to json.Unmarshal.
+func decodeFlatStrings(b []byte) (async.Metadata, bool) {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return nil, false
+	}
+	md := make(async.Metadata, 4)
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return md, skipSpace(b, i+1) == len(b)
+	}
+	for {
+		key, next, ok := plainString(b, i)
+		if !ok {
+			return nil, false
+		}
+		i = skipSpace(b, next)
+		if i >= len(b) || b[i] != ':' {
+			return nil, false
+		}
+		value, next, ok := plainString(b, skipSpace(b, i+1))
+		if !ok {
+			return nil, false
+		}
+		md[key] = value
+		i = skipSpace(b, next)
+		if i >= len(b) {
+			return nil, false
+		}
+		switch b[i] {
+		case ',':
+			i = skipSpace(b, i+1)
+		case '}':
+			return md, skipSpace(b, i+1) == len(b)
+		default:
+			return nil, false
+		}
+	}
+}
+
+// plainString reads the JSON string at b[i:] if it has no escape and no
+// control character and is valid UTF-8, and returns it and the index after
+// its closing quote.
+func plainString(b []byte, i int) (s string, next int, ok bool) {
+	if i >= len(b) || b[i] != '"' {
+		return "", 0, false
+	}
+	for j := i + 1; j < len(b); j++ {
+		switch c := b[j]; {
+		case c == '"':
+			v := b[i+1 : j]
+			if !utf8.Valid(v) {
+				return "", 0, false
+			}
+			return string(v), j + 1, true
+		case c == '\\' || c < 0x20:
+			return "", 0, false
+		}
+	}
+	return "", 0, false
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
 }
 
 // timeArg returns t as the store's dialect stores it.

@@ -1,0 +1,97 @@
+package sqlstore
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+
+	"github.com/transmanager/transmanager/async"
+)
+
+var metadataSamples = []string{
+	`{"content-type": "application/json", "partition-key": "order-42", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}`,
+	`{"content-type":"application/json","partition-key":"order-42"}`,
+	`{}`,
+	` { } `,
+	`{"a": "b", "a": "c"}`,
+	`{"k": "\u00e9t\u00e9"}`,
+	`{"k": "été"}`,
+	`{"k": "a\"b"}`,
+	`{"n": 1}`,
+	`{"nested": {"a": "b"}}`,
+	`{"a": "b",}`,
+	`{"a" "b"}`,
+	`{"a": "b"} x`,
+	`["a"]`,
+	`null`,
+	`{"a": "b"`,
+	"{\"a\": \"\xff\"}",
+	"{\"a\": \"x\ty\"}",
+}
+
+// FuzzDecodeMetadata: the fast path for flat string objects decodes
+// exactly what json.Unmarshal does, and decodeMetadata accepts and rejects
+// what json.Unmarshal does.
+func FuzzDecodeMetadata(f *testing.F) {
+	for _, s := range metadataSamples {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) == 0 {
+			return
+		}
+		want := async.Metadata{}
+		wantErr := json.Unmarshal(b, &want)
+		if fast, ok := decodeFlatStrings(b); ok {
+			if wantErr != nil {
+				t.Fatalf("fast path decoded %q, which json.Unmarshal rejects: %v", b, wantErr)
+			}
+			if !reflect.DeepEqual(fast, want) {
+				t.Fatalf("fast path decoded %q as %v, json.Unmarshal as %v", b, fast, want)
+			}
+		}
+		got, err := decodeMetadata(b)
+		if (err != nil) != (wantErr != nil) {
+			t.Fatalf("decodeMetadata(%q) error %v, json.Unmarshal %v", b, err, wantErr)
+		}
+		if err == nil && !reflect.DeepEqual(got, want) {
+			t.Fatalf("decodeMetadata(%q) = %v, json.Unmarshal %v", b, got, want)
+		}
+	})
+}
+
+// TestDecodeFlatStringsTakesTheCommonShape: the metadata the stores write
+// and PostgreSQL's jsonb prints takes the fast path.
+func TestDecodeFlatStringsTakesTheCommonShape(t *testing.T) {
+	for _, s := range metadataSamples[:4] {
+		if _, ok := decodeFlatStrings([]byte(s)); !ok {
+			t.Errorf("%s: not decoded by the fast path", s)
+		}
+	}
+	for _, s := range []string{`{"n": 1}`, `{"k": "a\"b"}`, `{"a": "b",}`, "{\"a\": \"\xff\"}"} {
+		if _, ok := decodeFlatStrings([]byte(s)); ok {
+			t.Errorf("%s: decoded by the fast path", s)
+		}
+	}
+}
+
+func BenchmarkDecodeMetadata(b *testing.B) {
+	md := []byte(metadataSamples[0])
+	b.Run("impl=json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			m := async.Metadata{}
+			if err := json.Unmarshal(md, &m); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("impl=store", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := decodeMetadata(md); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
