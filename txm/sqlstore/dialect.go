@@ -78,7 +78,7 @@ const holdsKey = `h.state <> 'published'
 // from the oldest, it stops after {limit} candidates. (An anti-join on the
 // same condition was planned as a nested loop over all holders, 30 times
 // slower with 800 parked keys.)
-const pgCandidates = `SELECT o.id, o.seq, o.partition_key
+const pgCandidates = `SELECT o.id, o.seq, o.partition_key, o.ctid
     FROM {outbox} o
     LEFT JOIN LATERAL (
         SELECT h.seq FROM {outbox} h
@@ -148,17 +148,19 @@ func newStatements(d dialect, cfg Config) statements {
 		s.claimLockOwn = `SELECT pg_advisory_xact_lock($1), set_config('enable_bitmapscan', 'off', true),
     set_config('plan_cache_mode', 'force_custom_plan', true), set_config('synchronous_commit', 'off', true)`
 		// The candidates are chosen from the statement's snapshot, then
-		// locked one by one by primary key (a LATERAL probe per candidate:
-		// with stale statistics a set-based lock was planned as a scan of
-		// every pending row). The probe looks at the id alone, so that only
-		// the primary key can serve it: with the state in its condition,
-		// statistics that saw few pending rows made the planner probe
-		// pending_idx instead, O(backlog) per candidate. Availability is
-		// checked on the row as locked: a candidate that another
-		// transaction changed since (a late MarkFailed, ExtendClaims or
-		// Replay) fails it, and one that is locked right now is skipped: the later
-		// candidates of its key are dropped as well, so a key is never
-		// handed out past a message the claim did not get. Each step reads
+		// locked one by one where the scan found them (a LATERAL TID probe
+		// per candidate: with stale statistics a set-based lock was planned
+		// as a scan of every pending row, and a probe by id with the state
+		// in its condition as a scan of pending_idx per candidate; a TID
+		// probe also saves the primary key's descent, 4% of a keyed claim
+		// and mark). A row updated since the snapshot is locked in its
+		// latest version or, when the TID recheck rejects that version,
+		// not at all. Availability is checked on the row as locked: a
+		// candidate that another transaction changed since (a late
+		// MarkFailed, ExtendClaims or Replay) fails it, and one that is
+		// locked right now is skipped: the later candidates of its key are
+		// dropped as well, so a key is never handed out past a message the
+		// claim did not get. Each step reads
 		// the previous one's rows once (no join back to the candidates,
 		// which a misestimate turned into a nested loop, O(limit²)).
 		s.claim = f(`WITH cand AS MATERIALIZED (
@@ -167,7 +169,7 @@ func newStatements(d dialect, cfg Config) statements {
     SELECT c.id, c.seq, c.partition_key, coalesce(l.` + strings.ReplaceAll(available, "o.", "l.") + `, false) AS got
     FROM cand c LEFT JOIN LATERAL (
         SELECT o.id, o.state, o.next_attempt_at, o.claimed_until FROM {outbox} o
-        WHERE o.id = c.id
+        WHERE o.ctid = c.ctid
         FOR UPDATE SKIP LOCKED
     ) l ON true
 ), granted AS (
