@@ -172,14 +172,18 @@ func newStatements(d dialect, cfg Config) statements {
         WHERE o.ctid = c.ctid
         FOR UPDATE SKIP LOCKED
     ) l ON true
+), missed AS (
+    SELECT coalesce(bool_or(NOT l.got), false) AS any FROM locked l
 ), granted AS (
+    SELECT l.id FROM locked l WHERE NOT (SELECT m.any FROM missed m)
+    UNION ALL
     SELECT x.id FROM (
         SELECT l.id, bool_and(l.got) OVER (
             PARTITION BY l.partition_key IS NULL, coalesce(l.partition_key, l.id)
             ORDER BY l.seq) AS ok
         FROM locked l
     ) x
-    WHERE x.ok
+    WHERE x.ok AND (SELECT m.any FROM missed m)
 )
 UPDATE {outbox} o SET claimed_until = {now} + $2::bigint * interval '1 microsecond'
 WHERE o.id = ANY (ARRAY(SELECT g.id FROM granted g))
