@@ -77,14 +77,18 @@ const holdsKey = `h.state <> 'published'
 // LATERAL join, which it memoizes per key: scanning the pending messages
 // from the oldest, it stops after {limit} candidates. (An anti-join on the
 // same condition was planned as a nested loop over all holders, 30 times
-// slower with 800 parked keys.)
+// slower with 800 parked keys.) The probe is not skipped when no message
+// holds a key: finding that out scans held_idx from its start, through the
+// entries of every message claimed since the last vacuum, which under a
+// steady load made each claim O(throughput × vacuum interval) (the median
+// commit-to-publish latency at 6,500 messages/s went from 2 ms to 11).
+// A probe for a message without a key costs nothing: NULL matches no key.
 const pgCandidates = `SELECT o.id, o.seq, o.partition_key, o.ctid
     FROM {outbox} o
     LEFT JOIN LATERAL (
         SELECT h.seq FROM {outbox} h
         WHERE h.partition_key = o.partition_key
             AND ` + holdsKey + `
-            AND (SELECT EXISTS (SELECT FROM {outbox} h WHERE ` + holdsKey + `))
         ORDER BY h.seq
         LIMIT 1
     ) first_holder ON true
