@@ -138,7 +138,8 @@ func pgjsLatencyRun(b *testing.B, e *pgjsEnv, rate int, d time.Duration, notify 
 	if notify {
 		producer = e.newStore(b, false)
 	}
-	times := newPGJSAckTimes()
+	expected := rate * (int((d+time.Second)/time.Second) + 1)
+	times := newPGJSAckTimes(expected)
 	js, err := jetstream.New(e.nc, jetstream.WithPublishAsyncAckHandler(times.onAck))
 	if err != nil {
 		b.Fatal(err)
@@ -167,7 +168,7 @@ func pgjsLatencyRun(b *testing.B, e *pgjsEnv, rate int, d time.Duration, notify 
 
 	// The producer, paced by the clock: every 2ms it commits the messages
 	// due by then in one transaction.
-	committed := map[string]time.Time{}
+	committed := make(map[string]time.Time, expected)
 	sent, total := 0, 0
 	warmup := time.Second
 	start := time.Now()

@@ -474,8 +474,10 @@ type pgjsAckTimes struct {
 	confirmed map[string]time.Time
 }
 
-func newPGJSAckTimes() *pgjsAckTimes {
-	return &pgjsAckTimes{acked: map[string]time.Time{}, confirmed: map[string]time.Time{}}
+// newPGJSAckTimes sizes the maps for n messages up front, so that growing
+// them does not take CPU from the system under measurement.
+func newPGJSAckTimes(n int) *pgjsAckTimes {
+	return &pgjsAckTimes{acked: make(map[string]time.Time, n), confirmed: make(map[string]time.Time, n)}
 }
 
 // onAck is the JetStream context's PubAck handler.
