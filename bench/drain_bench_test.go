@@ -79,6 +79,8 @@ func pgjsBenchDrain(b *testing.B, e *pgjsEnv, n int, drain func()) {
 // one every 2ms) for TXM_DRAIN_SECONDS (default 10) after a 1s warm-up,
 // while a relay with LISTEN/NOTIFY wake-ups (PollOnly false, the default
 // 1s poll interval as a fallback only) publishes them to JetStream.
+// TXM_DRAIN_INFLIGHT sets the relay's BatchesInFlight (default: the
+// relay's default, 2).
 //
 // The latency of a message runs from the return of the producer's commit to
 // the PubAck received by the relay's JetStream client (p50-ms, p90-ms,
