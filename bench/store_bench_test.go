@@ -381,9 +381,9 @@ func storeSQLiteSaveMany(e *storeSQLite, path string) func(ctx context.Context, 
 //   - store: the store's Claim (advisory lock, per-key parking, one round
 //     trip) and MarkPublished;
 //   - store-generic: the same on a pool whose sessions set plan_cache_mode
-//     = force_generic_plan; the store's claim sets force_custom_plan in
-//     its own transaction, so this path shows that a session's setting
-//     does not change the claim's plan.
+//     = force_generic_plan; the store's claim sets its own plan settings
+//     in its transaction, so this is a second sample of the store's path
+//     that shows a session's setting does not change the claim.
 //
 // A round drains once with each path, in turn; the fill and a VACUUM
 // ANALYZE before each drain are not measured. The metrics are messages

@@ -492,18 +492,20 @@ func TestPostgresNotifyThrottle(t *testing.T) {
 	}
 }
 
-// TestPostgresClaimPlan: a claim of the store's own plans the candidate
-// scan as an ordered index scan that stops at the limit, even with the
-// statistics of an empty table and a backlog that arrived since; the
-// settings that ensure it (and the claim's asynchronous commit) do not
-// outlive the claim's transaction, and a claim in the caller's transaction
-// leaves the caller's settings alone.
+// TestPostgresClaimPlan: a claim of the store's own runs one generic plan
+// per connection that scans pending_idx in order (stopping at the limit),
+// locks by TID and updates by primary key, whether it was built on an
+// empty table that a backlog filled since or with statistics that saw few
+// pending rows; the settings that ensure it (and the claim's asynchronous
+// commit) do not outlive the claim's transaction, and a claim in the
+// caller's transaction leaves the caller's settings alone.
 func TestPostgresClaimPlan(t *testing.T) {
-	// The settings a claim of the store's own changes: bitmap scans,
-	// plan_cache_mode and synchronous_commit.
+	// The settings a claim of the store's own changes: bitmap and
+	// sequential scans, plan_cache_mode and synchronous_commit.
 	const (
-		settingsQuery   = "SELECT concat_ws(' ', current_setting('enable_bitmapscan'), current_setting('plan_cache_mode'), current_setting('synchronous_commit'))"
-		defaultSettings = "on auto on"
+		settingsQuery = `SELECT concat_ws(' ', current_setting('enable_bitmapscan'), current_setting('enable_seqscan'),
+			current_setting('plan_cache_mode'), current_setting('synchronous_commit'))`
+		defaultSettings = "on on auto on"
 	)
 	forEachPGKind(t, func(t *testing.T, kind backendKind) {
 		ctx := context.Background()
@@ -513,8 +515,59 @@ func TestPostgresClaimPlan(t *testing.T) {
 		if err := s.Migrate(ctx); err != nil {
 			t.Fatal(err)
 		}
-		// Statistics taken when the relay was caught up: many published
-		// rows, few pending. Then a backlog arrives.
+		if _, err := pool.Exec(ctx, "ANALYZE txm_outbox"); err != nil {
+			t.Fatal(err)
+		}
+		// The claim as the drivers run it: prepared once per connection,
+		// here while the table is empty, so that its generic plan is built
+		// with the statistics of an empty table.
+		lease := time.Minute.Microseconds()
+		inClaimTx := func(fn func(tx pgx.Tx)) {
+			t.Helper()
+			tx, err := pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx)
+			if _, err := tx.Exec(ctx, s.stmts.claimLockOwn, s.claimKey); err != nil {
+				t.Fatal(err)
+			}
+			fn(tx)
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		inClaimTx(func(tx pgx.Tx) {
+			var own string
+			if err := tx.QueryRow(ctx, settingsQuery).Scan(&own); err != nil || own != "off off force_generic_plan off" {
+				t.Fatalf("settings of the claim's transaction: %q, %v", own, err)
+			}
+			if _, err := tx.Exec(ctx, "PREPARE claim_plan AS "+s.stmts.claim); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(ctx, fmt.Sprintf("EXECUTE claim_plan(10, %d)", lease)); err != nil {
+				t.Fatal(err)
+			}
+		})
+		// The candidates come from pending_idx in order; each is locked
+		// where the scan found it and updated by primary key. (Locked by id
+		// with the state in the condition, a plan looked the candidates up
+		// in pending_idx instead: O(backlog) each.)
+		checkPlan := func(when string) {
+			t.Helper()
+			inClaimTx(func(tx pgx.Tx) {
+				var plan string
+				if err := tx.QueryRow(ctx, fmt.Sprintf("EXPLAIN (FORMAT JSON) EXECUTE claim_plan(100, %d)", lease)).Scan(&plan); err != nil {
+					t.Fatal(err)
+				}
+				if strings.Contains(plan, "Bitmap") || strings.Contains(plan, "Seq Scan") || !strings.Contains(plan, "Tid Scan") ||
+					strings.Count(plan, "txm_outbox_pending_idx") != 1 || strings.Count(plan, "txm_outbox_pkey") != 1 {
+					t.Fatalf("%s, the claim's plan reads the backlog, not the indexes it should:\n%s", when, plan)
+				}
+			})
+		}
+
+		// Many published rows, then a backlog the statistics have not seen.
 		old := make([]async.Message, 20000)
 		for i := range old {
 			old[i] = newMsg("t", "")
@@ -525,9 +578,6 @@ func TestPostgresClaimPlan(t *testing.T) {
 		if _, err := pool.Exec(ctx, "UPDATE txm_outbox SET state = 'published', published_at = now()"); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := pool.Exec(ctx, "VACUUM ANALYZE txm_outbox"); err != nil {
-			t.Fatal(err)
-		}
 		msgs := make([]async.Message, 3000)
 		for i := range msgs {
 			msgs[i] = newMsg("t", fmt.Sprintf("k%d", i%50))
@@ -535,50 +585,24 @@ func TestPostgresClaimPlan(t *testing.T) {
 		if _, err := s.Outbox().SaveMany(ctx, msgs); err != nil {
 			t.Fatal(err)
 		}
-
-		tx, err := pool.Begin(ctx)
-		if err != nil {
+		checkPlan("planned on an empty table")
+		// Statistics taken when the relay was caught up: many published
+		// rows, few pending. Then the backlog arrives.
+		if _, err := pool.Exec(ctx, "UPDATE txm_outbox SET state = 'published', published_at = now()"); err != nil {
 			t.Fatal(err)
 		}
-		defer tx.Rollback(ctx)
-		// A generic plan does not know the limit: as the server may choose
-		// one after five executions of a prepared statement (pgx and
-		// database/sql prepare), this transaction asks for it.
-		if _, err := tx.Exec(ctx, "SET LOCAL plan_cache_mode = force_generic_plan"); err != nil {
+		if _, err := pool.Exec(ctx, "VACUUM ANALYZE txm_outbox"); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := tx.Exec(ctx, s.stmts.claimLockOwn, s.claimKey); err != nil {
+		more := make([]async.Message, 3000)
+		for i := range more {
+			more[i] = newMsg("t", fmt.Sprintf("k%d", i%50))
+		}
+		if _, err := s.Outbox().SaveMany(ctx, more); err != nil {
 			t.Fatal(err)
 		}
-		var own string
-		if err := tx.QueryRow(ctx, settingsQuery).Scan(&own); err != nil || own != "off force_custom_plan off" {
-			t.Fatalf("settings of the claim's transaction: %q, %v", own, err)
-		}
-		// Prepared, as pgx and database/sql run it: after five executions
-		// PostgreSQL may switch to a generic plan, which does not know the
-		// limit.
-		if _, err := tx.Exec(ctx, "PREPARE claim_plan AS "+s.stmts.claim); err != nil {
-			t.Fatal(err)
-		}
-		lease := time.Minute.Microseconds()
-		for i := range 6 {
-			if _, err := tx.Exec(ctx, fmt.Sprintf("EXECUTE claim_plan(10, %d)", lease)); err != nil {
-				t.Fatalf("claim %d: %v", i, err)
-			}
-		}
-		var plan string
-		if err := tx.QueryRow(ctx, fmt.Sprintf("EXPLAIN (FORMAT JSON) EXECUTE claim_plan(100, %d)", lease)).Scan(&plan); err != nil {
-			t.Fatal(err)
-		}
-		// The candidates come from pending_idx in order; each is locked
-		// where the scan found it and updated by primary key. (Locked by id
-		// with the state in the condition, a plan looked the candidates up
-		// in pending_idx instead: O(backlog) each.)
-		if strings.Contains(plan, "Bitmap") || strings.Contains(plan, "Seq Scan") || !strings.Contains(plan, "Tid Scan") ||
-			strings.Count(plan, "txm_outbox_pending_idx") != 1 || strings.Count(plan, "txm_outbox_pkey") != 1 {
-			t.Fatalf("the claim's plan reads the backlog, not the indexes it should:\n%s", plan)
-		}
-		if err := tx.Rollback(ctx); err != nil {
+		checkPlan("planned with statistics of few pending rows")
+		if _, err := pool.Exec(ctx, "DEALLOCATE claim_plan"); err != nil {
 			t.Fatal(err)
 		}
 
