@@ -33,7 +33,8 @@ type statements struct {
 	saveManyNotify string
 	claimLock      string // PostgreSQL: $1 lock key
 	// claimLockOwn is claimLock for a transaction the store owns: it also
-	// turns bitmap scans off for the rest of that transaction.
+	// pins the claim's plan and commits it asynchronously (see
+	// newStatements).
 	claimLockOwn string
 	claim        string // $1 limit, $2 lease µs (SQLite: $3 now)
 	// claimable reads whether a claim would find anything (SQLite): $1
@@ -166,9 +167,10 @@ func newStatements(d dialect, cfg Config) statements {
 		// MarkFailed, ExtendClaims or Replay) fails it, and one that is
 		// locked right now is skipped: the later candidates of its key are
 		// dropped as well, so a key is never handed out past a message the
-		// claim did not get. Each step reads
-		// the previous one's rows once (no join back to the candidates,
-		// which a misestimate turned into a nested loop, O(limit²)).
+		// claim did not get. Each step reads the previous one's rows once
+		// (no join back to the candidates, which a misestimate turned into
+		// a nested loop, O(limit²)), and the per-key window runs only when
+		// some candidate could not be locked.
 		s.claim = f(`WITH cand AS MATERIALIZED (
     ` + pgCandidates + `
 ), locked AS (
