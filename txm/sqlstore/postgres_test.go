@@ -663,3 +663,73 @@ func claimIn(t *testing.T, ctx context.Context, o *Outbox) []txm.Claimed {
 	}
 	return c
 }
+
+// TestPostgresNoStaleGenericPlans: the drivers prepare statements, and after
+// five executions PostgreSQL may run a generic plan built once with the
+// statistics of that moment (on a freshly migrated table, a sequential
+// scan, kept while the table grows). Apart from the claim, whose plan is
+// pinned to index scans, no statement of the store that reads or changes
+// existing rows runs a cached generic plan.
+func TestPostgresNoStaleGenericPlans(t *testing.T) {
+	forEachPGKind(t, func(t *testing.T, kind backendKind) {
+		ctx := context.Background()
+		e := newPGEnv(t)
+		pool := e.newPool(t, 1) // one connection: its prepared statements are the store's
+		s := storeOn(t, kind, pool, Config{PollOnly: true})
+		if err := s.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pool.Exec(ctx, "ANALYZE txm_outbox; ANALYZE txm_inbox"); err != nil {
+			t.Fatal(err)
+		}
+		o, in := s.Outbox(), s.Inbox("g")
+		for i := range 7 {
+			m1, m2, m3 := newMsg("t", ""), newMsg("t", fmt.Sprintf("k%d", i)), newMsg("t", "")
+			mustSave(t, o, m1, m2, m3)
+			if err := in.Save(ctx, incoming{m1}); err != nil {
+				t.Fatal(err)
+			}
+			if c := ids(mustClaim(t, o, 10, time.Minute)); !slices.Contains(c, m1.ID()) || !slices.Contains(c, m2.ID()) || !slices.Contains(c, m3.ID()) {
+				t.Fatalf("round %d: claimed %v, want %s, %s and %s among them", i, c, m1.ID(), m2.ID(), m3.ID())
+			}
+			steps := []error{
+				o.ExtendClaims(ctx, time.Minute, m1.ID()),
+				o.ReleaseClaims(ctx, m3.ID()),
+				o.MarkPublished(ctx, m1.ID()),
+				o.MarkFailed(ctx, m3.ID(), time.Hour, "boom"),
+				o.MarkDead(ctx, m2.ID(), "poison"),
+			}
+			_, err := o.DeadLetters(ctx, txm.DeadLetterFilter{Topic: "t"})
+			steps = append(steps, err)
+			_, err = o.Replay(ctx, txm.DeadLetterFilter{IDs: []string{m2.ID()}})
+			steps = append(steps, err)
+			_, err = o.Stats(ctx)
+			steps = append(steps, err)
+			_, err = o.Purge(ctx, time.Hour, 10)
+			steps = append(steps, err)
+			_, err = in.PurgeInbox(ctx, time.Hour, 10)
+			steps = append(steps, err)
+			for j, err := range steps {
+				if err != nil {
+					t.Fatalf("round %d, step %d: %v", i, j, err)
+				}
+			}
+		}
+		rows, err := pool.Query(ctx, `SELECT statement FROM pg_prepared_statements WHERE generic_plans > 0 AND strpos(statement, $1) > 0`, `"txm_`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		generic, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, stmt := range generic {
+			if stmt == s.stmts.claim {
+				continue
+			}
+			if !strings.HasPrefix(strings.TrimSpace(stmt), "INSERT") {
+				t.Errorf("runs a cached generic plan:\n%s", stmt)
+			}
+		}
+	})
+}
