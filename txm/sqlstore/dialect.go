@@ -32,6 +32,10 @@ type statements struct {
 	// saveManyNotify is saveMany that also notifies $8 (PostgreSQL).
 	saveManyNotify string
 	claimLock      string // PostgreSQL: $1 lock key
+	// pinByID goes before an update by ID in an implicit transaction of
+	// the store's own (pgx): it pins the update's plan to index scans and
+	// lets it run its one generic plan (PostgreSQL).
+	pinByID string
 	// claimLockOwn is claimLock for a transaction the store owns: it also
 	// pins the claim's plan and commits it asynchronously (see
 	// newStatements).
@@ -133,6 +137,7 @@ func newStatements(d dialect, cfg Config) statements {
     ON CONFLICT (id) DO NOTHING`)
 		s.saveManyNotify = notifying(s.saveMany)
 		s.claimLock = `SELECT pg_advisory_xact_lock($1)`
+		s.pinByID = `SELECT set_config('enable_seqscan', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true)`
 		// claimLockOwn pins the claim's plan for the rest of the store's own
 		// claim transaction (a claim in the caller's transaction leaves the
 		// caller's settings alone). Plans seen under a producer's load made
@@ -196,13 +201,19 @@ func newStatements(d dialect, cfg Config) statements {
 UPDATE {outbox} o SET claimed_until = {now} + $2::bigint * interval '1 microsecond'
 WHERE o.id = ANY (ARRAY(SELECT g.id FROM granted g))
 RETURNING o.seq, o.id, o.topic, o.name, o.metadata, o.payload, o.sent_at, o.attempts`)
+		// The statements by a list of IDs are planned on every call (see
+		// Store.planned). Given the array itself, the planner estimates
+		// each element's selectivity: 0.15–0.3 ms of planning for 500 IDs.
+		// Behind a subquery the array is one value it cannot look into,
+		// 0.09 ms, and the plan is the same primary-key lookup.
+		const byIDs = `id = ANY(ARRAY(SELECT unnest($1::text[])))`
 		s.published = f(`UPDATE {outbox} SET state = 'published', published_at = {now}, claimed_until = NULL,
         dead_at = NULL
-    WHERE id = ANY($1) AND state <> 'published'`)
+    WHERE ` + byIDs + ` AND state <> 'published'`)
 		s.extend = f(`UPDATE {outbox} SET claimed_until = {now} + $2::bigint * interval '1 microsecond'
-    WHERE id = ANY($1) AND state = 'pending' AND claimed_until IS NOT NULL`)
+    WHERE ` + byIDs + ` AND state = 'pending' AND claimed_until IS NOT NULL`)
 		s.release = f(`UPDATE {outbox} SET claimed_until = NULL
-    WHERE id = ANY($1) AND state = 'pending' AND claimed_until IS NOT NULL`)
+    WHERE ` + byIDs + ` AND state = 'pending' AND claimed_until IS NOT NULL`)
 		s.failed = f(`UPDATE {outbox} SET attempts = attempts + 1, last_error = $3, claimed_until = NULL,
         next_attempt_at = {now} + $2::bigint * interval '1 microsecond'
     WHERE id = $1 AND state = 'pending'`)

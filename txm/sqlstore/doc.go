@@ -165,7 +165,7 @@
 // freshly migrated table that plan is a sequential scan: MarkPublished kept
 // one while the outbox grew to 100,000 rows, and the relay's latency grew
 // with it. So every statement that reads or changes existing rows runs
-// unnamed (pgx's QueryExecModeExec), planned for its arguments and the
+// unnamed (pgx's QueryExecModeCacheDescribe), planned for its arguments and the
 // table as it is on each call, about 0.1 ms of planning
 // (TestPostgresNoStaleGenericPlans checks that none of them runs a cached
 // generic plan); inserts keep their prepared statements. The statements

@@ -85,6 +85,25 @@ type pgxBeginner interface {
 	CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error)
 }
 
+// pinnedExec runs pin, then stmt, in one implicit transaction (one round
+// trip), so that settings pin makes local apply to stmt.
+func (b pgxBackend) pinnedExec(ctx context.Context, pin, stmt string, args []any) (int64, error) {
+	batch := &pgx.Batch{}
+	batch.Queue(pin)
+	batch.Queue(stmt, args...)
+	br := b.b.SendBatch(ctx, batch)
+	if _, err := br.Exec(); err != nil {
+		_ = br.Close()
+		return 0, err
+	}
+	tag, err := br.Exec()
+	if err != nil {
+		_ = br.Close()
+		return 0, err
+	}
+	return tag.RowsAffected(), br.Close()
+}
+
 // lockedQuery runs lock, then query, in one implicit transaction (one
 // round trip): the transaction-scoped lock lasts until query is done, and
 // query, under READ COMMITTED, sees everything committed before the lock
