@@ -155,9 +155,17 @@ func (e *pgjsEnv) newPool(b *testing.B) *pgxpool.Pool {
 // newStore returns a store on the env's tables, closed in cleanup.
 func (e *pgjsEnv) newStore(b *testing.B, pollOnly bool) *sqlstore.Store {
 	b.Helper()
-	s, err := sqlstore.NewPostgres(e.pool, sqlstore.Config{
-		Schema: e.schema, NotifyChannel: e.schema, PollOnly: pollOnly, Logger: pgjsDiscardLogger(),
-	})
+	cfg := sqlstore.Config{Schema: e.schema, NotifyChannel: e.schema, PollOnly: pollOnly, Logger: pgjsDiscardLogger()}
+	// TXM_DRAIN_NOTIFY_INTERVAL sets Config.NotifyInterval (a Go
+	// duration; negative: a NOTIFY with every save).
+	if v := os.Getenv("TXM_DRAIN_NOTIFY_INTERVAL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			b.Fatalf("TXM_DRAIN_NOTIFY_INTERVAL: %v", err)
+		}
+		cfg.NotifyInterval = d
+	}
+	s, err := sqlstore.NewPostgres(e.pool, cfg)
 	if err != nil {
 		b.Fatalf("NewPostgres: %v", err)
 	}

@@ -179,13 +179,17 @@
 // pending row made each claim O(backlog), 2.5 s for 500 messages on a
 // backlog of 20,000, so a relay once behind never caught up. A claim the
 // store runs in its own transaction therefore turns bitmap and sequential
-// scans off for that transaction and locks each candidate by TID: the only
-// plan left reads pending_idx in save order and stops at the limit,
-// whatever the statistics, so the claim runs its one generic plan
-// (plan_cache_mode force_generic_plan) and is not planned again on every
-// call (a custom plan cost 0.4–0.6 ms of planning per claim, half of an
-// idle relay's claim). A claim in a transaction of the caller's leaves the
-// caller's settings alone.
+// scans off for that transaction, asks for a plan made for its arguments
+// (plan_cache_mode force_custom_plan: 0.4–0.6 ms of planning per claim; its
+// generic plan, not knowing the limit, halved the speed of a drain) and
+// locks each candidate by TID: the only plan left reads pending_idx in save
+// order and stops at the limit, whatever the statistics. A claim in a
+// transaction of the caller's leaves the caller's settings alone. The
+// updates by ID (MarkPublished, ExtendClaims, ReleaseClaims, MarkFailed,
+// MarkDead) run on pgx in one round trip after a set_config that turns
+// sequential scans off and keeps their one generic plan: no planning per
+// call, and no sequential scan kept from a plan built while the table
+// looked empty.
 //
 // That transaction also commits with synchronous_commit off: it does not
 // wait for its lease to reach the disk (about a millisecond of the

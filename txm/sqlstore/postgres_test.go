@@ -492,11 +492,11 @@ func TestPostgresNotifyThrottle(t *testing.T) {
 	}
 }
 
-// TestPostgresClaimPlan: a claim of the store's own runs one generic plan
-// per connection that scans pending_idx in order (stopping at the limit),
-// locks by TID and updates by primary key, whether it was built on an
-// empty table that a backlog filled since or with statistics that saw few
-// pending rows; the settings that ensure it (and the claim's asynchronous
+// TestPostgresClaimPlan: a claim of the store's own runs a plan that scans
+// pending_idx in order (stopping at the limit), locks by TID and updates by
+// primary key, whether its statement was prepared on an empty table that a
+// backlog filled since or planned with statistics that saw few pending
+// rows; the settings that ensure it (and the claim's asynchronous
 // commit) do not outlive the claim's transaction, and a claim in the
 // caller's transaction leaves the caller's settings alone.
 func TestPostgresClaimPlan(t *testing.T) {
@@ -539,7 +539,7 @@ func TestPostgresClaimPlan(t *testing.T) {
 		}
 		inClaimTx(func(tx pgx.Tx) {
 			var own string
-			if err := tx.QueryRow(ctx, settingsQuery).Scan(&own); err != nil || own != "off off force_generic_plan off" {
+			if err := tx.QueryRow(ctx, settingsQuery).Scan(&own); err != nil || own != "off off force_custom_plan off" {
 				t.Fatalf("settings of the claim's transaction: %q, %v", own, err)
 			}
 			if _, err := tx.Exec(ctx, "PREPARE claim_plan AS "+s.stmts.claim); err != nil {
@@ -668,8 +668,8 @@ func claimIn(t *testing.T, ctx context.Context, o *Outbox) []txm.Claimed {
 // five executions PostgreSQL may run a generic plan built once with the
 // statistics of that moment (on a freshly migrated table, a sequential
 // scan, kept while the table grows). No statement of the store runs such a
-// plan: the claim and the updates by ID run generic plans pinned to index
-// scans, the rest are planned on each call.
+// plan: the updates by ID run generic plans pinned to index scans, the rest
+// (the claim among them) are planned on each call.
 func TestPostgresNoStaleGenericPlans(t *testing.T) {
 	forEachPGKind(t, func(t *testing.T, kind backendKind) {
 		ctx := context.Background()
@@ -745,8 +745,8 @@ func TestPostgresNoStaleGenericPlans(t *testing.T) {
 		if err := rows.Err(); err != nil {
 			t.Fatal(err)
 		}
-		if len(generic) < 2 {
-			t.Fatalf("%d statements with generic plans; want at least the claim and MarkPublished", len(generic))
+		if len(generic) == 0 {
+			t.Fatal("no statement with a generic plan; want at least MarkPublished's")
 		}
 		for _, p := range generic {
 			nulls := strings.TrimSuffix(strings.Repeat("NULL, ", p.params), ", ")
