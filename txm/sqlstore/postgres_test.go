@@ -492,11 +492,11 @@ func TestPostgresNotifyThrottle(t *testing.T) {
 	}
 }
 
-// TestPostgresClaimPlan: a claim of the store's own runs a plan that scans
-// pending_idx in order (stopping at the limit), locks by TID and updates by
-// primary key, whether its statement was prepared on an empty table that a
-// backlog filled since or planned with statistics that saw few pending
-// rows; the settings that ensure it (and the claim's asynchronous
+// TestPostgresClaimPlan: a claim of the store's own runs one generic plan
+// per connection and limit that scans pending_idx in order (stopping at the
+// limit), locks by TID and updates by primary key, whether it was built on
+// an empty table that a backlog filled since or with statistics that saw
+// few pending rows; the settings that ensure it (and the claim's asynchronous
 // commit) do not outlive the claim's transaction, and a claim in the
 // caller's transaction leaves the caller's settings alone.
 func TestPostgresClaimPlan(t *testing.T) {
@@ -539,13 +539,13 @@ func TestPostgresClaimPlan(t *testing.T) {
 		}
 		inClaimTx(func(tx pgx.Tx) {
 			var own string
-			if err := tx.QueryRow(ctx, settingsQuery).Scan(&own); err != nil || own != "off off force_custom_plan off" {
+			if err := tx.QueryRow(ctx, settingsQuery).Scan(&own); err != nil || own != "off off force_generic_plan off" {
 				t.Fatalf("settings of the claim's transaction: %q, %v", own, err)
 			}
-			if _, err := tx.Exec(ctx, "PREPARE claim_plan AS "+s.stmts.claim); err != nil {
+			if _, err := tx.Exec(ctx, "PREPARE claim_plan AS "+s.claimSQL(100)); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := tx.Exec(ctx, fmt.Sprintf("EXECUTE claim_plan(10, %d)", lease)); err != nil {
+			if _, err := tx.Exec(ctx, fmt.Sprintf("EXECUTE claim_plan(%d)", lease)); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -557,7 +557,7 @@ func TestPostgresClaimPlan(t *testing.T) {
 			t.Helper()
 			inClaimTx(func(tx pgx.Tx) {
 				var plan string
-				if err := tx.QueryRow(ctx, fmt.Sprintf("EXPLAIN (FORMAT JSON) EXECUTE claim_plan(100, %d)", lease)).Scan(&plan); err != nil {
+				if err := tx.QueryRow(ctx, fmt.Sprintf("EXPLAIN (FORMAT JSON) EXECUTE claim_plan(%d)", lease)).Scan(&plan); err != nil {
 					t.Fatal(err)
 				}
 				if strings.Contains(plan, "Bitmap") || strings.Contains(plan, "Seq Scan") || !strings.Contains(plan, "Tid Scan") ||
@@ -567,44 +567,40 @@ func TestPostgresClaimPlan(t *testing.T) {
 			})
 		}
 
+		// saveMany saves n messages, over 50 keys when keyed.
+		saveMany := func(n int, keyed bool) {
+			t.Helper()
+			msgs := make([]async.Message, n)
+			for i := range msgs {
+				key := ""
+				if keyed {
+					key = fmt.Sprintf("k%d", i%50)
+				}
+				msgs[i] = newMsg("t", key)
+			}
+			if _, err := s.Outbox().SaveMany(ctx, msgs); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mustExec := func(sql string) {
+			t.Helper()
+			if _, err := pool.Exec(ctx, sql); err != nil {
+				t.Fatal(err)
+			}
+		}
+		const publishAll = "UPDATE txm_outbox SET state = 'published', published_at = now()"
 		// Many published rows, then a backlog the statistics have not seen.
-		old := make([]async.Message, 20000)
-		for i := range old {
-			old[i] = newMsg("t", "")
-		}
-		if _, err := s.Outbox().SaveMany(ctx, old); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := pool.Exec(ctx, "UPDATE txm_outbox SET state = 'published', published_at = now()"); err != nil {
-			t.Fatal(err)
-		}
-		msgs := make([]async.Message, 3000)
-		for i := range msgs {
-			msgs[i] = newMsg("t", fmt.Sprintf("k%d", i%50))
-		}
-		if _, err := s.Outbox().SaveMany(ctx, msgs); err != nil {
-			t.Fatal(err)
-		}
+		saveMany(20000, false)
+		mustExec(publishAll)
+		saveMany(3000, true)
 		checkPlan("planned on an empty table")
 		// Statistics taken when the relay was caught up: many published
 		// rows, few pending. Then the backlog arrives.
-		if _, err := pool.Exec(ctx, "UPDATE txm_outbox SET state = 'published', published_at = now()"); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := pool.Exec(ctx, "VACUUM ANALYZE txm_outbox"); err != nil {
-			t.Fatal(err)
-		}
-		more := make([]async.Message, 3000)
-		for i := range more {
-			more[i] = newMsg("t", fmt.Sprintf("k%d", i%50))
-		}
-		if _, err := s.Outbox().SaveMany(ctx, more); err != nil {
-			t.Fatal(err)
-		}
+		mustExec(publishAll)
+		mustExec("VACUUM ANALYZE txm_outbox")
+		saveMany(3000, true)
 		checkPlan("planned with statistics of few pending rows")
-		if _, err := pool.Exec(ctx, "DEALLOCATE claim_plan"); err != nil {
-			t.Fatal(err)
-		}
+		mustExec("DEALLOCATE claim_plan")
 
 		if c := mustClaim(t, s.Outbox(), 10, time.Minute); len(c) != 10 {
 			t.Fatalf("claimed %d, want 10", len(c))
@@ -630,7 +626,7 @@ func TestPostgresClaimPlan(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer tx.Rollback(ctx)
-			if c := claimIn(t, WithPgxTx(ctx, tx), s.Outbox()); len(c) != 10 {
+			if c := mustClaimIn(t, WithPgxTx(ctx, tx), s.Outbox(), 10, time.Minute); len(c) != 10 {
 				t.Fatalf("claimed %d in the caller's transaction, want 10", len(c))
 			}
 			inTx = settings(tx)
@@ -642,7 +638,7 @@ func TestPostgresClaimPlan(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer tx.Rollback()
-			if c := claimIn(t, WithTx(ctx, tx), s.Outbox()); len(c) != 10 {
+			if c := mustClaimIn(t, WithTx(ctx, tx), s.Outbox(), 10, time.Minute); len(c) != 10 {
 				t.Fatalf("claimed %d in the caller's transaction, want 10", len(c))
 			}
 			if err := tx.QueryRowContext(ctx, settingsQuery).Scan(&inTx); err != nil {
@@ -655,21 +651,12 @@ func TestPostgresClaimPlan(t *testing.T) {
 	})
 }
 
-func claimIn(t *testing.T, ctx context.Context, o *Outbox) []txm.Claimed {
-	t.Helper()
-	c, err := o.Claim(ctx, 10, time.Minute)
-	if err != nil {
-		t.Fatalf("claim: %v", err)
-	}
-	return c
-}
-
 // TestPostgresNoStaleGenericPlans: the drivers prepare statements, and after
 // five executions PostgreSQL may run a generic plan built once with the
 // statistics of that moment (on a freshly migrated table, a sequential
 // scan, kept while the table grows). No statement of the store runs such a
-// plan: the updates by ID run generic plans pinned to index scans, the rest
-// (the claim among them) are planned on each call.
+// plan: the claim and the updates by ID run generic plans pinned to index
+// scans, the rest are planned on each call.
 func TestPostgresNoStaleGenericPlans(t *testing.T) {
 	forEachPGKind(t, func(t *testing.T, kind backendKind) {
 		ctx := context.Background()
@@ -746,7 +733,7 @@ func TestPostgresNoStaleGenericPlans(t *testing.T) {
 			t.Fatal(err)
 		}
 		if len(generic) == 0 {
-			t.Fatal("no statement with a generic plan; want at least MarkPublished's")
+			t.Fatal("no statement with a generic plan; want at least the claim's and MarkPublished's")
 		}
 		for _, p := range generic {
 			nulls := strings.TrimSuffix(strings.Repeat("NULL, ", p.params), ", ")

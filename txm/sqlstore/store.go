@@ -34,9 +34,11 @@ type Store struct {
 	db   *sql.DB       // NewPostgresDB, NewSQLite, OpenSQLite
 	owns bool          // OpenSQLite: Close closes db
 
-	claimKey   int64 // advisory lock key of claims (PostgreSQL)
-	migrateKey int64 // advisory lock key of Migrate (PostgreSQL)
-	tables     string
+	claimKey int64 // advisory lock key of claims (PostgreSQL)
+	// claimByLimit caches the claim statement per limit (Store.claimSQL).
+	claimByLimit sync.Map
+	migrateKey   int64 // advisory lock key of Migrate (PostgreSQL)
+	tables       string
 
 	wake chan struct{}
 

@@ -60,7 +60,13 @@ func mustSave(t *testing.T, o *Outbox, msgs ...async.Message) {
 
 func mustClaim(t *testing.T, o *Outbox, limit int, lease time.Duration) []txm.Claimed {
 	t.Helper()
-	c, err := o.Claim(context.Background(), limit, lease)
+	return mustClaimIn(t, context.Background(), o, limit, lease)
+}
+
+// mustClaimIn claims with ctx, which may carry a transaction.
+func mustClaimIn(t *testing.T, ctx context.Context, o *Outbox, limit int, lease time.Duration) []txm.Claimed {
+	t.Helper()
+	c, err := o.Claim(ctx, limit, lease)
 	if err != nil {
 		t.Fatalf("claim: %v", err)
 	}
