@@ -378,13 +378,23 @@ func (s *Store) claimSQL(limit int) string {
 	if s.dialect != postgres {
 		return s.stmts.claim
 	}
-	if q, ok := s.claimByLimit.Load(limit); ok {
-		return q.(string)
+	s.claimMu.Lock()
+	defer s.claimMu.Unlock()
+	if q, ok := s.claimByLimit[limit]; ok {
+		return q
 	}
 	q := strings.Replace(s.stmts.claimByLimit, "{limit}", strconv.Itoa(limit), 1)
-	s.claimByLimit.Store(limit, q)
+	// A relay claims with its batch size; a caller that varies the limit
+	// gets a statement per call rather than an ever-growing cache.
+	if len(s.claimByLimit) < maxClaimStatements {
+		s.claimByLimit[limit] = q
+	}
 	return q
 }
+
+// maxClaimStatements bounds the claim statements a store keeps, one per
+// limit.
+const maxClaimStatements = 8
 
 // claimSQLite claims with one UPDATE. Without a transaction in ctx it
 // first looks, with a read that does not wait for SQLite's write lock,

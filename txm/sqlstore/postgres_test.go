@@ -666,7 +666,10 @@ func TestPostgresNoStaleGenericPlans(t *testing.T) {
 		if err := s.Migrate(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := pool.Exec(ctx, "ANALYZE txm_outbox; ANALYZE txm_inbox"); err != nil {
+		// No autovacuum: an ANALYZE during the test would invalidate the
+		// cached plans, and EXPLAIN below would plan them afresh.
+		if _, err := pool.Exec(ctx, `ALTER TABLE txm_outbox SET (autovacuum_enabled = off);
+            ALTER TABLE txm_inbox SET (autovacuum_enabled = off); ANALYZE txm_outbox; ANALYZE txm_inbox`); err != nil {
 			t.Fatal(err)
 		}
 		o, in := s.Outbox(), s.Inbox("g")
@@ -703,16 +706,16 @@ func TestPostgresNoStaleGenericPlans(t *testing.T) {
 			}
 		}
 		// Every cached generic plan of a statement on the store's tables,
-		// as the next execution would run it.
-		tx, err := pool.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
+		// as the store's next execution would run it: after the statement
+		// that pins it, where the store pins one. (A plan invalidated
+		// meanwhile, for instance by a reset of the server's caches under
+		// concurrent DDL, is planned afresh under those settings, as the
+		// store's next execution would plan it.)
+		pinned := map[string]string{}
+		for _, stmt := range []string{s.stmts.published, s.stmts.extend, s.stmts.release, s.stmts.failed, s.stmts.dead} {
+			pinned[stmt] = s.stmts.pinByID
 		}
-		defer tx.Rollback(ctx)
-		if _, err := tx.Exec(ctx, "SET LOCAL plan_cache_mode = force_generic_plan"); err != nil {
-			t.Fatal(err)
-		}
-		rows, err := tx.Query(ctx, `SELECT name, statement, cardinality(parameter_types) FROM pg_prepared_statements
+		rows, err := pool.Query(ctx, `SELECT name, statement, cardinality(parameter_types) FROM pg_prepared_statements
             WHERE generic_plans > 0 AND strpos(statement, $1) > 0`, `"txm_`)
 		if err != nil {
 			t.Fatal(err)
@@ -735,15 +738,60 @@ func TestPostgresNoStaleGenericPlans(t *testing.T) {
 		if len(generic) == 0 {
 			t.Fatal("no statement with a generic plan; want at least the claim's and MarkPublished's")
 		}
-		for _, p := range generic {
+		explain := func(p prepared) string {
+			t.Helper()
+			tx, err := pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx)
+			switch {
+			case strings.HasPrefix(p.stmt, "WITH cand"):
+				_, err = tx.Exec(ctx, s.stmts.claimLockOwn, s.claimKey)
+			case pinned[p.stmt] != "":
+				_, err = tx.Exec(ctx, pinned[p.stmt])
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
 			nulls := strings.TrimSuffix(strings.Repeat("NULL, ", p.params), ", ")
 			var plan string
 			if err := tx.QueryRow(ctx, fmt.Sprintf("EXPLAIN (FORMAT JSON) EXECUTE %q(%s)", p.name, nulls)).Scan(&plan); err != nil {
 				t.Fatalf("%s: %v", p.stmt, err)
 			}
-			if strings.Contains(plan, "Seq Scan") {
+			return plan
+		}
+		for _, p := range generic {
+			if plan := explain(p); strings.Contains(plan, "Seq Scan") {
 				t.Errorf("runs a generic plan with a sequential scan:\n%s\n%s", p.stmt, plan)
 			}
 		}
 	})
+}
+
+// TestPostgresClaimLimits: the claim's text carries its limit, one cached
+// statement per limit up to maxClaimStatements; claims with more distinct
+// limits still claim exactly up to their limit.
+func TestPostgresClaimLimits(t *testing.T) {
+	s := newTestStore(t, kindPgx, Config{PollOnly: true})
+	o := s.Outbox()
+	for range 60 {
+		mustSave(t, o, newMsg("t", ""))
+	}
+	total := 0
+	for limit := 1; limit <= 10; limit++ {
+		if c := mustClaim(t, o, limit, time.Minute); len(c) != limit {
+			t.Fatalf("claim of %d returned %d", limit, len(c))
+		}
+		total += limit
+	}
+	if total != 55 {
+		t.Fatalf("claimed %d in all, want 55", total)
+	}
+	s.claimMu.Lock()
+	cached := len(s.claimByLimit)
+	s.claimMu.Unlock()
+	if cached != maxClaimStatements {
+		t.Fatalf("%d claim statements cached, want %d", cached, maxClaimStatements)
+	}
 }

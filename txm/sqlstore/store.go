@@ -36,7 +36,8 @@ type Store struct {
 
 	claimKey int64 // advisory lock key of claims (PostgreSQL)
 	// claimByLimit caches the claim statement per limit (Store.claimSQL).
-	claimByLimit sync.Map
+	claimMu      sync.Mutex
+	claimByLimit map[int]string
 	migrateKey   int64 // advisory lock key of Migrate (PostgreSQL)
 	tables       string
 
@@ -183,16 +184,17 @@ func newStore(d dialect, cfg Config) (*Store, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Store{
-		closeCtx:   ctx,
-		cancel:     cancel,
-		cfg:        cfg,
-		dialect:    d,
-		stmts:      newStatements(d, cfg),
-		claimKey:   lockKey("txm/claim/" + cfg.Schema + "/" + cfg.OutboxTable),
-		migrateKey: lockKey("txm/migrate/" + cfg.Schema + "/" + cfg.MigrationsTable),
-		tables:     cfg.OutboxTable + "," + cfg.InboxTable,
-		wake:       make(chan struct{}, 1),
-		listening:  make(chan struct{}),
+		closeCtx:     ctx,
+		cancel:       cancel,
+		cfg:          cfg,
+		dialect:      d,
+		stmts:        newStatements(d, cfg),
+		claimKey:     lockKey("txm/claim/" + cfg.Schema + "/" + cfg.OutboxTable),
+		claimByLimit: map[int]string{},
+		migrateKey:   lockKey("txm/migrate/" + cfg.Schema + "/" + cfg.MigrationsTable),
+		tables:       cfg.OutboxTable + "," + cfg.InboxTable,
+		wake:         make(chan struct{}, 1),
+		listening:    make(chan struct{}),
 	}, nil
 }
 
