@@ -164,11 +164,13 @@
 // statistics of that moment, then kept while the table changes. On a
 // freshly migrated table that plan is a sequential scan: MarkPublished kept
 // one while the outbox grew to 100,000 rows, and the relay's latency grew
-// with it. So every statement that reads or changes existing rows runs
-// unnamed (pgx's QueryExecModeCacheDescribe), planned for its arguments and the
-// table as it is on each call, about 0.1 ms of planning
-// (TestPostgresNoStaleGenericPlans checks that none of them runs a cached
-// generic plan); inserts keep their prepared statements. The statements
+// with it. So every statement that reads or changes existing rows either
+// runs a generic plan pinned to index scans (the claim, and on pgx the
+// updates by ID, below) or runs unnamed (pgx's QueryExecModeCacheDescribe),
+// planned for its arguments and the table as it is on each call, about
+// 0.1 ms of planning; TestPostgresNoStaleGenericPlans EXPLAINs every cached
+// generic plan of the store and fails on a sequential scan. Inserts keep
+// their prepared statements. The statements
 // also select the rows to change first and change them through
 // id = ANY(ARRAY(subquery)), an index lookup. (Written as IN or a join, the
 // generic plan of the claim scanned the whole table, 113 ms instead of 4.)
