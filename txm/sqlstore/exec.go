@@ -85,15 +85,26 @@ type pgxBeginner interface {
 	CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error)
 }
 
-// pinnedExec runs pin, then stmt, in one implicit transaction (one round
-// trip), so that settings pin makes local apply to stmt.
-func (b pgxBackend) pinnedExec(ctx context.Context, pin, stmt string, args []any) (int64, error) {
+// after sends first, then stmt, in one implicit transaction (one round
+// trip) and returns the results with first's already read: what first
+// sets for its transaction (a lock, planner settings) applies to stmt.
+func (b pgxBackend) after(ctx context.Context, first string, firstArgs []any, stmt string, args []any) (pgx.BatchResults, error) {
 	batch := &pgx.Batch{}
-	batch.Queue(pin)
+	batch.Queue(first, firstArgs...)
 	batch.Queue(stmt, args...)
 	br := b.b.SendBatch(ctx, batch)
 	if _, err := br.Exec(); err != nil {
 		_ = br.Close()
+		return nil, err
+	}
+	return br, nil
+}
+
+// pinnedExec runs pin, then stmt, so that the settings pin makes local
+// apply to stmt.
+func (b pgxBackend) pinnedExec(ctx context.Context, pin, stmt string, args []any) (int64, error) {
+	br, err := b.after(ctx, pin, nil, stmt, args)
+	if err != nil {
 		return 0, err
 	}
 	tag, err := br.Exec()
@@ -104,17 +115,12 @@ func (b pgxBackend) pinnedExec(ctx context.Context, pin, stmt string, args []any
 	return tag.RowsAffected(), br.Close()
 }
 
-// lockedQuery runs lock, then query, in one implicit transaction (one
-// round trip): the transaction-scoped lock lasts until query is done, and
-// query, under READ COMMITTED, sees everything committed before the lock
-// was granted. scan reads the query's rows.
+// lockedQuery runs lock, then query: the transaction-scoped lock lasts
+// until query is done, and query, under READ COMMITTED, sees everything
+// committed before the lock was granted. scan reads the query's rows.
 func (b pgxBackend) lockedQuery(ctx context.Context, lock string, lockArg any, query string, args []any, scan func(rows) error) error {
-	batch := &pgx.Batch{}
-	batch.Queue(lock, lockArg)
-	batch.Queue(query, args...)
-	br := b.b.SendBatch(ctx, batch)
-	if _, err := br.Exec(); err != nil {
-		_ = br.Close()
+	br, err := b.after(ctx, lock, []any{lockArg}, query, args)
+	if err != nil {
 		return err
 	}
 	r, err := br.Query()
