@@ -22,12 +22,14 @@ type ProcessorConfig struct {
 	// time. Default 100.
 	BatchSize int
 
-	// BatchesInFlight bounds how many claimed batches the relay holds at
-	// once: while one batch is being published, up to BatchesInFlight-1
-	// more are claimed ahead, so the store's round trips overlap the
-	// broker's. 1 claims only after the previous batch is settled. It
-	// applies to stores that implement [Claimer]; with the seed's three
-	// methods the relay always works one batch at a time. Default 2.
+	// BatchesInFlight bounds how many claimed batches the relay holds
+	// before their publish ends: while one batch is being published, up
+	// to BatchesInFlight-1 more are claimed ahead, and the outcome of the
+	// batch published before (MarkPublished and the like) is recorded at
+	// the same time, so the store's round trips overlap the broker's. 1
+	// claims only after the previous batch is settled. It applies to
+	// stores that implement [Claimer]; with the seed's three methods the
+	// relay always works one batch at a time. Default 2.
 	BatchesInFlight int
 
 	// PollInterval is how long the relay waits for new messages when the

@@ -207,18 +207,29 @@ func (p *Processor) run(ctx, workCtx context.Context) {
 		p.claimLoop(ctx, workCtx, func(batch []Claimed) int { return p.process(workCtx, batch) })
 		return
 	}
-	// Pipelined: this goroutine claims ahead while another publishes, with
-	// at most BatchesInFlight batches held at once.
+	// Pipelined: this goroutine claims ahead while a second one publishes,
+	// with at most BatchesInFlight batches claimed and not yet published,
+	// and a third records the outcomes of the batch published before, so
+	// that the store's write of one batch overlaps the publish of the next.
 	batches := make(chan []Claimed, p.cfg.BatchesInFlight-2)
+	published := make(chan publishedBatch)
+	settled := make(chan struct{})
+	go func() {
+		defer close(settled)
+		for b := range published {
+			p.settle(workCtx, b.batch, b.outcomes)
+		}
+	}()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		defer close(published)
 		for batch := range batches {
 			if p.stopping(ctx) {
 				p.release(workCtx, batch) // claimed ahead, never started
 				continue
 			}
-			p.process(workCtx, batch)
+			published <- publishedBatch{batch, p.publish(workCtx, batch)}
 		}
 	}()
 	p.claimLoop(ctx, workCtx, func(batch []Claimed) int {
@@ -233,6 +244,13 @@ func (p *Processor) run(ctx, workCtx context.Context) {
 	})
 	close(batches)
 	<-done
+	<-settled
+}
+
+// publishedBatch is a published batch on its way to be settled.
+type publishedBatch struct {
+	batch    []Claimed
+	outcomes []outcome
 }
 
 // claimLoop claims batches until the relay stops and hands each to handle,
@@ -371,6 +389,12 @@ const (
 // process publishes one batch and settles every message of it in the
 // store. It returns how many publishes failed.
 func (p *Processor) process(ctx context.Context, batch []Claimed) int {
+	return p.settle(ctx, batch, p.publish(ctx, batch))
+}
+
+// publish publishes one batch, renewing its leases meanwhile, and returns
+// what became of each message.
+func (p *Processor) publish(ctx context.Context, batch []Claimed) []outcome {
 	p.cfg.Observer.Claimed(len(batch))
 	outcomes := make([]outcome, len(batch))
 
@@ -381,7 +405,7 @@ func (p *Processor) process(ctx context.Context, batch []Claimed) int {
 		p.publishLanes(ctx, batch, outcomes)
 	}
 	renewDone()
-	return p.settle(ctx, batch, outcomes)
+	return outcomes
 }
 
 // partitionKey returns the message's partition key, "" for none.

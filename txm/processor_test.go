@@ -623,3 +623,59 @@ func TestRelayWakesForItsOwnRetries(t *testing.T) {
 	waitFor(t, "the retried message published", 5*time.Second, func() bool { return pub.publishedIDs()[m.ID()] == 1 })
 	stop()
 }
+
+// slowMarkOutbox is a memstore outbox whose MarkPublished waits until
+// release is closed, reporting each call on marking.
+type slowMarkOutbox struct {
+	*memstore.Outbox
+	marking chan []string
+	release chan struct{}
+}
+
+func (o *slowMarkOutbox) MarkPublished(ctx context.Context, ids ...string) error {
+	o.marking <- ids
+	<-o.release
+	return o.Outbox.MarkPublished(ctx, ids...)
+}
+
+// The store's record of one batch runs while the next batch is published:
+// a slow MarkPublished does not hold back the publish behind it, and Stop
+// still waits for every batch to be recorded.
+func TestRelayPublishesNextBatchWhileMarking(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store := memstore.New(memstore.Config{})
+	first, second := async.NewMessage("orders", "Test", nil), async.NewMessage("orders", "Test", nil)
+	for _, m := range []async.Message{first, second} {
+		if err := store.Outbox().Save(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := &slowMarkOutbox{Outbox: store.Outbox(), marking: make(chan []string, 2), release: make(chan struct{})}
+	pub := newRecordingPublisher()
+	relay := newRelay(t, pub, out, txm.ProcessorConfig{BatchSize: 1})
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); _ = relay.Start(ctx) }()
+
+	if ids := <-out.marking; len(ids) != 1 || ids[0] != first.ID() {
+		t.Fatalf("first MarkPublished got %v, want [%s]", ids, first.ID())
+	}
+	waitFor(t, "the second batch published while the first is being marked", 5*time.Second, func() bool {
+		return pub.publishedIDs()[second.ID()] == 1
+	})
+	stopDone := make(chan error, 1)
+	go func() { stopDone <- relay.Stop(ctx) }()
+	select {
+	case err := <-stopDone:
+		t.Fatalf("Stop returned (%v) while a batch was still being marked", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	close(out.release)
+	if err := <-stopDone; err != nil {
+		t.Fatalf("Stop = %v", err)
+	}
+	<-stopped
+	if left, _ := store.Outbox().FindUnpublished(ctx, 10); len(left) != 0 {
+		t.Errorf("%d messages left unpublished after Stop", len(left))
+	}
+}
