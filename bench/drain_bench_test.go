@@ -148,7 +148,7 @@ func pgjsLatencyRun(b *testing.B, e *pgjsEnv, rate int, d time.Duration, notify 
 	}
 	phases := &pgjsPhases{}
 	pub := &pgjsTimingPublisher{next: natsjs.NewPublisher(js, natsjs.PublisherConfig{}), times: times, phases: phases}
-	out := &pgjsCountingOutbox{Outbox: relayStore.Outbox(), phases: phases, target: 1 << 62, done: make(chan struct{})}
+	out := &pgjsCountingOutbox{Outbox: relayStore.Outbox(), phases: phases, times: times, target: 1 << 62, done: make(chan struct{})}
 	relay, err := txm.NewOutboxProcessorWithConfig(pub, out, txm.ProcessorConfig{
 		BatchSize: 500, Lease: pgjsLease, Logger: pgjsDiscardLogger(), BatchesInFlight: pgjsEnvInt(b, "TXM_DRAIN_INFLIGHT", 0),
 	})
@@ -238,6 +238,7 @@ func pgjsLatencyRun(b *testing.B, e *pgjsEnv, rate int, d time.Duration, notify 
 	}
 	b.Logf("median latency (ms) by second of commit: %s", strings.Join(trend, " "))
 	b.Logf("relay: %v", phases)
+	b.Logf("median of each step (ms): %s", pgjsSteps(committed, times))
 	for id, c := range committed {
 		a, ok := times.acked[id]
 		if !ok {
@@ -252,4 +253,28 @@ func pgjsLatencyRun(b *testing.B, e *pgjsEnv, rate int, d time.Duration, notify 
 		confirms = append(confirms, max(times.confirmed[id].Sub(c), 0))
 	}
 	return acks, confirms, len(committed), early, took
+}
+
+// pgjsSteps returns the median time of each step of the measured messages'
+// way: from the commit to the start of the claim that took it (wake-up and
+// the wait for the claim before), the claim, from its end to the start of
+// the publish (the wait for the batch ahead), and the publish to the
+// PubAck. times.mu must be held.
+func pgjsSteps(committed map[string]time.Time, times *pgjsAckTimes) string {
+	var wait, claim, handoff, publish []time.Duration
+	for id, c := range committed {
+		cl, ok1 := times.claimed[id]
+		sent, ok2 := times.sent[id]
+		acked, ok3 := times.acked[id]
+		if !ok1 || !ok2 || !ok3 {
+			continue
+		}
+		wait = append(wait, max(cl[0].Sub(c), 0))
+		claim = append(claim, cl[1].Sub(cl[0]))
+		handoff = append(handoff, sent.Sub(cl[1]))
+		publish = append(publish, acked.Sub(sent))
+	}
+	med := func(ds []time.Duration) float64 { p50, _, _, _ := pgjsPercentiles(ds); return pgjsMillis(p50) }
+	return fmt.Sprintf("commit→claim %.2f, claim %.2f, claim→publish %.2f, publish→PubAck %.2f (%d messages)",
+		med(wait), med(claim), med(handoff), med(publish), len(wait))
 }

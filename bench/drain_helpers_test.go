@@ -288,6 +288,8 @@ func (p *pgjsPhases) String() string {
 type pgjsCountingOutbox struct {
 	*sqlstore.Outbox
 	phases *pgjsPhases
+	// times, when set, records when each message's claim began and ended.
+	times  *pgjsAckTimes
 	target int64
 	marked atomic.Int64
 	once   sync.Once
@@ -297,7 +299,15 @@ type pgjsCountingOutbox struct {
 func (o *pgjsCountingOutbox) Claim(ctx context.Context, limit int, lease time.Duration) ([]txm.Claimed, error) {
 	start := time.Now()
 	c, err := o.Outbox.Claim(ctx, limit, lease)
-	o.phases.add(&o.phases.claim, &o.phases.maxClaim, &o.phases.claims, time.Since(start))
+	end := time.Now()
+	o.phases.add(&o.phases.claim, &o.phases.maxClaim, &o.phases.claims, end.Sub(start))
+	if o.times != nil && len(c) > 0 {
+		o.times.mu.Lock()
+		for _, m := range c {
+			o.times.claimed[m.Message.ID()] = [2]time.Time{start, end}
+		}
+		o.times.mu.Unlock()
+	}
 	o.phases.claimed.Add(int64(len(c)))
 	if len(c) == 0 {
 		o.phases.empty.Add(1)
@@ -480,12 +490,15 @@ type pgjsAckTimes struct {
 	mu        sync.Mutex
 	acked     map[string]time.Time
 	confirmed map[string]time.Time
+	claimed   map[string][2]time.Time // start and end of the claim
+	sent      map[string]time.Time    // start of the PublishBatch call
 }
 
 // newPGJSAckTimes sizes the maps for n messages up front, so that growing
 // them does not take CPU from the system under measurement.
 func newPGJSAckTimes(n int) *pgjsAckTimes {
-	return &pgjsAckTimes{acked: make(map[string]time.Time, n), confirmed: make(map[string]time.Time, n)}
+	return &pgjsAckTimes{acked: make(map[string]time.Time, n), confirmed: make(map[string]time.Time, n),
+		claimed: make(map[string][2]time.Time, n), sent: make(map[string]time.Time, n)}
 }
 
 // onAck is the JetStream context's PubAck handler.
@@ -523,6 +536,13 @@ func (p *pgjsTimingPublisher) Publish(ctx context.Context, topic string, msg asy
 
 func (p *pgjsTimingPublisher) PublishBatch(ctx context.Context, msgs []async.Message) ([]error, error) {
 	start := time.Now()
+	p.times.mu.Lock()
+	for _, m := range msgs {
+		if _, ok := p.times.sent[m.ID()]; !ok {
+			p.times.sent[m.ID()] = start
+		}
+	}
+	p.times.mu.Unlock()
 	errs, err := p.next.PublishBatch(ctx, msgs)
 	now := time.Now()
 	p.phases.add(&p.phases.publish, &p.phases.maxPublish, nil, now.Sub(start))
