@@ -31,7 +31,9 @@ var (
 // BenchmarkDrainJetStream drains TXM_DRAIN_MESSAGES (default 100,000)
 // messages of 256 bytes from the PostgreSQL outbox to a JetStream stream
 // (file storage), per batch size: first the hand-written loop (the
-// baseline, impl=baseline), then the relay with each worker count
+// baseline, impl=baseline: a lease written by the claim, two transactions
+// per batch), then the same loop in one transaction per batch with row
+// locks as the lease (impl=baseline-tx), then the relay with each worker count
 // (impl=relay-wN, default BatchesInFlight: it claims the next batch while it
 // publishes one), then the relay with 4 workers and BatchesInFlight 1
 // (impl=relay-w4-inflight1: one batch at a time, like the baseline). Each iteration fills the outbox with the store's SaveMany
@@ -44,6 +46,9 @@ func BenchmarkDrainJetStream(b *testing.B) {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
 			b.Run("impl=baseline", func(b *testing.B) {
 				pgjsBenchDrain(b, e, n, func() { e.drainBaseline(b, n, batch) })
+			})
+			b.Run("impl=baseline-tx", func(b *testing.B) {
+				pgjsBenchDrain(b, e, n, func() { e.drainBaselineTx(b, n, batch) })
 			})
 			for _, w := range pgjsWorkers {
 				b.Run(fmt.Sprintf("impl=relay-w%d", w), func(b *testing.B) {

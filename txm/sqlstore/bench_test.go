@@ -96,3 +96,51 @@ func BenchmarkClaim(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkClaimFew claims the few messages a relay finds under a light,
+// steady load (unkeyed, 256-byte payloads), and nothing at all, on a table
+// with some history. Only the claim is timed.
+func BenchmarkClaimFew(b *testing.B) {
+	s := newTestStore(b, kindPgx, Config{PollOnly: true})
+	ctx := context.Background()
+	plain := func(n int) []async.Message {
+		msgs := make([]async.Message, n)
+		for i := range msgs {
+			msgs[i] = async.NewMessage("orders.placed", "OrderPlaced", make([]byte, 256),
+				async.WithMetadata(async.Metadata{async.MetaContentType: "application/json"}))
+		}
+		return msgs
+	}
+	for range 20 {
+		if _, err := s.Outbox().SaveMany(ctx, plain(500)); err != nil {
+			b.Fatal(err)
+		}
+		c, err := s.Outbox().Claim(ctx, 500, time.Minute)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Outbox().MarkPublished(ctx, ids(c)...); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, n := range []int{0, 1, 10, 50} {
+		b.Run(fmt.Sprintf("messages=%d", n), func(b *testing.B) {
+			for b.Loop() {
+				b.StopTimer()
+				if _, err := s.Outbox().SaveMany(ctx, plain(n)); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				c, err := s.Outbox().Claim(ctx, 500, time.Minute)
+				if err != nil || len(c) != n {
+					b.Fatalf("claimed %d of %d: %v", len(c), n, err)
+				}
+				b.StopTimer()
+				if err := s.Outbox().MarkPublished(ctx, ids(c)...); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+		})
+	}
+}
