@@ -163,30 +163,109 @@ type flakyBroker struct {
 }
 
 func (f *flakyBroker) Publish(ctx context.Context, topic string, msg async.Message) error {
-	f.mu.Lock()
-	f.calls++
-	n := f.calls
-	f.mu.Unlock()
+	n := f.next1()
 	if n%9 == 4 {
-		f.mu.Lock()
-		f.failed++
-		f.mu.Unlock()
-		return errors.New("broker timeout (injected)")
+		return f.fail()
 	}
 	if err := f.next.Publish(ctx, topic, msg); err != nil {
 		return err
 	}
 	if n%5 == 0 { // the confirmation was "lost": the message goes out again
 		if err := f.next.Publish(ctx, topic, msg); err == nil {
-			f.mu.Lock()
-			f.duplicated++
-			f.mu.Unlock()
+			f.duplicated1()
 		}
 	}
+	f.confirm(msg)
+	return nil
+}
+
+// next1 counts a publish and returns its number.
+func (f *flakyBroker) next1() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	return f.calls
+}
+
+func (f *flakyBroker) fail() error {
+	f.mu.Lock()
+	f.failed++
+	f.mu.Unlock()
+	return errors.New("broker timeout (injected)")
+}
+
+func (f *flakyBroker) duplicated1() {
+	f.mu.Lock()
+	f.duplicated++
+	f.mu.Unlock()
+}
+
+func (f *flakyBroker) confirm(msg async.Message) {
 	f.mu.Lock()
 	f.confirmed[msg.ID()] = true
 	f.mu.Unlock()
-	return nil
+}
+
+// newFlakyNetwork puts a flakyBroker in front of next, keeping next's
+// batch publishing when it has it. It returns the publisher for the relay
+// and the broker that counts.
+func newFlakyNetwork(next async.MessagePublisher) (async.MessagePublisher, *flakyBroker) {
+	f := &flakyBroker{next: next, confirmed: map[string]bool{}}
+	if ap, ok := next.(async.AsyncPublisher); ok {
+		return flakyAsyncBroker{flakyBroker: f, async: ap}, f
+	}
+	return f, f
+}
+
+// flakyAsyncBroker is flakyBroker in front of a broker that publishes
+// batches and waits for their confirmations (JetStream), so that the relay
+// takes the same batch path as it does without the fault injection.
+type flakyAsyncBroker struct {
+	*flakyBroker
+	async async.AsyncPublisher
+}
+
+func (f flakyAsyncBroker) PublishBatch(ctx context.Context, msgs []async.Message) ([]error, error) {
+	errs := make([]error, len(msgs))
+	var send, again []async.Message
+	var at []int
+	for i, m := range msgs {
+		n := f.next1()
+		if n%9 == 4 {
+			errs[i] = f.fail()
+			continue
+		}
+		send, at = append(send, m), append(at, i)
+		if n%5 == 0 {
+			again = append(again, m)
+		}
+	}
+	if len(send) == 0 {
+		return errs, nil
+	}
+	res, err := f.async.PublishBatch(ctx, send)
+	if err != nil {
+		return nil, err
+	}
+	for j, m := range send {
+		if j >= len(res) {
+			errs[at[j]] = errors.New("broker returned no result (demo)")
+			continue
+		}
+		if errs[at[j]] = res[j]; res[j] == nil {
+			f.confirm(m)
+		}
+	}
+	if len(again) > 0 { // confirmations "lost": these go out again
+		if res, err := f.async.PublishBatch(ctx, again); err == nil {
+			for _, e := range res {
+				if e == nil {
+					f.duplicated1()
+				}
+			}
+		}
+	}
+	return errs, nil
 }
 
 func (e *demoEnv) run(ctx context.Context, cfg demoConfig, stdout io.Writer) error {
@@ -238,8 +317,8 @@ func (e *demoEnv) run(ctx context.Context, cfg demoConfig, stdout io.Writer) err
 	defer func() { _ = sub.Unsubscribe() }()
 
 	// The relay, publishing through the flaky network.
-	flaky := &flakyBroker{next: e.pub, confirmed: map[string]bool{}}
-	relay, err := txm.NewOutboxProcessorWithConfig(flaky, e.store.Outbox(), txm.ProcessorConfig{
+	network, flaky := newFlakyNetwork(e.pub)
+	relay, err := txm.NewOutboxProcessorWithConfig(network, e.store.Outbox(), txm.ProcessorConfig{
 		PollInterval: 100 * time.Millisecond,
 		Retry:        retry.Policy{InitialInterval: 20 * time.Millisecond, MaxInterval: 100 * time.Millisecond},
 		Logger:       slog.New(slog.DiscardHandler),
