@@ -32,6 +32,7 @@ import (
 	"github.com/transmanager/transmanager/async"
 	"github.com/transmanager/transmanager/async/natsjs"
 	"github.com/transmanager/transmanager/codec"
+	"github.com/transmanager/transmanager/internal/testenv"
 	"github.com/transmanager/transmanager/retry"
 	"github.com/transmanager/transmanager/txm"
 	"github.com/transmanager/transmanager/txm/sqlstore"
@@ -65,26 +66,14 @@ type infraPayment struct {
 	Method  string `json:"method" msgpack:"method"`
 }
 
-// infraServiceURL returns the URL in env. Without it the test is skipped,
-// or fails when TXM_REQUIRE_SERVICES=1.
-func infraServiceURL(t testing.TB, env, what string) string {
-	t.Helper()
-	u := os.Getenv(env)
-	if u == "" {
-		if os.Getenv("TXM_REQUIRE_SERVICES") == "1" {
-			t.Fatalf("%s not set but TXM_REQUIRE_SERVICES=1: %s is required", env, what)
-		}
-		t.Skipf("%s not set: set it to %s to run this test", env, what)
-	}
-	return u
-}
-
 func infraPostgresURL(t testing.TB) string {
-	return infraServiceURL(t, "TXM_POSTGRES_URL", "a PostgreSQL URL, e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+	t.Helper()
+	return testenv.URL(t, testenv.Postgres)
 }
 
 func infraNATSURL(t testing.TB) string {
-	return infraServiceURL(t, "TXM_NATS_URL", "a NATS server with JetStream, e.g. nats://127.0.0.1:4222")
+	t.Helper()
+	return testenv.URL(t, testenv.NATS)
 }
 
 // infraNoLeaks checks, after every other cleanup of the test, that the test

@@ -23,6 +23,7 @@ import (
 
 	"github.com/transmanager/transmanager/async"
 	"github.com/transmanager/transmanager/async/natsjs"
+	"github.com/transmanager/transmanager/internal/testenv"
 	"github.com/transmanager/transmanager/txm"
 	"github.com/transmanager/transmanager/txm/sqlstore"
 )
@@ -39,17 +40,6 @@ const pgjsLease = 30 * time.Second
 
 // pgjsDrainTimeout bounds one drain.
 const pgjsDrainTimeout = 5 * time.Minute
-
-// pgjsServiceURL returns the URL in env, or skips the benchmark: CI does
-// not run benchmarks, so they skip even with TXM_REQUIRE_SERVICES=1.
-func pgjsServiceURL(b *testing.B, env string) string {
-	b.Helper()
-	u := os.Getenv(env)
-	if u == "" {
-		b.Skipf("%s not set: this benchmark needs PostgreSQL (TXM_POSTGRES_URL) and NATS JetStream (TXM_NATS_URL)", env)
-	}
-	return u
-}
 
 func pgjsRandom() string {
 	buf := make([]byte, 5)
@@ -77,8 +67,8 @@ type pgjsEnv struct {
 
 func newPGJSEnv(b *testing.B) *pgjsEnv {
 	b.Helper()
-	pgURL := pgjsServiceURL(b, "TXM_POSTGRES_URL")
-	natsURL := pgjsServiceURL(b, "TXM_NATS_URL")
+	pgURL := testenv.URL(b, testenv.Postgres)
+	natsURL := testenv.URL(b, testenv.NATS)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	e := &pgjsEnv{url: pgURL, schema: "txm_drain_" + pgjsRandom()}

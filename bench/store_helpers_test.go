@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -22,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/transmanager/transmanager/async"
+	"github.com/transmanager/transmanager/internal/testenv"
 	"github.com/transmanager/transmanager/txm/sqlstore"
 )
 
@@ -164,19 +164,10 @@ func storeRandom() string {
 
 func storeDiscardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-// storePGURL returns TXM_POSTGRES_URL. Without it, a benchmark skips (CI
-// does not run benchmarks) and a test skips, or fails with
-// TXM_REQUIRE_SERVICES=1.
+// storePGURL returns TXM_POSTGRES_URL (see testenv.URL).
 func storePGURL(tb testing.TB) string {
 	tb.Helper()
-	u := os.Getenv("TXM_POSTGRES_URL")
-	if u == "" {
-		if _, bench := tb.(*testing.B); !bench && os.Getenv("TXM_REQUIRE_SERVICES") == "1" {
-			tb.Fatal("TXM_POSTGRES_URL is not set but TXM_REQUIRE_SERVICES=1")
-		}
-		tb.Skip("TXM_POSTGRES_URL not set: set it (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable) to run the PostgreSQL store benchmarks")
-	}
-	return u
+	return testenv.URL(tb, testenv.Postgres)
 }
 
 // storePG is a PostgreSQL schema of one benchmark run's own, created and

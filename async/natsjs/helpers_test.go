@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,24 +16,17 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/transmanager/transmanager/async/natsjs"
+	"github.com/transmanager/transmanager/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// natsURL returns TXM_NATS_URL. Without it the test is skipped, or fails
-// when TXM_REQUIRE_SERVICES=1.
+// natsURL returns TXM_NATS_URL (see testenv.URL).
 func natsURL(t testing.TB) string {
 	t.Helper()
-	u := os.Getenv("TXM_NATS_URL")
-	if u == "" {
-		if os.Getenv("TXM_REQUIRE_SERVICES") == "1" {
-			t.Fatal("TXM_NATS_URL not set but TXM_REQUIRE_SERVICES=1: a NATS server with JetStream is required")
-		}
-		t.Skip("TXM_NATS_URL not set: set it to a NATS server with JetStream, e.g. nats://127.0.0.1:4222")
-	}
-	return u
+	return testenv.URL(t, testenv.NATS)
 }
 
 // connect opens a connection to url and closes it in cleanup (registered

@@ -5,28 +5,20 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/transmanager/transmanager/async"
+	"github.com/transmanager/transmanager/internal/testenv"
 	"github.com/transmanager/transmanager/txm/sqlstore"
 )
 
-// service returns the address in env, skipping the test when it is unset
-// (failing it when TXM_REQUIRE_SERVICES=1).
+// service returns the address in env (see testenv.URL).
 func service(t *testing.T, env string) string {
 	t.Helper()
-	v := os.Getenv(env)
-	if v == "" {
-		if os.Getenv("TXM_REQUIRE_SERVICES") == "1" {
-			t.Fatalf("%s is not set and TXM_REQUIRE_SERVICES=1", env)
-		}
-		t.Skipf("%s not set: skipping the test that needs it", env)
-	}
-	return v
+	return testenv.URL(t, env)
 }
 
 func TestDemoOnEmbeddedDefault(t *testing.T) {

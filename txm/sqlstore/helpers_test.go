@@ -8,7 +8,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -18,21 +17,14 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/transmanager/transmanager/async"
+	"github.com/transmanager/transmanager/internal/testenv"
 	"github.com/transmanager/transmanager/txm"
 )
 
-// postgresURL returns TXM_POSTGRES_URL, skipping the test when it is unset
-// unless TXM_REQUIRE_SERVICES=1.
+// postgresURL returns TXM_POSTGRES_URL (see testenv.URL).
 func postgresURL(t testing.TB) string {
 	t.Helper()
-	u := os.Getenv("TXM_POSTGRES_URL")
-	if u == "" {
-		if os.Getenv("TXM_REQUIRE_SERVICES") == "1" {
-			t.Fatal("TXM_POSTGRES_URL not set but TXM_REQUIRE_SERVICES=1")
-		}
-		t.Skip("TXM_POSTGRES_URL not set: set it (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable) to run the PostgreSQL tests")
-	}
-	return u
+	return testenv.URL(t, testenv.Postgres)
 }
 
 func randomName(prefix string) string {
