@@ -14,10 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
-	"os/exec"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -727,76 +724,6 @@ func TestInfraEndToEnd(t *testing.T) {
 	t.Logf("%d duplicates absorbed by the inbox for %d injected NAcks", consumer.duplicates.Load(), injectedNAcks.Load())
 }
 
-// infraNATSServer is a nats-server process of the test's own, on a
-// loopback port and a store directory that survive restarts.
-type infraNATSServer struct {
-	t    *testing.T
-	port int
-	dir  string
-	cmd  *exec.Cmd
-}
-
-const infraNATSServerBin = "/usr/sbin/nats-server"
-
-// startInfraNATS starts a private nats-server with JetStream; cleanup
-// stops it. Without the binary the test is skipped.
-func startInfraNATS(t *testing.T) *infraNATSServer {
-	t.Helper()
-	if _, err := os.Stat(infraNATSServerBin); err != nil {
-		t.Skipf("%s not available: %v", infraNATSServerBin, err)
-	}
-	s := &infraNATSServer{t: t, port: infraFreePort(t), dir: t.TempDir()}
-	s.start()
-	t.Cleanup(s.stop)
-	return s
-}
-
-func infraFreePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func (s *infraNATSServer) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
-func (s *infraNATSServer) url() string  { return "nats://" + s.addr() }
-
-func (s *infraNATSServer) start() {
-	s.t.Helper()
-	s.cmd = exec.Command(infraNATSServerBin, "-a", "127.0.0.1", "-p", strconv.Itoa(s.port), "-js", "-sd", s.dir,
-		"-l", s.dir+"/server.log")
-	if err := s.cmd.Start(); err != nil {
-		s.t.Fatalf("start nats-server: %v", err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", s.addr(), 200*time.Millisecond)
-		if err == nil {
-			_ = c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			s.stop()
-			s.t.Fatalf("nats-server did not listen on %s within 10s: %v", s.addr(), err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// stop kills the process this test started (SIGKILL: no clean shutdown),
-// and only that one.
-func (s *infraNATSServer) stop() {
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.Process.Kill()
-	_ = s.cmd.Wait()
-	s.cmd = nil
-}
-
 // infraProxy forwards TCP connections to a target. Muting its current
 // connections drops everything the target sends on them, so a client's
 // requests still arrive while the replies (JetStream PubAcks) are lost.
@@ -976,14 +903,14 @@ func TestInfraRelayOutage(t *testing.T) {
 	infraNoLeaks(t)
 	infraNATSURL(t) // runs with the other service tests
 	pg := newInfraPG(t)
-	srv := startInfraNATS(t)
-	proxy := newInfraProxy(t, srv.addr())
+	srv := testenv.StartNATS(t)
+	proxy := newInfraProxy(t, srv.Addr())
 	ctx := infraCtx(t, 3*time.Minute)
 
 	// The observer reads the stream directly; the relay goes through the
 	// proxy.
 	reconnectOpts := []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond)}
-	_, obs := infraConnect(t, srv.url(), append(reconnectOpts, nats.Name("observer"))...)
+	_, obs := infraConnect(t, srv.URL(), append(reconnectOpts, nats.Name("observer"))...)
 	relayNC, relayJS := infraConnect(t, proxy.url(), append(reconnectOpts, nats.Name("relay"))...)
 	const stream, topic = "RELAYOUTAGE", "outage.relay"
 	infraStream(t, obs, jetstream.StreamConfig{
@@ -1070,7 +997,7 @@ func TestInfraRelayOutage(t *testing.T) {
 		lastSeqAtKill = info.State.LastSeq
 		return info.State.Msgs >= uint64(trig.confirmed+len(trig.ids))
 	}, nil)
-	srv.stop()
+	srv.Stop()
 	killedAt := time.Now()
 	infraWaitFor(t, 10*time.Second, "the relay's connection to notice the outage", func() bool { return !relayNC.IsConnected() }, nil)
 	_, failuresAtKill := rec.counts()
@@ -1102,7 +1029,7 @@ func TestInfraRelayOutage(t *testing.T) {
 	t.Logf("outage %v: %d failed publishes, %d messages with failed attempts, %d marked published",
 		time.Since(killedAt).Round(time.Millisecond), failuresAtRestart-failuresAtKill, retried, len(publishedDuringOutage))
 
-	srv.start()
+	srv.Start()
 	infraWaitFor(t, 60*time.Second, "the relay to publish everything after the restart", func() bool {
 		return pg.pending(t) == 0
 	}, func() string {
@@ -1175,15 +1102,15 @@ func TestInfraConsumerOutage(t *testing.T) {
 	infraNATSURL(t) // runs with the other service tests
 	pg := newInfraPG(t)
 	pg.exec(t, infraHandledTable)
-	srv := startInfraNATS(t)
+	srv := testenv.StartNATS(t)
 	ctx := infraCtx(t, 3*time.Minute)
 
 	reconnected := make(chan struct{}, 1)
 	opts := []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond)}
-	_, pubJS := infraConnect(t, srv.url(), append(opts, nats.Name("publisher"))...)
+	_, pubJS := infraConnect(t, srv.URL(), append(opts, nats.Name("publisher"))...)
 	// The consumer's connection buffers nothing while disconnected: an ack
 	// sent during the outage is lost, not delivered after the reconnect.
-	subNC, subJS := infraConnect(t, srv.url(), append(opts, nats.Name("consumer"), nats.ReconnectBufSize(-1),
+	subNC, subJS := infraConnect(t, srv.URL(), append(opts, nats.Name("consumer"), nats.ReconnectBufSize(-1),
 		nats.ReconnectHandler(func(*nats.Conn) {
 			select {
 			case reconnected <- struct{}{}:
@@ -1291,7 +1218,7 @@ func TestInfraConsumerOutage(t *testing.T) {
 	infraWaitFor(t, 60*time.Second, "the first wave to be handled", func() bool {
 		return pg.count(t, `SELECT count(*) FROM handled`) == before-failHeld
 	}, func() string { return fmt.Sprintf("%d rows", pg.count(t, `SELECT count(*) FROM handled`)) })
-	srv.stop()
+	srv.Stop()
 	infraWaitFor(t, 10*time.Second, "the consumer's connection to notice the outage", func() bool { return !subNC.IsConnected() }, nil)
 	close(down)
 	heldOut.Wait() // their acks and NAcks went nowhere
@@ -1299,7 +1226,7 @@ func TestInfraConsumerOutage(t *testing.T) {
 	case <-reconnected: // drain a spurious signal
 	default:
 	}
-	srv.start()
+	srv.Start()
 	select {
 	case <-reconnected:
 	case <-time.After(20 * time.Second):

@@ -4,10 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -17,69 +13,8 @@ import (
 
 	"github.com/transmanager/transmanager/async"
 	"github.com/transmanager/transmanager/async/natsjs"
+	"github.com/transmanager/transmanager/internal/testenv"
 )
-
-const natsServerBin = "/usr/sbin/nats-server"
-
-// privateServer is a nats-server process of the test's own, on a loopback
-// port and a store directory that survive restarts.
-type privateServer struct {
-	t    *testing.T
-	port int
-	dir  string
-	cmd  *exec.Cmd
-}
-
-func startPrivateServer(t *testing.T) *privateServer {
-	t.Helper()
-	if _, err := os.Stat(natsServerBin); err != nil {
-		t.Skipf("%s not available: %v", natsServerBin, err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
-	s := &privateServer{t: t, port: port, dir: t.TempDir()}
-	s.start()
-	t.Cleanup(s.stop)
-	return s
-}
-
-func (s *privateServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.port) }
-
-func (s *privateServer) start() {
-	s.t.Helper()
-	s.cmd = exec.Command(natsServerBin, "-a", "127.0.0.1", "-p", strconv.Itoa(s.port), "-js", "-sd", s.dir,
-		"-l", s.dir+"/server.log")
-	if err := s.cmd.Start(); err != nil {
-		s.t.Fatalf("start nats-server: %v", err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", s.port), 200*time.Millisecond)
-		if err == nil {
-			_ = c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			s.stop()
-			s.t.Fatalf("nats-server did not listen on port %d within 10s: %v", s.port, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// stop kills the process this test started, and only that one.
-func (s *privateServer) stop() {
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.Process.Kill()
-	_ = s.cmd.Wait()
-	s.cmd = nil
-}
 
 // TestOutage stops a private server for about three seconds while a
 // publisher and a subscriber use it: publishes fail fast with
@@ -89,10 +24,10 @@ func (s *privateServer) stop() {
 // one is retried with the same ID, and no ID is stored twice.
 func TestOutage(t *testing.T) {
 	natsURL(t) // runs with the other service tests
-	srv := startPrivateServer(t)
+	srv := testenv.StartNATS(t)
 
 	reconnected := make(chan struct{}, 10)
-	nc, js := connect(t, srv.url(),
+	nc, js := connect(t, srv.URL(),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(50*time.Millisecond),
 		nats.ReconnectHandler(func(*nats.Conn) { reconnected <- struct{}{} }))
@@ -160,7 +95,7 @@ func TestOutage(t *testing.T) {
 	}
 
 	// The outage.
-	srv.stop()
+	srv.Stop()
 	waitFor(t, 10*time.Second, "the client to notice the outage", func() bool { return !nc.IsConnected() })
 	close(down)
 	var failed []async.Message
@@ -189,7 +124,7 @@ func TestOutage(t *testing.T) {
 		pub.Publish(ctx, topic, async.NewMessage(topic, "During", nil)))
 
 	// Restart on the same port and store; the connection comes back.
-	srv.start()
+	srv.Start()
 	recv(t, reconnected, 15*time.Second, "the client to reconnect")
 
 	// Retry the failed messages as a relay would (same IDs) until the
