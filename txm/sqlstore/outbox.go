@@ -413,8 +413,24 @@ func (s *Store) claimSQLite(ctx context.Context, read func(q querier, args ...an
 		if n == 0 {
 			return nil
 		}
+		release, err := s.queueWrite(ctx)
+		if err != nil {
+			return err
+		}
+		defer release()
 	}
 	return read(q, limit, lease.Microseconds(), nowMicros())
+}
+
+// queueWrite waits until no other write of this store's relay runs
+// (SQLite), or until ctx ends.
+func (s *Store) queueWrite(ctx context.Context) (release func(), err error) {
+	select {
+	case s.writing <- struct{}{}:
+		return func() { <-s.writing }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 type claimedRow struct {
@@ -538,6 +554,13 @@ func (s *Store) update(ctx context.Context, op string, run bool, stmt string, ar
 		// built while the table looked empty.
 		_, err = pb.pinnedExec(ctx, s.stmts.pinByID, stmt, s.args(args))
 	} else {
+		if s.dialect == sqlite && holderFrom(ctx) == nil {
+			release, qerr := s.queueWrite(ctx)
+			if qerr != nil {
+				return s.fail(ctx, op, qerr)
+			}
+			defer release()
+		}
 		_, err = q.exec(ctx, stmt, s.planned(s.args(args))...)
 	}
 	if err != nil {

@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"testing"
 	"time"
@@ -96,5 +97,48 @@ func TestSQLiteHandleOfOwn(t *testing.T) {
 	// Both stores migrated into one file, each recorded under its tables.
 	if got := appliedVersions(t, opened); len(got) != 2 {
 		t.Fatalf("versions recorded: %v", got)
+	}
+}
+
+// The relay's writes on SQLite queue in the process, one at a time: a
+// claim or a mark waits while another runs, and gives up when its context
+// ends instead of waiting on.
+func TestSQLiteRelayWritesQueue(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newTestStore(t, kindSQLite, Config{})
+	msgs := benchMessages(2)
+	if _, err := s.Outbox().SaveMany(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	release, err := s.queueWrite(ctx) // a write in progress
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := s.Outbox().Claim(short, 10, time.Minute); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("claim behind a running write = %v, want the context's deadline", err)
+	}
+	if err := s.Outbox().MarkPublished(short, msgs[0].ID()); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("mark behind a running write = %v, want the context's deadline", err)
+	}
+
+	claimed := make(chan int, 1)
+	go func() {
+		c, err := s.Outbox().Claim(ctx, 10, time.Minute)
+		if err != nil {
+			t.Error(err)
+		}
+		claimed <- len(c)
+	}()
+	select {
+	case n := <-claimed:
+		t.Fatalf("a claim of %d ran while another write held the queue", n)
+	case <-time.After(30 * time.Millisecond):
+	}
+	release()
+	if n := <-claimed; n != 2 {
+		t.Fatalf("claimed %d messages after the write ended, want 2", n)
 	}
 }

@@ -43,6 +43,13 @@ type Store struct {
 
 	wake chan struct{}
 
+	// writing queues the relay's own writes on SQLite (claims and the
+	// updates that settle them, outside a caller's transaction) in the
+	// process: SQLite takes one writer at a time, and a writer that finds
+	// the lock taken waits in its busy handler, which sleeps 1 ms and more
+	// between tries. It holds a token while a write runs.
+	writing chan struct{}
+
 	notifyMu   sync.Mutex  // guards lastNotify and trailing
 	lastNotify time.Time   // when this store last notified
 	trailing   *time.Timer // a trailing NOTIFY scheduled for skipped saves
@@ -194,6 +201,7 @@ func newStore(d dialect, cfg Config) (*Store, error) {
 		migrateKey:   lockKey("txm/migrate/" + cfg.Schema + "/" + cfg.MigrationsTable),
 		tables:       cfg.OutboxTable + "," + cfg.InboxTable,
 		wake:         make(chan struct{}, 1),
+		writing:      make(chan struct{}, 1),
 		listening:    make(chan struct{}),
 	}, nil
 }
