@@ -33,70 +33,36 @@ INSERT INTO txm_hotx.b (id, topic, name, metadata, payload, sent_at)
     SELECT id, topic, name, metadata, payload, sent_at FROM txm_hotx.a ORDER BY seq;
 VACUUM ANALYZE txm_hotx.a;
 VACUUM ANALYZE txm_hotx.b;
+-- The lease-writing claim of the drain's hand-written loop (impl=baseline)
+-- on table txm_hotx.<t>; returns how many messages it leased.
+CREATE FUNCTION txm_hotx.claim(t text) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE n bigint;
+BEGIN
+    EXECUTE format($q$
+        WITH c AS (
+            UPDATE txm_hotx.%1$I SET claimed_until = statement_timestamp() + interval '30 seconds'
+            WHERE id = ANY (ARRAY(SELECT id FROM txm_hotx.%1$I
+                WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until <= statement_timestamp())
+                ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED))
+            RETURNING id)
+        SELECT count(*) FROM c$q$, t) INTO n;
+    RETURN n;
+END $$;
 \set QUIET off
 \timing on
-\echo table a: six claims of 500
-UPDATE txm_hotx.a SET claimed_until = statement_timestamp() + interval '30 seconds'
-WHERE id = ANY (ARRAY(SELECT id FROM txm_hotx.a
-    WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until <= statement_timestamp())
-    ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED))
-RETURNING id \g /dev/null
-UPDATE txm_hotx.a SET claimed_until = statement_timestamp() + interval '30 seconds'
-WHERE id = ANY (ARRAY(SELECT id FROM txm_hotx.a
-    WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until <= statement_timestamp())
-    ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED))
-RETURNING id \g /dev/null
-UPDATE txm_hotx.a SET claimed_until = statement_timestamp() + interval '30 seconds'
-WHERE id = ANY (ARRAY(SELECT id FROM txm_hotx.a
-    WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until <= statement_timestamp())
-    ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED))
-RETURNING id \g /dev/null
-UPDATE txm_hotx.a SET claimed_until = statement_timestamp() + interval '30 seconds'
-WHERE id = ANY (ARRAY(SELECT id FROM txm_hotx.a
-    WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until <= statement_timestamp())
-    ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED))
-RETURNING id \g /dev/null
-UPDATE txm_hotx.a SET claimed_until = statement_timestamp() + interval '30 seconds'
-WHERE id = ANY (ARRAY(SELECT id FROM txm_hotx.a
-    WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until <= statement_timestamp())
-    ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED))
-RETURNING id \g /dev/null
-UPDATE txm_hotx.a SET claimed_until = statement_timestamp() + interval '30 seconds'
-WHERE id = ANY (ARRAY(SELECT id FROM txm_hotx.a
-    WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until <= statement_timestamp())
-    ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED))
-RETURNING id \g /dev/null
-\echo table b: six claims of 500
-UPDATE txm_hotx.b SET claimed_until = statement_timestamp() + interval '30 seconds'
-WHERE id = ANY (ARRAY(SELECT id FROM txm_hotx.b
-    WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until <= statement_timestamp())
-    ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED))
-RETURNING id \g /dev/null
-UPDATE txm_hotx.b SET claimed_until = statement_timestamp() + interval '30 seconds'
-WHERE id = ANY (ARRAY(SELECT id FROM txm_hotx.b
-    WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until <= statement_timestamp())
-    ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED))
-RETURNING id \g /dev/null
-UPDATE txm_hotx.b SET claimed_until = statement_timestamp() + interval '30 seconds'
-WHERE id = ANY (ARRAY(SELECT id FROM txm_hotx.b
-    WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until <= statement_timestamp())
-    ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED))
-RETURNING id \g /dev/null
-UPDATE txm_hotx.b SET claimed_until = statement_timestamp() + interval '30 seconds'
-WHERE id = ANY (ARRAY(SELECT id FROM txm_hotx.b
-    WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until <= statement_timestamp())
-    ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED))
-RETURNING id \g /dev/null
-UPDATE txm_hotx.b SET claimed_until = statement_timestamp() + interval '30 seconds'
-WHERE id = ANY (ARRAY(SELECT id FROM txm_hotx.b
-    WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until <= statement_timestamp())
-    ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED))
-RETURNING id \g /dev/null
-UPDATE txm_hotx.b SET claimed_until = statement_timestamp() + interval '30 seconds'
-WHERE id = ANY (ARRAY(SELECT id FROM txm_hotx.b
-    WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until <= statement_timestamp())
-    ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED))
-RETURNING id \g /dev/null
+\echo table a, then b: six claims of 500 each
+SELECT txm_hotx.claim('a');
+SELECT txm_hotx.claim('a');
+SELECT txm_hotx.claim('a');
+SELECT txm_hotx.claim('a');
+SELECT txm_hotx.claim('a');
+SELECT txm_hotx.claim('a');
+SELECT txm_hotx.claim('b');
+SELECT txm_hotx.claim('b');
+SELECT txm_hotx.claim('b');
+SELECT txm_hotx.claim('b');
+SELECT txm_hotx.claim('b');
+SELECT txm_hotx.claim('b');
 \timing off
 SELECT pg_stat_force_next_flush();
 SELECT relname, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE schemaname = 'txm_hotx' ORDER BY relname;
