@@ -181,7 +181,8 @@
 // pending row made each claim O(backlog), 2.5 s for 500 messages on a
 // backlog of 20,000, so a relay once behind never caught up. A claim the
 // store runs in its own transaction therefore turns bitmap and sequential
-// scans off for that transaction and locks each candidate by TID: the only
+// scans off for that transaction and locks and leases each candidate by
+// TID: the only
 // plan left reads pending_idx in save order and stops at the limit,
 // whatever the statistics. It then runs one cached generic plan
 // (plan_cache_mode force_generic_plan), not planned again on every call (a
