@@ -50,19 +50,9 @@ BEGIN
 END $$;
 \set QUIET off
 \timing on
-\echo table a, then b: six claims of 500 each
-SELECT txm_hotx.claim('a');
-SELECT txm_hotx.claim('a');
-SELECT txm_hotx.claim('a');
-SELECT txm_hotx.claim('a');
-SELECT txm_hotx.claim('a');
-SELECT txm_hotx.claim('a');
-SELECT txm_hotx.claim('b');
-SELECT txm_hotx.claim('b');
-SELECT txm_hotx.claim('b');
-SELECT txm_hotx.claim('b');
-SELECT txm_hotx.claim('b');
-SELECT txm_hotx.claim('b');
+\echo table a, then b: six claims of 500 each, each timed
+SELECT format('SELECT txm_hotx.claim(%L)', t) FROM unnest('{a,b}'::text[]) t, generate_series(1, 6) ORDER BY t
+\gexec
 \timing off
 SELECT pg_stat_force_next_flush();
 SELECT relname, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE schemaname = 'txm_hotx' ORDER BY relname;
