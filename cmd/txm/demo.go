@@ -163,7 +163,7 @@ type flakyBroker struct {
 }
 
 func (f *flakyBroker) Publish(ctx context.Context, topic string, msg async.Message) error {
-	n := f.next1()
+	n := f.count()
 	if n%9 == 4 {
 		return f.fail()
 	}
@@ -172,15 +172,15 @@ func (f *flakyBroker) Publish(ctx context.Context, topic string, msg async.Messa
 	}
 	if n%5 == 0 { // the confirmation was "lost": the message goes out again
 		if err := f.next.Publish(ctx, topic, msg); err == nil {
-			f.duplicated1()
+			f.countDuplicate()
 		}
 	}
 	f.confirm(msg)
 	return nil
 }
 
-// next1 counts a publish and returns its number.
-func (f *flakyBroker) next1() int {
+// count counts a publish and returns its number.
+func (f *flakyBroker) count() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
@@ -194,7 +194,7 @@ func (f *flakyBroker) fail() error {
 	return errors.New("broker timeout (injected)")
 }
 
-func (f *flakyBroker) duplicated1() {
+func (f *flakyBroker) countDuplicate() {
 	f.mu.Lock()
 	f.duplicated++
 	f.mu.Unlock()
@@ -230,7 +230,7 @@ func (f flakyAsyncBroker) PublishBatch(ctx context.Context, msgs []async.Message
 	var send, again []async.Message
 	var at []int
 	for i, m := range msgs {
-		n := f.next1()
+		n := f.count()
 		if n%9 == 4 {
 			errs[i] = f.fail()
 			continue
@@ -260,7 +260,7 @@ func (f flakyAsyncBroker) PublishBatch(ctx context.Context, msgs []async.Message
 		if res, err := f.async.PublishBatch(ctx, again); err == nil {
 			for _, e := range res {
 				if e == nil {
-					f.duplicated1()
+					f.countDuplicate()
 				}
 			}
 		}
