@@ -63,16 +63,6 @@ type infraPayment struct {
 	Method  string `json:"method" msgpack:"method"`
 }
 
-func infraPostgresURL(t testing.TB) string {
-	t.Helper()
-	return testenv.URL(t, testenv.Postgres)
-}
-
-func infraNATSURL(t testing.TB) string {
-	t.Helper()
-	return testenv.URL(t, testenv.NATS)
-}
-
 // infraNoLeaks checks, after every other cleanup of the test, that the test
 // left no goroutine behind. Call it first.
 func infraNoLeaks(t *testing.T) {
@@ -127,7 +117,7 @@ type infraPG struct {
 // NOTIFY channel of its own so that other tests' saves do not wake it.
 func newInfraPG(t *testing.T) *infraPG {
 	t.Helper()
-	u := infraPostgresURL(t)
+	u := testenv.URL(t, testenv.Postgres)
 	ctx := infraCtx(t, 30*time.Second)
 	schema := "txm_infra_" + infraRandom()
 	admin, err := pgxpool.New(ctx, u)
@@ -482,7 +472,7 @@ const infraHandledTable = `CREATE TABLE handled (
 // published or handled; the outbox ends with 0 pending.
 func TestInfraEndToEnd(t *testing.T) {
 	infraNoLeaks(t)
-	natsURL := infraNATSURL(t)
+	natsURL := testenv.URL(t, testenv.NATS)
 	pg := newInfraPG(t)
 	pg.exec(t, `CREATE TABLE orders (id text PRIMARY KEY, customer text NOT NULL, cents bigint NOT NULL)`, infraHandledTable)
 	ctx := infraCtx(t, 3*time.Minute)
@@ -901,7 +891,7 @@ func (p *infraRecordingPublisher) confirmations(id string) int {
 // marked published that JetStream had not stored and acknowledged.
 func TestInfraRelayOutage(t *testing.T) {
 	infraNoLeaks(t)
-	infraNATSURL(t) // runs with the other service tests
+	testenv.URL(t, testenv.NATS) // runs with the other service tests
 	pg := newInfraPG(t)
 	srv := testenv.StartNATS(t)
 	proxy := newInfraProxy(t, srv.Addr())
@@ -1099,7 +1089,7 @@ func infraHoldUntil(msg async.IncomingMessage, done <-chan struct{}) {
 // call), including messages published after the restart.
 func TestInfraConsumerOutage(t *testing.T) {
 	infraNoLeaks(t)
-	infraNATSURL(t) // runs with the other service tests
+	testenv.URL(t, testenv.NATS) // runs with the other service tests
 	pg := newInfraPG(t)
 	pg.exec(t, infraHandledTable)
 	srv := testenv.StartNATS(t)

@@ -164,12 +164,6 @@ func storeRandom() string {
 
 func storeDiscardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-// storePGURL returns TXM_POSTGRES_URL (see testenv.URL).
-func storePGURL(tb testing.TB) string {
-	tb.Helper()
-	return testenv.URL(tb, testenv.Postgres)
-}
-
 // storePG is a PostgreSQL schema of one benchmark run's own, created and
 // migrated by sqlstore's Migrate, with an orders table for the business
 // rows, and dropped in cleanup.
@@ -187,7 +181,7 @@ type storePG struct {
 // newStorePG creates the schema and a pool of at most conns connections.
 func newStorePG(tb testing.TB, conns int) *storePG {
 	tb.Helper()
-	u := storePGURL(tb)
+	u := testenv.URL(tb, testenv.Postgres)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	e := &storePG{url: u, schema: "txm_storebench_" + storeRandom()}

@@ -7,12 +7,13 @@ import (
 	"github.com/transmanager/transmanager/async"
 	"github.com/transmanager/transmanager/async/brokertest"
 	"github.com/transmanager/transmanager/async/natsjs"
+	"github.com/transmanager/transmanager/internal/testenv"
 )
 
 // TestConformance runs the broker conformance suite against the server at
 // TXM_NATS_URL, each sub-test on a connection and a stream of its own.
 func TestConformance(t *testing.T) {
-	url := natsURL(t)
+	url := testenv.URL(t, testenv.NATS)
 	_, admin := connect(t, url)
 
 	var mu sync.Mutex

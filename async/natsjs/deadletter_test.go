@@ -11,6 +11,7 @@ import (
 
 	"github.com/transmanager/transmanager/async"
 	"github.com/transmanager/transmanager/async/natsjs"
+	"github.com/transmanager/transmanager/internal/testenv"
 )
 
 // TestDeadLetters: killed messages and messages out of redeliveries are
@@ -103,7 +104,7 @@ func TestDeadLetters(t *testing.T) {
 // connections, report each dead letter once between them.
 func TestDeadLetterOncePerGroup(t *testing.T) {
 	t.Parallel()
-	url := natsURL(t)
+	url := testenv.URL(t, testenv.NATS)
 	_, admin := connect(t, url)
 	topic := newTopic(t, admin)
 	const n = 6

@@ -23,12 +23,6 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// natsURL returns TXM_NATS_URL (see testenv.URL).
-func natsURL(t testing.TB) string {
-	t.Helper()
-	return testenv.URL(t, testenv.NATS)
-}
-
 // connect opens a connection to url and closes it in cleanup (registered
 // first, so it runs after the cleanups of everything built on it).
 func connect(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
@@ -48,7 +42,7 @@ func connect(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstre
 // setup connects to TXM_NATS_URL.
 func setup(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	return connect(t, natsURL(t))
+	return connect(t, testenv.URL(t, testenv.NATS))
 }
 
 var streamCounter atomic.Int64

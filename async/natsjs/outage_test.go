@@ -23,7 +23,7 @@ import (
 // by ID: each confirmed publish is in the stream and handled, each failed
 // one is retried with the same ID, and no ID is stored twice.
 func TestOutage(t *testing.T) {
-	natsURL(t) // runs with the other service tests
+	testenv.URL(t, testenv.NATS) // runs with the other service tests
 	srv := testenv.StartNATS(t)
 
 	reconnected := make(chan struct{}, 10)

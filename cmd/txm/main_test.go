@@ -15,12 +15,6 @@ import (
 	"github.com/transmanager/transmanager/txm/sqlstore"
 )
 
-// service returns the address in env (see testenv.URL).
-func service(t *testing.T, env string) string {
-	t.Helper()
-	return testenv.URL(t, env)
-}
-
 func TestDemoOnEmbeddedDefault(t *testing.T) {
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -36,8 +30,8 @@ func TestDemoOnEmbeddedDefault(t *testing.T) {
 }
 
 func TestDemoOnPostgresAndNATS(t *testing.T) {
-	pg := service(t, "TXM_POSTGRES_URL")
-	nats := service(t, "TXM_NATS_URL")
+	pg := testenv.URL(t, "TXM_POSTGRES_URL")
+	nats := testenv.URL(t, "TXM_NATS_URL")
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -63,7 +57,7 @@ func TestAdminCommandsOnSQLite(t *testing.T) {
 }
 
 func TestAdminCommandsOnPostgres(t *testing.T) {
-	url := service(t, "TXM_POSTGRES_URL")
+	url := testenv.URL(t, "TXM_POSTGRES_URL")
 	ctx := context.Background()
 	db, err := sql.Open("pgx", url)
 	if err != nil {

@@ -21,12 +21,6 @@ import (
 	"github.com/transmanager/transmanager/txm"
 )
 
-// postgresURL returns TXM_POSTGRES_URL (see testenv.URL).
-func postgresURL(t testing.TB) string {
-	t.Helper()
-	return testenv.URL(t, testenv.Postgres)
-}
-
 func randomName(prefix string) string {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
@@ -44,7 +38,7 @@ type pgEnv struct {
 // pool whose connections use it.
 func newPGEnv(t testing.TB) *pgEnv {
 	t.Helper()
-	u := postgresURL(t)
+	u := testenv.URL(t, testenv.Postgres)
 	ctx := context.Background()
 	schema := randomName("txm_test_")
 	admin, err := pgxpool.New(ctx, u)

@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"testing"
 
+	"github.com/transmanager/transmanager/internal/testenv"
 	"github.com/transmanager/transmanager/txm"
 	"github.com/transmanager/transmanager/txm/storetest"
 )
@@ -14,7 +15,7 @@ func TestConformance(t *testing.T) {
 		t.Run(string(kind), func(t *testing.T) {
 			t.Parallel()
 			if kind != kindSQLite {
-				postgresURL(t) // skip the whole kind without a database
+				testenv.URL(t, testenv.Postgres) // skip the whole kind without a database
 			}
 			storetest.Run(t, storetest.Harness{
 				New: func(t *testing.T) storetest.Stores {
