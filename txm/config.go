@@ -32,6 +32,19 @@ type ProcessorConfig struct {
 	// relay always works one batch at a time. Default 2.
 	BatchesInFlight int
 
+	// LockClaims makes the relay claim each batch by locking its messages
+	// in a store transaction that it holds until the batch is settled: the
+	// outcomes (MarkPublished and the like) commit with it. A claim then
+	// writes no lease and a batch costs one commit instead of two; a relay
+	// that dies frees its messages at once instead of after the lease.
+	// Each batch in flight holds a database connection for the length of
+	// its publish, and a partition key yields at most one message per
+	// batch, so outboxes dominated by a few busy keys drain faster with
+	// leases. The store must implement [LockingClaimer] (sqlstore on
+	// PostgreSQL); NewOutboxProcessorWithConfig fails otherwise. Default
+	// false: leases.
+	LockClaims bool
+
 	// PollInterval is how long the relay waits for new messages when the
 	// store is empty and no wake-up arrives (see [Waker]). Default 1s.
 	PollInterval time.Duration

@@ -52,6 +52,7 @@ type Processor struct {
 	apub    async.AsyncPublisher
 	store   OutboxStore
 	claimer Claimer
+	locker  LockingClaimer // set when cfg.LockClaims
 	dead    DeadLetterStore
 	waker   Waker
 	cfg     ProcessorConfig
@@ -115,6 +116,11 @@ func NewOutboxProcessorWithConfig(publisher async.MessagePublisher, store Outbox
 	p.claimer, _ = store.(Claimer)
 	p.dead, _ = store.(DeadLetterStore)
 	p.waker, _ = store.(Waker)
+	if cfg.LockClaims {
+		if p.locker, _ = store.(LockingClaimer); p.locker == nil {
+			return nil, fmt.Errorf("txm: ProcessorConfig.LockClaims: the store (%T) does not implement LockingClaimer", store)
+		}
+	}
 	return p, nil
 }
 
@@ -204,14 +210,14 @@ func (p *Processor) stopping(ctx context.Context) bool {
 
 func (p *Processor) run(ctx, workCtx context.Context) {
 	if p.claimer == nil || p.cfg.BatchesInFlight <= 1 {
-		p.claimLoop(ctx, workCtx, func(batch []Claimed) int { return p.process(workCtx, batch) })
+		p.claimLoop(ctx, workCtx, func(b batch) int { return p.process(workCtx, b) })
 		return
 	}
 	// Pipelined: this goroutine claims ahead while a second one publishes,
 	// with at most BatchesInFlight batches claimed and not yet published,
 	// and a third records the outcomes of the batch published before, so
 	// that the store's write of one batch overlaps the publish of the next.
-	batches := make(chan []Claimed, p.cfg.BatchesInFlight-2)
+	batches := make(chan batch, p.cfg.BatchesInFlight-2)
 	published := make(chan publishedBatch)
 	settled := make(chan struct{})
 	go func() {
@@ -224,21 +230,21 @@ func (p *Processor) run(ctx, workCtx context.Context) {
 	go func() {
 		defer close(done)
 		defer close(published)
-		for batch := range batches {
+		for b := range batches {
 			if p.stopping(ctx) {
-				p.release(workCtx, batch) // claimed ahead, never started
+				p.release(workCtx, b) // claimed ahead, never started
 				continue
 			}
-			published <- publishedBatch{batch, p.publish(workCtx, batch)}
+			published <- publishedBatch{b, p.publish(workCtx, b)}
 		}
 	}()
-	p.claimLoop(ctx, workCtx, func(batch []Claimed) int {
+	p.claimLoop(ctx, workCtx, func(b batch) int {
 		select {
-		case batches <- batch:
+		case batches <- b:
 		case <-ctx.Done():
-			p.release(workCtx, batch)
+			p.release(workCtx, b)
 		case <-p.stopCh:
-			p.release(workCtx, batch)
+			p.release(workCtx, b)
 		}
 		return 0
 	})
@@ -249,15 +255,39 @@ func (p *Processor) run(ctx, workCtx context.Context) {
 
 // publishedBatch is a published batch on its way to be settled.
 type publishedBatch struct {
-	batch    []Claimed
+	batch    batch
 	outcomes []outcome
 }
+
+// batch is a claimed batch: its messages and, when the relay locks its
+// claims, the transaction that holds them.
+type batch struct {
+	items []Claimed
+	held  *heldTx // nil for leased claims
+}
+
+// heldTx is the store transaction of a locked claim, run by a goroutine of
+// its own (the store's InTx) until the batch is settled.
+type heldTx struct {
+	ctx   context.Context // carries the transaction
+	end   chan bool       // true: commit; false: roll back
+	ended chan error      // InTx's result
+}
+
+// finish ends the transaction and returns the commit's error.
+func (t *heldTx) finish(commit bool) error {
+	t.end <- commit
+	return <-t.ended
+}
+
+// errRollback makes InTx roll a locked claim back.
+var errRollback = errors.New("txm: roll back the claim")
 
 // claimLoop claims batches until the relay stops and hands each to handle,
 // which returns how many of its publishes failed. It waits for a wake-up or
 // the poll interval when the store is empty, and backs off when the store
 // fails.
-func (p *Processor) claimLoop(ctx, workCtx context.Context, handle func([]Claimed) int) {
+func (p *Processor) claimLoop(ctx, workCtx context.Context, handle func(batch) int) {
 	storeFailures, publishFailures := 0, 0
 	for !p.stopping(ctx) {
 		batch, err := p.claim(workCtx)
@@ -270,7 +300,7 @@ func (p *Processor) claimLoop(ctx, workCtx context.Context, handle func([]Claime
 			continue
 		}
 		storeFailures = 0
-		if len(batch) == 0 {
+		if len(batch.items) == 0 {
 			p.wait(ctx, p.idleWait(), true)
 			continue
 		}
@@ -287,14 +317,20 @@ func (p *Processor) claimLoop(ctx, workCtx context.Context, handle func([]Claime
 }
 
 // release gives a batch's claims back to the store unpublished.
-func (p *Processor) release(ctx context.Context, batch []Claimed) {
-	ids := make([]string, len(batch))
-	for i, c := range batch {
+func (p *Processor) release(ctx context.Context, b batch) {
+	if b.held != nil {
+		if err := b.held.finish(false); err != nil {
+			p.cfg.Logger.LogAttrs(ctx, slog.LevelError, "txm: relay: rolling back a claim failed", slog.Any("error", err))
+		}
+		return
+	}
+	ids := make([]string, len(b.items))
+	for i, c := range b.items {
 		ids[i] = c.Message.ID()
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.PublishTimeout)
 	defer cancel()
-	p.storeCall(sctx, "release claims", func(ctx context.Context) error {
+	p.storeCall(sctx, storeCallTries, "release claims", func(ctx context.Context) error {
 		return p.claimer.ReleaseClaims(ctx, ids...)
 	})
 }
@@ -351,24 +387,80 @@ func (p *Processor) wait(ctx context.Context, d time.Duration, wakeable bool) {
 	}
 }
 
-func (p *Processor) claim(ctx context.Context) ([]Claimed, error) {
+func (p *Processor) claim(ctx context.Context) (batch, error) {
+	if p.locker != nil {
+		return p.claimLocked(ctx)
+	}
 	if p.claimer != nil {
-		batch, err := p.claimer.Claim(ctx, p.cfg.BatchSize, p.cfg.Lease)
+		items, err := p.claimer.Claim(ctx, p.cfg.BatchSize, p.cfg.Lease)
 		if err != nil {
-			return nil, fmt.Errorf("claim: %w", err)
+			return batch{}, fmt.Errorf("claim: %w", err)
 		}
-		return batch, nil
+		return batch{items: items}, nil
 	}
 	msgs, err := p.store.FindUnpublished(ctx, p.cfg.BatchSize)
 	if err != nil {
-		return nil, fmt.Errorf("find unpublished: %w", err)
+		return batch{}, fmt.Errorf("find unpublished: %w", err)
 	}
-	batch := make([]Claimed, len(msgs))
+	items := make([]Claimed, len(msgs))
 	for i, m := range msgs {
-		batch[i] = Claimed{Message: m}
+		items[i] = Claimed{Message: m}
 	}
-	return batch, nil
+	return batch{items: items}, nil
 }
+
+// claimLocked claims a batch in a store transaction that a goroutine of
+// its own holds open until the batch is settled (heldTx.finish). An empty
+// claim's transaction is rolled back before it returns.
+func (p *Processor) claimLocked(ctx context.Context) (batch, error) {
+	type claimed struct {
+		items []Claimed
+		ctx   context.Context
+		err   error
+	}
+	got := make(chan claimed, 1)
+	held := &heldTx{end: make(chan bool, 1), ended: make(chan error, 1)}
+	go func() {
+		// The transaction outlives a hard stop, so that the batch in
+		// flight can still be settled; the claim itself stops with ctx.
+		err := p.locker.InTx(context.WithoutCancel(ctx), func(txCtx context.Context) error {
+			items, err := p.locker.ClaimLocked(valuesOf{ctx, txCtx}, p.cfg.BatchSize)
+			got <- claimed{items, txCtx, err}
+			if err != nil || len(items) == 0 || !<-held.end {
+				return errRollback
+			}
+			return nil
+		})
+		if errors.Is(err, errRollback) {
+			err = nil
+		}
+		held.ended <- err
+	}()
+	select {
+	case c := <-got:
+		if c.err != nil || len(c.items) == 0 {
+			<-held.ended
+			if c.err != nil {
+				return batch{}, fmt.Errorf("claim locked: %w", c.err)
+			}
+			return batch{}, nil
+		}
+		held.ctx = c.ctx
+		return batch{items: c.items, held: held}, nil
+	case err := <-held.ended: // the transaction did not begin
+		return batch{}, fmt.Errorf("claim locked: %w", err)
+	}
+}
+
+// valuesOf is a context with the deadline and cancellation of the first
+// and the values of the second: a claim that stops with the relay, in a
+// transaction that does not.
+type valuesOf struct {
+	context.Context
+	values context.Context
+}
+
+func (c valuesOf) Value(key any) any { return c.values.Value(key) }
 
 // outcome is what became of one message of a batch.
 type outcome struct {
@@ -388,17 +480,21 @@ const (
 
 // process publishes one batch and settles every message of it in the
 // store. It returns how many publishes failed.
-func (p *Processor) process(ctx context.Context, batch []Claimed) int {
-	return p.settle(ctx, batch, p.publish(ctx, batch))
+func (p *Processor) process(ctx context.Context, b batch) int {
+	return p.settle(ctx, b, p.publish(ctx, b))
 }
 
 // publish publishes one batch, renewing its leases meanwhile, and returns
 // what became of each message.
-func (p *Processor) publish(ctx context.Context, batch []Claimed) []outcome {
+func (p *Processor) publish(ctx context.Context, b batch) []outcome {
+	batch := b.items
 	p.cfg.Observer.Claimed(len(batch))
 	outcomes := make([]outcome, len(batch))
 
-	renewDone := p.renewLeases(ctx, batch, outcomes)
+	renewDone := func() {}
+	if b.held == nil { // a locked claim lasts as long as its transaction
+		renewDone = p.renewLeases(ctx, batch, outcomes)
+	}
 	if p.apub != nil {
 		p.publishWaves(ctx, batch, outcomes)
 	} else {
@@ -618,8 +714,17 @@ func (p *Processor) renewLeases(ctx context.Context, batch []Claimed, outcomes [
 }
 
 // settle records the outcomes of a batch in the store. It uses a context
-// that outlives a hard stop, so claims are released even then.
-func (p *Processor) settle(ctx context.Context, batch []Claimed, outcomes []outcome) int {
+// that outlives a hard stop, so claims are released even then. A locked
+// claim's outcomes are written in its transaction, which settle then
+// commits; a store call that fails there is not retried (the failed
+// statement ends the transaction), and a failed commit leaves the batch's
+// messages pending, to be published again: the inbox absorbs the
+// duplicates.
+func (p *Processor) settle(ctx context.Context, b batch, outcomes []outcome) int {
+	batch, tries := b.items, storeCallTries
+	if b.held != nil {
+		ctx, tries = b.held.ctx, 1
+	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.PublishTimeout)
 	defer cancel()
 	var published, skipped []string
@@ -644,12 +749,12 @@ func (p *Processor) settle(ctx context.Context, batch []Claimed, outcomes []outc
 		if p.claimer == nil {
 			break
 		}
-		p.storeCall(sctx, "hold claims", func(ctx context.Context) error {
+		p.storeCall(sctx, tries, "hold claims", func(ctx context.Context) error {
 			return p.claimer.ExtendClaims(ctx, wait, ids...)
 		})
 	}
 	if len(published) > 0 {
-		p.storeCall(sctx, "mark published", func(ctx context.Context) error {
+		p.storeCall(sctx, tries, "mark published", func(ctx context.Context) error {
 			return p.store.MarkPublished(ctx, published...)
 		})
 	}
@@ -658,12 +763,25 @@ func (p *Processor) settle(ctx context.Context, batch []Claimed, outcomes []outc
 			continue
 		}
 		failed++
-		p.fail(sctx, c, outcomes[i].err)
+		p.fail(sctx, tries, c, outcomes[i].err)
 	}
-	if len(skipped) > 0 && p.claimer != nil {
-		p.storeCall(sctx, "release claims", func(ctx context.Context) error {
+	if len(skipped) > 0 && p.claimer != nil && b.held == nil { // a rollback or commit frees them
+		p.storeCall(sctx, tries, "release claims", func(ctx context.Context) error {
 			return p.claimer.ReleaseClaims(ctx, skipped...)
 		})
+	}
+	if b.held != nil {
+		if err := b.held.finish(true); err != nil {
+			p.cfg.Logger.LogAttrs(ctx, slog.LevelError, "txm: relay: committing a batch's outcome failed; its messages will be published again",
+				slog.Int("messages", len(batch)), slog.Any("error", err))
+		}
+		// The commit ends the claim: the next message of each key in the
+		// batch (a locked claim took one per key) and whatever a claim
+		// made meanwhile passed over are free now. Wake an idle claim loop.
+		select {
+		case p.kick <- struct{}{}:
+		default:
+		}
 	}
 	return failed
 }
@@ -681,7 +799,7 @@ func (p *Processor) topicFailed(msg async.Message, err error) {
 }
 
 // fail records one failed publish: a retry later, or dead letters.
-func (p *Processor) fail(ctx context.Context, c Claimed, cause error) {
+func (p *Processor) fail(ctx context.Context, tries int, c Claimed, cause error) {
 	msg := c.Message
 	attempts := c.Attempts + 1
 	log := p.cfg.Logger.With(slog.String("message_id", msg.ID()), slog.String("topic", msg.Subject()),
@@ -694,7 +812,7 @@ func (p *Processor) fail(ctx context.Context, c Claimed, cause error) {
 	max := p.cfg.Retry.MaxAttempts
 	if p.dead != nil && (retry.IsPermanent(cause) || (max > 0 && attempts >= max)) {
 		log.LogAttrs(ctx, slog.LevelError, "txm: relay: message moved to dead letters")
-		p.storeCall(ctx, "mark dead", func(ctx context.Context) error {
+		p.storeCall(ctx, tries, "mark dead", func(ctx context.Context) error {
 			return p.dead.MarkDead(ctx, msg.ID(), cause.Error())
 		})
 		p.cfg.Observer.Dead(msg, attempts, cause)
@@ -702,18 +820,22 @@ func (p *Processor) fail(ctx context.Context, c Claimed, cause error) {
 	}
 	delay := p.cfg.Retry.Delay(attempts)
 	log.LogAttrs(ctx, slog.LevelWarn, "txm: relay: publish failed; retrying later", slog.Duration("retry_in", delay))
-	p.storeCall(ctx, "mark failed", func(ctx context.Context) error {
+	p.storeCall(ctx, tries, "mark failed", func(ctx context.Context) error {
 		return p.claimer.MarkFailed(ctx, msg.ID(), delay, cause.Error())
 	})
 	p.retryAt(p.cfg.Clock.Now().Add(delay))
 	p.cfg.Observer.Retried(msg, attempts, cause)
 }
 
-// storeCall runs a bookkeeping call with a few quick retries. When it still
-// fails the claims lapse and the messages are published again after the
-// lease: a duplicate the consumer's inbox absorbs, never a loss.
-func (p *Processor) storeCall(ctx context.Context, what string, call func(context.Context) error) {
-	const tries = 3
+// storeCallTries is how many times storeCall tries a bookkeeping call
+// outside a locked claim's transaction.
+const storeCallTries = 3
+
+// storeCall runs a bookkeeping call, trying it up to tries times with
+// quick retries. When it still fails the claims lapse and the messages are
+// published again after the lease: a duplicate the consumer's inbox
+// absorbs, never a loss.
+func (p *Processor) storeCall(ctx context.Context, tries int, what string, call func(context.Context) error) {
 	var err error
 	for try := 1; try <= tries; try++ {
 		if err = call(ctx); err == nil {

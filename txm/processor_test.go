@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -454,6 +455,10 @@ func TestRelayStartErrors(t *testing.T) {
 	}
 	if _, err := txm.NewOutboxProcessorWithConfig(newRecordingPublisher(), seedOnly{}, txm.ProcessorConfig{Workers: -1}); err == nil {
 		t.Error("negative Workers accepted")
+	}
+	_, err := txm.NewOutboxProcessorWithConfig(newRecordingPublisher(), memstore.New(memstore.Config{}).Outbox(), txm.ProcessorConfig{LockClaims: true})
+	if err == nil || !strings.Contains(err.Error(), "LockingClaimer") {
+		t.Errorf("LockClaims on a store without locked claims: %v, want an error naming LockingClaimer", err)
 	}
 }
 

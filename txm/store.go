@@ -17,7 +17,8 @@ import (
 // leaves the stored message and any transaction in ctx intact.
 //
 // A store may implement the optional capabilities [Transactor], [Claimer],
-// [DeadLetterStore], [BatchSaver], [StatsReporter], [Purger] and [Waker];
+// [LockingClaimer], [DeadLetterStore], [BatchSaver], [StatsReporter],
+// [Purger] and [Waker];
 // the relay discovers them by type assertion and falls back to the three
 // methods here when they are missing.
 type OutboxStore interface {
@@ -88,6 +89,26 @@ type Claimer interface {
 	// the message's attempts, keeps cause as its last error and makes it due
 	// again after retryAfter.
 	MarkFailed(ctx context.Context, id string, retryAfter time.Duration, cause string) error
+}
+
+// LockingClaimer is the capability of a store that can claim messages by
+// locking them in a transaction instead of leasing them (see
+// [ProcessorConfig.LockClaims]).
+//
+// ClaimLocked returns up to limit pending messages that are due and not
+// leased, locked in the transaction ctx carries (begun by the store's
+// InTx) and skipped by every other claim until that transaction ends: it
+// writes no lease, and a rollback, or a relay that dies, frees them at
+// once. The relay records the batch's outcome with the [Claimer] methods
+// in the same transaction, so it commits with the end of the claim;
+// ExtendClaims in that transaction leases messages past its end. Messages
+// of a partition key still come out in save order, but a key yields at
+// most one message per claim: one whose earlier messages are all
+// published.
+type LockingClaimer interface {
+	Claimer
+	Transactor
+	ClaimLocked(ctx context.Context, limit int) ([]Claimed, error)
 }
 
 // DeadLetter is a message that the relay gave up on.

@@ -41,6 +41,16 @@ type statements struct {
 	// newStatements).
 	claimLockOwn string
 	claim        string // $1 limit, $2 lease µs (SQLite: $3 now)
+	// claimLocked locks {limit} due messages, each the oldest unpublished
+	// message of its key or without a key, without leasing them
+	// (PostgreSQL; see Outbox.ClaimLocked).
+	claimLocked string
+	// pinLocked pins claimLocked's plan for the rest of a transaction the
+	// store began (PostgreSQL).
+	pinLocked string
+	// extendLocked is extend for messages locked by claimLocked in the
+	// same transaction: they have no lease to renew yet (PostgreSQL).
+	extendLocked string
 	// claimByLimit is claim with {limit} in the place of $1 and the lease
 	// as $1 (PostgreSQL; see Store.claimSQL).
 	claimByLimit string
@@ -223,6 +233,29 @@ RETURNING o.seq, o.id, o.topic, o.name, o.metadata, o.payload, o.sent_at, o.atte
     WHERE ` + byIDs + ` AND state <> 'published'`)
 		s.extend = f(`UPDATE {outbox} SET claimed_until = {now} + $2::bigint * interval '1 microsecond'
     WHERE ` + byIDs + ` AND state = 'pending' AND claimed_until IS NOT NULL`)
+		s.extendLocked = f(`UPDATE {outbox} SET claimed_until = {now} + $2::bigint * interval '1 microsecond'
+    WHERE ` + byIDs + ` AND state = 'pending'`)
+		// The locked claim is the hand-written loop's SELECT ... FOR UPDATE
+		// SKIP LOCKED: its LIMIT counts only the rows it locked, so rows
+		// another transaction holds are passed over, and it writes no
+		// lease. A row lock is invisible to other snapshots, so a keyed
+		// message is taken only when every earlier message of its key is
+		// published in the statement's snapshot (published is final: no
+		// later commit can make that false), found in unpublished_key_idx.
+		// A key thus yields one message per claim, and a key whose head is
+		// locked by another claim, leased, retrying or dead yields none.
+		s.claimLocked = f(`SELECT o.seq, o.id, o.topic, o.name, o.metadata, o.payload, o.sent_at, o.attempts
+    FROM {outbox} o
+    WHERE o.` + available + `
+      AND (o.partition_key IS NULL OR NOT EXISTS (
+        SELECT 1 FROM {outbox} h
+        WHERE h.partition_key = o.partition_key AND h.seq < o.seq AND h.state <> 'published'))
+    ORDER BY o.seq
+    LIMIT {limit}
+    FOR UPDATE OF o SKIP LOCKED`)
+		s.claimLocked = strings.Replace(s.claimLocked, "LIMIT $1", "LIMIT {limit}", 1)
+		s.pinLocked = `SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true),
+    set_config('plan_cache_mode', 'force_generic_plan', true)`
 		s.release = f(`UPDATE {outbox} SET claimed_until = NULL
     WHERE ` + byIDs + ` AND state = 'pending' AND claimed_until IS NOT NULL`)
 		s.failed = f(`UPDATE {outbox} SET attempts = attempts + 1, last_error = $3, claimed_until = NULL,

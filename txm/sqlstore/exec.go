@@ -115,11 +115,13 @@ func (b pgxBackend) pinnedExec(ctx context.Context, pin, stmt string, args []any
 	return tag.RowsAffected(), br.Close()
 }
 
-// lockedQuery runs lock, then query: the transaction-scoped lock lasts
-// until query is done, and query, under READ COMMITTED, sees everything
-// committed before the lock was granted. scan reads the query's rows.
-func (b pgxBackend) lockedQuery(ctx context.Context, lock string, lockArg any, query string, args []any, scan func(rows) error) error {
-	br, err := b.after(ctx, lock, []any{lockArg}, query, args)
+// lockedQuery runs lock, then query, in one round trip: a
+// transaction-scoped lock that lock takes lasts until query is done, and
+// query, under READ COMMITTED, sees everything committed before the lock
+// was granted; settings lock makes local apply to query. scan reads the
+// query's rows.
+func (b pgxBackend) lockedQuery(ctx context.Context, lock string, lockArgs []any, query string, args []any, scan func(rows) error) error {
+	br, err := b.after(ctx, lock, lockArgs, query, args)
 	if err != nil {
 		return err
 	}

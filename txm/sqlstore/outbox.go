@@ -21,8 +21,9 @@ import (
 
 // Outbox is the outbox side of a [Store]. It implements [txm.OutboxStore]
 // and every optional capability of the relay: [txm.Transactor],
-// [txm.Claimer], [txm.DeadLetterStore], [txm.BatchSaver],
-// [txm.StatsReporter], [txm.Purger] and [txm.Waker].
+// [txm.Claimer], [txm.LockingClaimer] (PostgreSQL only),
+// [txm.DeadLetterStore], [txm.BatchSaver], [txm.StatsReporter],
+// [txm.Purger] and [txm.Waker].
 type Outbox struct{ s *Store }
 
 var (
@@ -34,6 +35,7 @@ var (
 	_ txm.StatsReporter   = (*Outbox)(nil)
 	_ txm.Purger          = (*Outbox)(nil)
 	_ txm.Waker           = (*Outbox)(nil)
+	_ txm.LockingClaimer  = (*Outbox)(nil)
 )
 
 // errNilMessage is returned for a nil message.
@@ -340,7 +342,7 @@ func (o *Outbox) claim(ctx context.Context, op string, limit int, lease time.Dur
 	if s.dialect == sqlite {
 		err = s.claimSQLite(ctx, read, limit, lease)
 	} else if pb, ok := s.be.(pgxBackend); ok && holderFrom(ctx) == nil {
-		err = pb.lockedQuery(ctx, s.stmts.claimLockOwn, s.claimKey, s.claimSQL(limit), []any{lease.Microseconds()},
+		err = pb.lockedQuery(ctx, s.stmts.claimLockOwn, []any{s.claimKey}, s.claimSQL(limit), []any{lease.Microseconds()},
 			func(r rows) (err error) {
 				out, err = scanClaimed(r)
 				return err
@@ -368,6 +370,63 @@ func (o *Outbox) claim(ctx context.Context, op string, limit int, lease time.Dur
 	return claimed, nil
 }
 
+// errNeedsTx is returned by ClaimLocked without a transaction in ctx.
+var errNeedsTx = errors.New("a locked claim needs a transaction in the context (run it in InTx)")
+
+// ClaimLocked locks up to limit due messages that are not leased in the
+// transaction ctx carries and returns them in save order, without leasing
+// them: they stay claimed, skipped by every other claim, until that
+// transaction ends, and are free again at once if it rolls back or its
+// connection dies. Record their outcome (MarkPublished, MarkFailed,
+// MarkDead) in the same transaction, so that it commits with the end of
+// the claim; [Outbox.ExtendClaims] in it leases them past its end. A keyed
+// message is returned only when every earlier message of its key is
+// published, so a key yields at most one message per claim. A limit of 0
+// or less returns nothing.
+//
+// In a transaction the store began ([Store.InTx]), the claim's plan is
+// pinned as in a lease claim (sequential and bitmap scans off, one generic
+// plan) for the rest of the transaction. PostgreSQL only: on SQLite, where
+// a transaction holds the database's one write lock, it fails with an error
+// matching [errors.ErrUnsupported].
+func (o *Outbox) ClaimLocked(ctx context.Context, limit int) ([]txm.Claimed, error) {
+	s := o.s
+	const op = "claim locked"
+	q, h, err := s.querier(ctx)
+	switch {
+	case err != nil:
+		return nil, s.fail(ctx, op, err)
+	case s.dialect != postgres:
+		return nil, s.fail(ctx, op, fmt.Errorf("locked claims need PostgreSQL: %w", errors.ErrUnsupported))
+	case h == nil:
+		return nil, s.fail(ctx, op, errNeedsTx)
+	case limit <= 0:
+		return nil, nil
+	}
+	h.lockedClaim.Store(true)
+	stmt := s.limited(true, limit)
+	var out []claimedRow
+	if h.pgx != nil && h.owner == s {
+		err = pgxBackend{b: h.pgx}.lockedQuery(ctx, s.stmts.pinLocked, nil, stmt, nil, func(r rows) (err error) {
+			out, err = scanClaimed(r)
+			return err
+		})
+	} else {
+		var r rows
+		if r, err = q.query(ctx, stmt); err == nil {
+			out, err = scanClaimed(r)
+		}
+	}
+	if err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
+	claimed := make([]txm.Claimed, len(out))
+	for i, r := range out {
+		claimed[i] = r.Claimed
+	}
+	return claimed, nil
+}
+
 // claimSQL returns the claim statement for limit. On PostgreSQL the limit
 // is written into the statement's text, one statement per limit (the
 // relay's batch size), so that its one cached generic plan knows the limit:
@@ -378,22 +437,39 @@ func (s *Store) claimSQL(limit int) string {
 	if s.dialect != postgres {
 		return s.stmts.claim
 	}
+	return s.limited(false, limit)
+}
+
+// limited returns the lease claim or, when locked, the locked claim with
+// limit written into its text.
+func (s *Store) limited(locked bool, limit int) string {
+	key := claimKey{locked, limit}
 	s.claimMu.Lock()
 	defer s.claimMu.Unlock()
-	if q, ok := s.claimByLimit[limit]; ok {
+	if q, ok := s.claimByLimit[key]; ok {
 		return q
 	}
-	q := strings.Replace(s.stmts.claimByLimit, "{limit}", strconv.Itoa(limit), 1)
+	tmpl := s.stmts.claimByLimit
+	if locked {
+		tmpl = s.stmts.claimLocked
+	}
+	q := strings.Replace(tmpl, "{limit}", strconv.Itoa(limit), 1)
 	// A relay claims with its batch size; a caller that varies the limit
 	// gets a statement per call rather than an ever-growing cache.
 	if len(s.claimByLimit) < maxClaimStatements {
-		s.claimByLimit[limit] = q
+		s.claimByLimit[key] = q
 	}
 	return q
 }
 
+// claimKey identifies a claim statement of Store.limited.
+type claimKey struct {
+	locked bool
+	limit  int
+}
+
 // maxClaimStatements bounds the claim statements a store keeps, one per
-// limit.
+// limit and kind.
 const maxClaimStatements = 8
 
 // claimSQLite claims with one UPDATE. Without a transaction in ctx it
@@ -486,12 +562,18 @@ func (o *Outbox) MarkPublished(ctx context.Context, ids ...string) error {
 
 // ExtendClaims renews the lease of pending messages that are leased, for
 // lease (0 or less: [Config.DefaultLease]) from now on the database's
-// clock. Other IDs are ignored.
+// clock. Other IDs are ignored, except in a transaction that made a locked
+// claim ([Outbox.ClaimLocked]), where it leases pending messages that are
+// not leased as well.
 func (o *Outbox) ExtendClaims(ctx context.Context, lease time.Duration, ids ...string) error {
 	if lease <= 0 {
 		lease = o.s.cfg.DefaultLease
 	}
-	return o.s.update(ctx, "extend claims", len(ids) > 0, o.s.stmts.extend, o.s.idsArg(ids), lease.Microseconds(), sqliteNow)
+	stmt := o.s.stmts.extend
+	if h := holderFrom(ctx); h != nil && h.lockedClaim.Load() {
+		stmt = o.s.stmts.extendLocked
+	}
+	return o.s.update(ctx, "extend claims", len(ids) > 0, stmt, o.s.idsArg(ids), lease.Microseconds(), sqliteNow)
 }
 
 // ReleaseClaims ends the lease of messages without counting an attempt, so

@@ -21,9 +21,19 @@ import (
 // interval of a minute, so only wake-ups can make it publish in time. On
 // PostgreSQL the messages are saved through another pool, so they arrive
 // through LISTEN; on SQLite through the store, inside InTx. Every third
-// message fails once and comes back through MarkFailed.
+// message fails once and comes back through MarkFailed. On PostgreSQL it
+// runs with leases and with locked claims (ProcessorConfig.LockClaims).
 func TestProcessorEndToEnd(t *testing.T) {
 	forEachKind(t, func(t *testing.T, kind backendKind) {
+		t.Run("leases", func(t *testing.T) { processorEndToEnd(t, kind, false) })
+		if kind != kindSQLite {
+			t.Run("locks", func(t *testing.T) { processorEndToEnd(t, kind, true) })
+		}
+	})
+}
+
+func processorEndToEnd(t *testing.T, kind backendKind, lock bool) {
+	{
 		ctx := context.Background()
 		channel := randomName("txm_e2e_")
 		relayStore := newTestStore(t, kind, Config{NotifyChannel: channel})
@@ -55,6 +65,7 @@ func TestProcessorEndToEnd(t *testing.T) {
 		p, err := txm.NewOutboxProcessorWithConfig(pub, observed, txm.ProcessorConfig{
 			PollInterval: time.Minute,
 			BatchSize:    16,
+			LockClaims:   lock,
 			Retry:        retry.Policy{InitialInterval: 20 * time.Millisecond, MaxInterval: 20 * time.Millisecond, RandomizationFactor: retry.NoJitter},
 			Logger:       discardLogger(),
 		})
@@ -104,7 +115,7 @@ func TestProcessorEndToEnd(t *testing.T) {
 				t.Fatalf("%s published %d times", id, n)
 			}
 		}
-	})
+	}
 }
 
 // TestSQLiteConcurrentWriters has savers and relays on separate handles of
@@ -250,6 +261,17 @@ type observedOutbox struct {
 
 func (o observedOutbox) Claim(ctx context.Context, limit int, lease time.Duration) ([]txm.Claimed, error) {
 	c, err := o.Outbox.Claim(ctx, limit, lease)
+	if err == nil && len(c) == 0 {
+		select {
+		case o.empty <- struct{}{}:
+		default:
+		}
+	}
+	return c, err
+}
+
+func (o observedOutbox) ClaimLocked(ctx context.Context, limit int) ([]txm.Claimed, error) {
+	c, err := o.Outbox.ClaimLocked(ctx, limit)
 	if err == nil && len(c) == 0 {
 		select {
 		case o.empty <- struct{}{}:

@@ -37,7 +37,7 @@ type Store struct {
 	claimKey int64 // advisory lock key of claims (PostgreSQL)
 	// claimByLimit caches the claim statement per limit (Store.claimSQL).
 	claimMu      sync.Mutex
-	claimByLimit map[int]string
+	claimByLimit map[claimKey]string
 	migrateKey   int64 // advisory lock key of Migrate (PostgreSQL)
 	tables       string
 
@@ -197,7 +197,7 @@ func newStore(d dialect, cfg Config) (*Store, error) {
 		dialect:      d,
 		stmts:        newStatements(d, cfg),
 		claimKey:     lockKey("txm/claim/" + cfg.Schema + "/" + cfg.OutboxTable),
-		claimByLimit: map[int]string{},
+		claimByLimit: map[claimKey]string{},
 		migrateKey:   lockKey("txm/migrate/" + cfg.Schema + "/" + cfg.MigrationsTable),
 		tables:       cfg.OutboxTable + "," + cfg.InboxTable,
 		wake:         make(chan struct{}, 1),

@@ -20,6 +20,9 @@ type txHolder struct {
 	// throttled records that a save skipped its NOTIFY (see
 	// Config.NotifyInterval), so InTx notifies after the commit.
 	throttled atomic.Bool
+	// lockedClaim records that a locked claim ran in the transaction, so
+	// ExtendClaims leases its messages.
+	lockedClaim atomic.Bool
 	// owner is the store whose InTx began the transaction; nil for a
 	// transaction of the caller's (WithTx, WithPgxTx).
 	owner *Store

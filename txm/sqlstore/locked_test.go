@@ -1,0 +1,423 @@
+package sqlstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/transmanager/transmanager/async"
+	"github.com/transmanager/transmanager/txm"
+)
+
+// openTx begins a transaction with s.InTx in a goroutine and returns the
+// context that carries it and a function that ends it (commit or roll back)
+// and returns InTx's error. The transaction is rolled back at cleanup if
+// the test did not end it.
+func openTx(t *testing.T, s *Store) (ctx context.Context, end func(commit bool) error) {
+	t.Helper()
+	ctxs := make(chan context.Context, 1)
+	decide := make(chan bool, 1)
+	result := make(chan error, 1)
+	go func() {
+		result <- s.InTx(context.Background(), func(ctx context.Context) error {
+			ctxs <- ctx
+			if !<-decide {
+				return errRolledBack
+			}
+			return nil
+		})
+	}()
+	select {
+	case ctx = <-ctxs:
+	case err := <-result:
+		t.Fatalf("begin: %v", err)
+	}
+	var once sync.Once
+	var err error
+	end = func(commit bool) error {
+		once.Do(func() {
+			decide <- commit
+			if err = <-result; errors.Is(err, errRolledBack) {
+				err = nil
+			}
+		})
+		return err
+	}
+	t.Cleanup(func() { _ = end(false) })
+	return ctx, end
+}
+
+var errRolledBack = errors.New("rolled back by the test")
+
+func mustClaimLocked(t *testing.T, ctx context.Context, o *Outbox, limit int) []txm.Claimed {
+	t.Helper()
+	c, err := o.ClaimLocked(ctx, limit)
+	if err != nil {
+		t.Fatalf("claim locked: %v", err)
+	}
+	return c
+}
+
+// TestPostgresClaimLocked checks what a locked claim takes and how long it
+// holds it: messages in save order, at most the head of each key; none
+// that another claim holds, locked or leased; held until its transaction
+// ends, which commits the outcomes written in it or, rolled back, frees
+// the messages at once.
+func TestPostgresClaimLocked(t *testing.T) {
+	forEachPGKind(t, func(t *testing.T, kind backendKind) {
+		ctx := context.Background()
+		s := newTestStore(t, kind, Config{PollOnly: true})
+		o := s.Outbox()
+		a1, n1, a2, b1, n2, a3 := newMsg("t", "a"), newMsg("t", ""), newMsg("t", "a"), newMsg("t", "b"), newMsg("t", ""), newMsg("t", "a")
+		mustSave(t, o, a1, n1, a2, b1, n2, a3)
+
+		if _, err := o.ClaimLocked(ctx, 10); err == nil {
+			t.Fatal("a locked claim without a transaction succeeded")
+		}
+
+		tx1, end1 := openTx(t, s.Store)
+		if c := mustClaimLocked(t, tx1, o, 10); !slices.Equal(ids(c), msgIDs([]async.Message{a1, n1, b1, n2})) {
+			t.Fatalf("first locked claim: %v, want a1 n1 b1 n2", ids(c))
+		}
+		// Neither a second locked claim nor a lease claim takes what tx1
+		// holds, nor the later messages of its keys.
+		tx2, end2 := openTx(t, s.Store)
+		if c := mustClaimLocked(t, tx2, o, 10); len(c) != 0 {
+			t.Fatalf("locked claim beside tx1: %v, want none", ids(c))
+		}
+		if c := mustClaim(t, o, 10, time.Minute); len(c) != 0 {
+			t.Fatalf("lease claim beside tx1: %v, want none", ids(c))
+		}
+		if err := end2(false); err != nil {
+			t.Fatal(err)
+		}
+
+		// tx1 publishes a1 and n1, fails b1, leases n2 past its end.
+		if err := o.MarkPublished(tx1, a1.ID(), n1.ID()); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.MarkFailed(tx1, b1.ID(), time.Hour, "broker down"); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.ExtendClaims(tx1, time.Hour, n2.ID()); err != nil {
+			t.Fatal(err)
+		}
+		if err := end1(true); err != nil {
+			t.Fatal(err)
+		}
+		// Key a's next message is the head now; b waits for its retry; n2
+		// is leased.
+		tx3, end3 := openTx(t, s.Store)
+		if c := mustClaimLocked(t, tx3, o, 10); !slices.Equal(ids(c), msgIDs([]async.Message{a2})) || c[0].Attempts != 0 {
+			t.Fatalf("claim after tx1: %v, want a2", c)
+		}
+		// A rollback frees a2 at once: a lease claim takes it, and a3 is
+		// still behind it.
+		if err := end3(false); err != nil {
+			t.Fatal(err)
+		}
+		if c := mustClaim(t, o, 10, time.Minute); !slices.Equal(ids(c), msgIDs([]async.Message{a2, a3})) {
+			t.Fatalf("lease claim after the rollback: %v, want a2 a3", ids(c))
+		}
+		var states []string
+		rows, err := s.pg.pool.Query(ctx, "SELECT id || ' ' || state || ' ' || attempts || ' ' || (claimed_until IS NOT NULL) FROM txm_outbox ORDER BY seq")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var r string
+			if err := rows.Scan(&r); err != nil {
+				t.Fatal(err)
+			}
+			states = append(states, r)
+		}
+		want := []string{
+			a1.ID() + " published 0 false", n1.ID() + " published 0 false",
+			a2.ID() + " pending 0 true", b1.ID() + " pending 1 false", n2.ID() + " pending 0 true", a3.ID() + " pending 0 true",
+		}
+		if !slices.Equal(states, want) {
+			t.Fatalf("rows:\n%v\nwant\n%v", states, want)
+		}
+	})
+}
+
+// TestSQLiteClaimLockedUnsupported: SQLite has one writer at a time, so a
+// transaction held across a publish would stop every save.
+func TestSQLiteClaimLockedUnsupported(t *testing.T) {
+	s := newTestStore(t, kindSQLite, Config{})
+	err := s.InTx(context.Background(), func(ctx context.Context) error {
+		_, err := s.Outbox().ClaimLocked(ctx, 10)
+		return err
+	})
+	if !errors.Is(err, errors.ErrUnsupported) {
+		t.Fatalf("locked claim on SQLite: %v, want errors.ErrUnsupported", err)
+	}
+}
+
+// TestPostgresKilledLockedRelay kills a relay's backend in the middle of a
+// locked batch: nothing it did in the batch stays, and another relay takes
+// the messages over at once, in order, without waiting for a lease.
+func TestPostgresKilledLockedRelay(t *testing.T) {
+	forEachPGKind(t, func(t *testing.T, kind backendKind) {
+		ctx := context.Background()
+		e := newPGEnv(t)
+		other := storeOn(t, kindPgx, e.pool, Config{PollOnly: true})
+		if err := other.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var msgs []async.Message
+		for i := range 6 {
+			key := ""
+			if i < 3 {
+				key = fmt.Sprintf("k%d", i)
+			}
+			msgs = append(msgs, newMsg("t", key))
+		}
+		mustSave(t, other.Outbox(), msgs...)
+
+		poolA := e.newPool(t, 1)
+		pidA := backendPID(t, poolA)
+		relayA := storeOn(t, kind, poolA, Config{PollOnly: true})
+		txA, endA := openTx(t, relayA)
+		if c := mustClaimLocked(t, txA, relayA.Outbox(), 100); !slices.Equal(ids(c), msgIDs(msgs)) {
+			t.Fatalf("relay A claimed %v", ids(c))
+		}
+		if err := relayA.Outbox().MarkPublished(txA, msgs[0].ID()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.pool.Exec(ctx, "SELECT pg_terminate_backend($1)", pidA); err != nil {
+			t.Fatal(err)
+		}
+		if err := endA(true); err == nil {
+			t.Fatal("relay A committed after its backend was terminated")
+		}
+		var got []txm.Claimed
+		waitFor(t, 5*time.Second, "PostgreSQL to end relay A's transaction", func() bool {
+			got = mustClaim(t, other.Outbox(), 100, time.Minute)
+			return len(got) > 0
+		})
+		if !slices.Equal(ids(got), msgIDs(msgs)) {
+			t.Fatalf("relay B took over %v, want all six (relay A's mark rolled back)", ids(got))
+		}
+	})
+}
+
+// TestPostgresLockingAndLeasingRelays drains 6,000 messages with two
+// relays that claim by locking and two that lease, each on a connection
+// of its own: every message is published exactly once, none is held by
+// two relays at once, and each key comes out in save order.
+func TestPostgresLockingAndLeasingRelays(t *testing.T) {
+	t.Parallel()
+	const (
+		total   = 6000
+		batch   = 200
+		keys    = 40
+		relays  = 4
+		timeout = 60 * time.Second
+	)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	e := newPGEnv(t)
+	producer := storeOn(t, kindPgx, e.pool, Config{PollOnly: true})
+	if err := producer.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	msgs := make([]async.Message, total)
+	order := make(map[string]int, total)
+	for i := range msgs {
+		key := ""
+		if i%3 != 0 {
+			key = fmt.Sprintf("key-%d", i%keys)
+		}
+		msgs[i] = newMsg("t", key)
+		order[msgs[i].ID()] = i
+	}
+	for chunk := range slices.Chunk(msgs, 1000) {
+		if n, err := producer.Outbox().SaveMany(ctx, chunk); err != nil || n != len(chunk) {
+			t.Fatalf("SaveMany: %d, %v", n, err)
+		}
+	}
+
+	var (
+		mu        sync.Mutex
+		holder    = map[string]int{}
+		published = map[string]int{}
+		perKey    = map[string][]int{}
+		done      = make(chan struct{})
+		closeOnce sync.Once
+	)
+	// take records a claimed batch, failing on a message another relay
+	// holds; put ends the hold after the batch is settled.
+	take := func(r int, c []txm.Claimed) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, m := range c {
+			id := m.Message.ID()
+			if h, held := holder[id]; held {
+				return fmt.Errorf("relay %d claimed %s while relay %d held it", r, id, h)
+			}
+			holder[id] = r
+			published[id]++
+			if k := m.Message.Metadata().PartitionKey(); k != "" {
+				perKey[k] = append(perKey[k], order[id])
+			}
+		}
+		return nil
+	}
+	put := func(c []txm.Claimed) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, m := range c {
+			delete(holder, m.Message.ID())
+		}
+		if len(published) == total {
+			closeOnce.Do(func() { close(done) })
+		}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for r := range relays {
+		locking := r%2 == 0
+		kind := pgKinds[(r/2)%len(pgKinds)] // each way on pgx and on database/sql
+		s := storeOn(t, kind, e.newPool(t, 1), Config{PollOnly: true})
+		o := s.Outbox()
+		// round claims, publishes and marks one batch; it returns how many
+		// messages it took.
+		round := func() (int, error) {
+			if !locking {
+				c, err := o.Claim(gctx, batch, 30*time.Second)
+				if err != nil || len(c) == 0 {
+					return 0, err
+				}
+				if err := take(r, c); err != nil {
+					return 0, err
+				}
+				if err := o.MarkPublished(gctx, ids(c)...); err != nil {
+					return 0, err
+				}
+				put(c)
+				return len(c), nil
+			}
+			var c []txm.Claimed
+			err := s.InTx(gctx, func(ctx context.Context) (err error) {
+				if c, err = o.ClaimLocked(ctx, batch); err != nil || len(c) == 0 {
+					return err
+				}
+				if err := take(r, c); err != nil {
+					return err
+				}
+				return o.MarkPublished(ctx, ids(c)...)
+			})
+			if err != nil {
+				return 0, err
+			}
+			put(c) // after the commit: until then the rows are locked
+			return len(c), nil
+		}
+		g.Go(func() error {
+			for {
+				select {
+				case <-done:
+					return nil
+				default:
+				}
+				n, err := round()
+				if err != nil {
+					return fmt.Errorf("relay %d (locking %v): %w", r, locking, err)
+				}
+				if n == 0 {
+					select {
+					case <-done:
+						return nil
+					case <-gctx.Done():
+						return gctx.Err()
+					case <-time.After(2 * time.Millisecond):
+					}
+				}
+			}
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		if n := published[m.ID()]; n != 1 {
+			t.Fatalf("message %d published %d times", order[m.ID()], n)
+		}
+	}
+	for k, seq := range perKey {
+		if !sort.IntsAreSorted(seq) {
+			t.Fatalf("key %s published out of save order: %v", k, seq)
+		}
+	}
+}
+
+// TestPostgresLockedRelayStopFreesClaims stops a relay with LockClaims
+// while its publisher hangs and batches wait behind it: Start returns, no
+// transaction stays open (goleak checks the goroutines that held them) and
+// every message is pending and free to claim at once, none leased.
+func TestPostgresLockedRelayStopFreesClaims(t *testing.T) {
+	forEachPGKind(t, func(t *testing.T, kind backendKind) {
+		ctx := context.Background()
+		s := newTestStore(t, kind, Config{PollOnly: true})
+		o := s.Outbox()
+		var msgs []async.Message
+		for range 20 {
+			msgs = append(msgs, newMsg("t", ""))
+		}
+		mustSave(t, o, msgs...)
+		publishing := make(chan struct{}, 1)
+		pub := async.MessagePublisherFunc(func(ctx context.Context, _ string, _ async.Message) error {
+			select {
+			case publishing <- struct{}{}:
+			default:
+			}
+			<-ctx.Done()
+			return ctx.Err()
+		})
+		p, err := txm.NewOutboxProcessorWithConfig(pub, o, txm.ProcessorConfig{
+			LockClaims: true, BatchSize: 5, BatchesInFlight: 3, Workers: 1,
+			DrainTimeout: 100 * time.Millisecond, Logger: discardLogger(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runCtx, stop := context.WithCancel(ctx)
+		started := make(chan error, 1)
+		go func() { started <- p.Start(runCtx) }()
+		select {
+		case <-publishing:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the relay never published")
+		}
+		time.Sleep(50 * time.Millisecond) // let it claim ahead
+		stop()
+		select {
+		case err := <-started:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Start did not return after its context was cancelled")
+		}
+		var leased, pending int
+		err = s.pg.pool.QueryRow(ctx, "SELECT count(*) FILTER (WHERE claimed_until IS NOT NULL), count(*) FILTER (WHERE state = 'pending') FROM txm_outbox").Scan(&leased, &pending)
+		if err != nil || leased != 0 || pending != len(msgs) {
+			t.Fatalf("after Stop: %d leased, %d pending, %v; want 0 leased, %d pending", leased, pending, err, len(msgs))
+		}
+		tx, end := openTx(t, s.Store)
+		got := mustClaimLocked(t, tx, o, 100)
+		_ = end(false)
+		// The messages whose publish was cut short wait for their retry;
+		// every other one is free.
+		if len(got) < len(msgs)-5 {
+			t.Fatalf("claimed %d of %d messages after Stop", len(got), len(msgs))
+		}
+	})
+}
