@@ -36,7 +36,9 @@ var (
 // locks as the lease (impl=baseline-tx), then the relay with each worker count
 // (impl=relay-wN, default BatchesInFlight: it claims the next batch while it
 // publishes one), then the relay with 4 workers and BatchesInFlight 1
-// (impl=relay-w4-inflight1: one batch at a time, like the baseline). Each iteration fills the outbox with the store's SaveMany
+// (impl=relay-w4-inflight1: one batch at a time, like the baseline), then
+// the relay with 2 workers and locked claims (impl=relay-w2-lock,
+// ProcessorConfig.LockClaims). Each iteration fills the outbox with the store's SaveMany
 // outside the timer; the timer covers the drain only, up to the last
 // MarkPublished. The msgs/s metric is the one to read.
 func BenchmarkDrainJetStream(b *testing.B) {
@@ -52,13 +54,18 @@ func BenchmarkDrainJetStream(b *testing.B) {
 			})
 			for _, w := range pgjsWorkers {
 				b.Run(fmt.Sprintf("impl=relay-w%d", w), func(b *testing.B) {
-					pgjsBenchDrain(b, e, n, func() { e.drainRelay(b, n, batch, w, 0, natsjs.PublisherConfig{}) })
+					pgjsBenchDrain(b, e, n, func() { e.drainRelay(b, n, batch, w, 0, false, natsjs.PublisherConfig{}) })
 				})
 			}
 			// Without claiming ahead: one batch at a time, as the
 			// baseline works.
 			b.Run("impl=relay-w4-inflight1", func(b *testing.B) {
-				pgjsBenchDrain(b, e, n, func() { e.drainRelay(b, n, batch, 4, 1, natsjs.PublisherConfig{}) })
+				pgjsBenchDrain(b, e, n, func() { e.drainRelay(b, n, batch, 4, 1, false, natsjs.PublisherConfig{}) })
+			})
+			// Locked claims: the batch's transaction held until it is
+			// settled, as in the one-transaction loop.
+			b.Run("impl=relay-w2-lock", func(b *testing.B) {
+				pgjsBenchDrain(b, e, n, func() { e.drainRelay(b, n, batch, 2, 0, true, natsjs.PublisherConfig{}) })
 			})
 		})
 	}
@@ -93,18 +100,25 @@ func pgjsBenchDrain(b *testing.B, e *pgjsEnv, n int, drain func()) {
 // PublishBatch call that confirmed it. wakeup=notify gives the relay a store
 // of its own, so only PostgreSQL's NOTIFY wakes it, as for a relay in
 // another process; wakeup=inprocess shares the producer's store, whose
-// commits wake the relay directly.
+// commits wake the relay directly. claims=lease is the relay's default,
+// claims=lock runs it with ProcessorConfig.LockClaims.
 func BenchmarkDrainLatency(b *testing.B) {
 	for _, notify := range []bool{true, false} {
 		name := "wakeup=notify"
 		if !notify {
 			name = "wakeup=inprocess"
 		}
-		b.Run(name, func(b *testing.B) { pgjsBenchLatency(b, notify) })
+		for _, lock := range []bool{false, true} {
+			claims := "claims=lease"
+			if lock {
+				claims = "claims=lock"
+			}
+			b.Run(name+"/"+claims, func(b *testing.B) { pgjsBenchLatency(b, notify, lock) })
+		}
 	}
 }
 
-func pgjsBenchLatency(b *testing.B, notify bool) {
+func pgjsBenchLatency(b *testing.B, notify, lock bool) {
 	rate := pgjsEnvInt(b, "TXM_DRAIN_RATE", 13000)
 	seconds := pgjsEnvInt(b, "TXM_DRAIN_SECONDS", 10)
 	e := newPGJSEnv(b)
@@ -112,7 +126,7 @@ func pgjsBenchLatency(b *testing.B, notify bool) {
 	var produced, early int
 	var elapsed time.Duration
 	for range b.N {
-		a, c, p, neg, took := pgjsLatencyRun(b, e, rate, time.Duration(seconds)*time.Second, notify)
+		a, c, p, neg, took := pgjsLatencyRun(b, e, rate, time.Duration(seconds)*time.Second, notify, lock)
 		acks, confirms = append(acks, a...), append(confirms, c...)
 		produced, early, elapsed = produced+p, early+neg, elapsed+took
 	}
@@ -137,7 +151,7 @@ func pgjsBenchLatency(b *testing.B, notify bool) {
 // then d of paced commits. It returns the latencies of the measured
 // messages, how many it committed, how many acks came before the recorded
 // commit time, and how long the measured production took.
-func pgjsLatencyRun(b *testing.B, e *pgjsEnv, rate int, d time.Duration, notify bool) (acks, confirms []time.Duration, produced, early int, took time.Duration) {
+func pgjsLatencyRun(b *testing.B, e *pgjsEnv, rate int, d time.Duration, notify, lock bool) (acks, confirms []time.Duration, produced, early int, took time.Duration) {
 	b.Helper()
 	e.reset(b)
 	relayStore := e.newStore(b, false)
@@ -156,6 +170,7 @@ func pgjsLatencyRun(b *testing.B, e *pgjsEnv, rate int, d time.Duration, notify 
 	out := &pgjsCountingOutbox{Outbox: relayStore.Outbox(), phases: phases, times: times, target: 1 << 62, done: make(chan struct{})}
 	relay, err := txm.NewOutboxProcessorWithConfig(pub, out, txm.ProcessorConfig{
 		BatchSize: 500, Lease: pgjsLease, Logger: pgjsDiscardLogger(), BatchesInFlight: pgjsEnvInt(b, "TXM_DRAIN_INFLIGHT", 0),
+		LockClaims: lock,
 	})
 	if err != nil {
 		b.Fatal(err)

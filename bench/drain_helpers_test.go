@@ -291,6 +291,38 @@ type pgjsCountingOutbox struct {
 func (o *pgjsCountingOutbox) Claim(ctx context.Context, limit int, lease time.Duration) ([]txm.Claimed, error) {
 	start := time.Now()
 	c, err := o.Outbox.Claim(ctx, limit, lease)
+	return o.claimed(start, c, err)
+}
+
+// ClaimLocked times a locked claim (ProcessorConfig.LockClaims) as Claim
+// times a lease claim.
+func (o *pgjsCountingOutbox) ClaimLocked(ctx context.Context, limit int) ([]txm.Claimed, error) {
+	start := time.Now()
+	c, err := o.Outbox.ClaimLocked(ctx, limit)
+	return o.claimed(start, c, err)
+}
+
+// InTx counts the messages marked in the transaction once it commits: a
+// locked claim's marks take effect then.
+func (o *pgjsCountingOutbox) InTx(ctx context.Context, fn func(ctx context.Context) error) error {
+	var inTx atomic.Int64
+	if err := o.Outbox.InTx(context.WithValue(ctx, pgjsMarkedKey{}, &inTx), fn); err != nil {
+		return err
+	}
+	o.count(inTx.Load())
+	return nil
+}
+
+// pgjsMarkedKey carries the count of a transaction's marked messages.
+type pgjsMarkedKey struct{}
+
+func (o *pgjsCountingOutbox) count(n int64) {
+	if n > 0 && o.marked.Add(n) >= o.target {
+		o.once.Do(func() { close(o.done) })
+	}
+}
+
+func (o *pgjsCountingOutbox) claimed(start time.Time, c []txm.Claimed, err error) ([]txm.Claimed, error) {
 	end := time.Now()
 	o.phases.add(&o.phases.claim, &o.phases.maxClaim, &o.phases.claims, end.Sub(start))
 	if o.times != nil && len(c) > 0 {
@@ -314,9 +346,11 @@ func (o *pgjsCountingOutbox) MarkPublished(ctx context.Context, ids ...string) e
 	if err != nil {
 		return err
 	}
-	if o.marked.Add(int64(len(ids))) >= o.target {
-		o.once.Do(func() { close(o.done) })
+	if inTx, ok := ctx.Value(pgjsMarkedKey{}).(*atomic.Int64); ok {
+		inTx.Add(int64(len(ids)))
+		return nil
 	}
+	o.count(int64(len(ids)))
 	return nil
 }
 
@@ -324,13 +358,13 @@ func (o *pgjsCountingOutbox) MarkPublished(ctx context.Context, ids ...string) e
 // MarkPublished) until it marked n messages published; inFlight is its
 // BatchesInFlight, 0 for the default. The timer runs from Start to the
 // last MarkPublished.
-func (e *pgjsEnv) drainRelay(b *testing.B, n, batch, workers, inFlight int, pubCfg natsjs.PublisherConfig) {
+func (e *pgjsEnv) drainRelay(b *testing.B, n, batch, workers, inFlight int, lock bool, pubCfg natsjs.PublisherConfig) {
 	b.Helper()
 	phases := &pgjsPhases{}
 	out := &pgjsCountingOutbox{Outbox: e.store.Outbox(), phases: phases, target: int64(n), done: make(chan struct{})}
 	pub := &pgjsPhasePublisher{next: natsjs.NewPublisher(e.js, pubCfg), phases: phases}
 	relay, err := txm.NewOutboxProcessorWithConfig(pub, out, txm.ProcessorConfig{
-		Workers: workers, BatchSize: batch, BatchesInFlight: inFlight, Lease: pgjsLease,
+		Workers: workers, BatchSize: batch, BatchesInFlight: inFlight, Lease: pgjsLease, LockClaims: lock,
 		PollInterval: 10 * time.Millisecond, Logger: pgjsDiscardLogger(),
 	})
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -420,4 +421,58 @@ func TestPostgresLockedRelayStopFreesClaims(t *testing.T) {
 			t.Fatalf("claimed %d of %d messages after Stop", len(got), len(msgs))
 		}
 	})
+}
+
+// TestPostgresClaimLockedPlan: with the settings a locked claim pins in the
+// relay's transaction, its plan reads pending_idx in save order, looks keys
+// up in unpublished_key_idx and stops at the limit, also with statistics
+// taken when the relay was caught up and a backlog they have not seen.
+func TestPostgresClaimLockedPlan(t *testing.T) {
+	ctx := context.Background()
+	e := newPGEnv(t)
+	pool := e.newPool(t, 1)
+	s := storeOn(t, kindPgx, pool, Config{PollOnly: true})
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	saveMany := func(n int) {
+		t.Helper()
+		msgs := make([]async.Message, n)
+		for i := range msgs {
+			key := ""
+			if i%2 == 0 {
+				key = fmt.Sprintf("k%d", i%50)
+			}
+			msgs[i] = newMsg("t", key)
+		}
+		if _, err := s.Outbox().SaveMany(ctx, msgs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustExec := func(sql string) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	saveMany(20000)
+	mustExec("UPDATE txm_outbox SET state = 'published', published_at = now()")
+	mustExec("VACUUM ANALYZE txm_outbox")
+	saveMany(3000)
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, s.stmts.pinLocked); err != nil {
+		t.Fatal(err)
+	}
+	var plan string
+	if err := tx.QueryRow(ctx, "EXPLAIN (FORMAT JSON) "+s.limited(true, 100)).Scan(&plan); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(plan, "Bitmap") || strings.Contains(plan, "Seq Scan") || strings.Contains(plan, `"Sort"`) ||
+		strings.Count(plan, "txm_outbox_pending_idx") != 1 || strings.Count(plan, "txm_outbox_unpublished_key_idx") != 1 {
+		t.Fatalf("the locked claim's plan reads the backlog, not the indexes it should:\n%s", plan)
+	}
 }

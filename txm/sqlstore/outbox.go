@@ -412,9 +412,14 @@ func (o *Outbox) ClaimLocked(ctx context.Context, limit int) ([]txm.Claimed, err
 			return err
 		})
 	} else {
+		if h.owner == s {
+			_, err = q.exec(ctx, s.stmts.pinLocked)
+		}
 		var r rows
-		if r, err = q.query(ctx, stmt); err == nil {
-			out, err = scanClaimed(r)
+		if err == nil {
+			if r, err = q.query(ctx, stmt); err == nil {
+				out, err = scanClaimed(r)
+			}
 		}
 	}
 	if err != nil {
