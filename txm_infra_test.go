@@ -469,8 +469,14 @@ const infraHandledTable = `CREATE TABLE handled (
 // (the row must roll back with the inbox record). By ID: every committed
 // message is in the stream once, in commit order per partition key, and
 // handled exactly once in effect; no rolled-back message is saved,
-// published or handled; the outbox ends with 0 pending.
+// published or handled; the outbox ends with 0 pending. It runs with the
+// relay's leases and with locked claims (ProcessorConfig.LockClaims).
 func TestInfraEndToEnd(t *testing.T) {
+	t.Run("claims=lease", func(t *testing.T) { infraEndToEnd(t, false) })
+	t.Run("claims=lock", func(t *testing.T) { infraEndToEnd(t, true) })
+}
+
+func infraEndToEnd(t *testing.T, lock bool) {
 	infraNoLeaks(t)
 	natsURL := testenv.URL(t, testenv.NATS)
 	pg := newInfraPG(t)
@@ -531,6 +537,7 @@ func TestInfraEndToEnd(t *testing.T) {
 	}
 	infraRelay(t, pub, pg.store.Outbox(), txm.ProcessorConfig{
 		BatchSize: 50, PollInterval: 200 * time.Millisecond, Logger: infraDiscardLogger(),
+		LockClaims: lock,
 	})
 
 	// The producers: each commits its orders one after another under its
@@ -888,8 +895,15 @@ func (p *infraRecordingPublisher) confirmations(id string) int {
 // itself; the stream holds every saved ID exactly once (the re-published,
 // unconfirmed wave is absorbed by JetStream's duplicate window), in save
 // order per partition key; the outbox ends with 0 pending; and nothing was
-// marked published that JetStream had not stored and acknowledged.
+// marked published that JetStream had not stored and acknowledged. It
+// runs with the relay's leases and with locked claims, whose transactions
+// stay open through the outage.
 func TestInfraRelayOutage(t *testing.T) {
+	t.Run("claims=lease", func(t *testing.T) { infraRelayOutage(t, false) })
+	t.Run("claims=lock", func(t *testing.T) { infraRelayOutage(t, true) })
+}
+
+func infraRelayOutage(t *testing.T, lock bool) {
 	infraNoLeaks(t)
 	testenv.URL(t, testenv.NATS) // runs with the other service tests
 	pg := newInfraPG(t)
@@ -959,6 +973,7 @@ func TestInfraRelayOutage(t *testing.T) {
 	}
 	stopRelay := infraRelay(t, rec, pg.store.Outbox(), txm.ProcessorConfig{
 		BatchSize:      100,
+		LockClaims:     lock,
 		PollInterval:   100 * time.Millisecond,
 		PublishTimeout: 10 * time.Second,
 		Retry:          retry.Policy{InitialInterval: 20 * time.Millisecond, MaxInterval: 300 * time.Millisecond, MaxAttempts: -1},
