@@ -95,14 +95,19 @@
 // the noise of the measurement (57–92 µs against 57–128 µs), and can be
 // queried.
 //
-// Three partial indexes, besides the primary key, each serve one query of
+// Four partial indexes, besides the primary key, each serve one query of
 // the relay:
 //
 //   - pending_idx (seq) WHERE state = 'pending': the claim's scan in save
-//     order. It is the only index a save adds to.
+//     order. With unpublished_key_idx for keyed messages, the only index a
+//     save adds to.
 //   - held_idx (partition_key, seq) over the messages that may hold their
 //     key back (leased, waiting for a retry, or dead): the claim's per-key
 //     lookup, and DeadLetters. Saves add nothing to it.
+//   - unpublished_key_idx (partition_key, seq) over unpublished keyed
+//     messages: the locked claim's check that a keyed message is its key's
+//     oldest unpublished one (see Locked claims). Saves of keyed messages
+//     add to it.
 //   - published_idx (published_at) WHERE state = 'published': Purge, which
 //     therefore reads only the rows it deletes. Without it, purging would
 //     scan the young published rows on every batch.
@@ -209,6 +214,32 @@
 // MarkPublished) flushes the lease with it.
 // Purge and PurgeInbox take their oldest rows by index, 0.7 ms for 100 rows
 // of 300,000.
+//
+// # Locked claims
+//
+// [Outbox.ClaimLocked] (PostgreSQL; the relay's
+// [txm.ProcessorConfig.LockClaims]) claims without a lease: a SELECT ...
+// FOR UPDATE SKIP LOCKED in a transaction that the relay keeps open while
+// it publishes the batch, and in which it then records the outcome. The
+// row locks are the claim, so a batch costs one commit instead of two and
+// no lease write (the claim's new row version and its index entries), and
+// a relay that dies frees its batch as soon as PostgreSQL ends its
+// transaction. The LIMIT counts only rows the claim locked, so rows that
+// another claim holds are passed over. Because a row lock cannot be seen
+// from another transaction's snapshot, a keyed message is taken only when
+// every earlier message of its key is published in the statement's
+// snapshot (a published message never becomes unpublished, so a later
+// commit cannot make that wrong), found in unpublished_key_idx (migration
+// 2): a key yields one message per claim, and none while its head is held
+// by any claim, locked or leased, or waits for a retry, or is dead. Locked
+// and leasing relays may share an outbox: a lease claim skips locked rows,
+// and drops the rest of their keys, as it does for any row it cannot lock;
+// a locked claim skips leased messages and their keys' later messages.
+// In a transaction begun by [Store.InTx], ClaimLocked pins its plan as a
+// lease claim does (TestPostgresClaimLockedPlan); in the caller's own
+// transaction it leaves the settings alone. [Outbox.ExtendClaims] in the
+// same transaction writes a lease that lasts past it (the relay holds a
+// topic whose circuit is open that way).
 //
 // Order within a key is save order: the order of the sequence values, taken
 // when each message is inserted. For messages of one key saved by
