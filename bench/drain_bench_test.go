@@ -249,14 +249,16 @@ func pgjsLatencyRun(b *testing.B, e *pgjsEnv, rate int, d time.Duration, notify,
 			perSecond[s] = append(perSecond[s], max(a.Sub(c), 0))
 		}
 	}
-	var trend []string
+	var trend, tails []string
 	for _, l := range perSecond {
 		if len(l) > 0 {
-			p50, _, _, _ := pgjsPercentiles(l)
+			p50, _, p99, _ := pgjsPercentiles(l)
 			trend = append(trend, fmt.Sprintf("%.1f", pgjsMillis(p50)))
+			tails = append(tails, fmt.Sprintf("%.0f", pgjsMillis(p99)))
 		}
 	}
 	b.Logf("median latency (ms) by second of commit: %s", strings.Join(trend, " "))
+	b.Logf("p99 latency (ms) by second of commit: %s", strings.Join(tails, " "))
 	b.Logf("relay: %v", phases)
 	b.Logf("median of each step (ms): %s", pgjsSteps(committed, times))
 	for id, c := range committed {
