@@ -297,6 +297,7 @@ func pgjsSteps(committed map[string]time.Time, times *pgjsAckTimes) string {
 		publish = append(publish, acked.Sub(sent))
 	}
 	med := func(ds []time.Duration) float64 { p50, _, _, _ := pgjsPercentiles(ds); return pgjsMillis(p50) }
-	return fmt.Sprintf("commit→claim %.2f, claim %.2f, claim→publish %.2f, publish→PubAck %.2f (%d messages)",
-		med(wait), med(claim), med(handoff), med(publish), len(wait))
+	p99 := func(ds []time.Duration) float64 { _, _, p, _ := pgjsPercentiles(ds); return pgjsMillis(p) }
+	return fmt.Sprintf("commit→claim %.2f, claim %.2f, claim→publish %.2f, publish→PubAck %.2f (%d messages); p99 of each: %.1f, %.1f, %.1f, %.1f",
+		med(wait), med(claim), med(handoff), med(publish), len(wait), p99(wait), p99(claim), p99(handoff), p99(publish))
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -776,11 +777,13 @@ func (p *Processor) settle(ctx context.Context, b batch, outcomes []outcome) int
 				slog.Int("messages", len(batch)), slog.Any("error", err))
 		}
 		// The commit ends the claim: the next message of each key in the
-		// batch (a locked claim took one per key) and whatever a claim
-		// made meanwhile passed over are free now. Wake an idle claim loop.
-		select {
-		case p.kick <- struct{}{}:
-		default:
+		// batch (a locked claim took one per key) and the messages left
+		// unattempted are free now. Wake an idle claim loop for them.
+		if len(skipped) > 0 || slices.ContainsFunc(batch, func(c Claimed) bool { return partitionKey(c.Message) != "" }) {
+			select {
+			case p.kick <- struct{}{}:
+			default:
+			}
 		}
 	}
 	return failed
