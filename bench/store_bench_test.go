@@ -421,6 +421,100 @@ func BenchmarkStoreClaim(b *testing.B) {
 	}
 }
 
+// BenchmarkStoreClaimLocked drains an outbox pre-filled with 10,000
+// messages as BenchmarkStoreClaim does, with claims that lock instead of
+// leasing, one transaction per batch:
+//
+//   - raw-lock: the baseline, BEGIN; SELECT ... WHERE state = 'pending'
+//     (and not leased) ORDER BY seq LIMIT n FOR UPDATE SKIP LOCKED,
+//     returning the message columns; UPDATE ... SET state = 'published'
+//     WHERE id = ANY($1); COMMIT;
+//   - store-lock: Store.InTx around Outbox.ClaimLocked (which also keeps
+//     each key's order: one message per key per claim) and MarkPublished,
+//     as the relay runs them with ProcessorConfig.LockClaims.
+//
+// The metrics are messages per second per path and store-lock's ratio to
+// raw-lock.
+func BenchmarkStoreClaimLocked(b *testing.B) {
+	const n = 10000
+	for _, keys := range []int{0, 1000} {
+		for _, limit := range []int{100, 500} {
+			b.Run(fmt.Sprintf("keys=%d/limit=%d", keys, limit), func(b *testing.B) {
+				e := newStorePG(b, 2)
+				var paths []storeMixPath
+				for _, path := range []string{"raw-lock", "store-lock"} {
+					drain := storeDrainLocked(e, path == "store-lock", limit)
+					paths = append(paths, storeMixPath{name: path, run: func(ctx context.Context) (time.Duration, int, error) {
+						e.fill(b, n, keys)
+						e.settle(b, true)
+						start := time.Now()
+						got, err := drain(ctx)
+						took := time.Since(start)
+						if err != nil {
+							return 0, 0, err
+						}
+						if published, other := e.counts(b); got != n || published != n || other != 0 {
+							return 0, 0, fmt.Errorf("drained %d: %d published, %d not; want %d", got, published, other, n)
+						}
+						return took, n, nil
+					}})
+				}
+				storeMix(b, "msgs/s", paths)
+			})
+		}
+	}
+}
+
+// storeDrainLocked returns a loop that claims by locking and marks
+// published in one transaction per batch, with the hand-written
+// statements or with the store, until nothing is left to claim.
+func storeDrainLocked(e *storePG, store bool, limit int) func(ctx context.Context) (int, error) {
+	batch := func(ctx context.Context) (n int, err error) {
+		err = pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
+			rows, err := tx.Query(ctx, e.sql.claimLocked, limit)
+			if err != nil {
+				return err
+			}
+			ids, err := storeScanClaimed(rows)
+			if err != nil || len(ids) == 0 {
+				return err
+			}
+			n = len(ids)
+			_, err = tx.Exec(ctx, e.sql.published, ids)
+			return err
+		})
+		return n, err
+	}
+	if store {
+		ob := e.filler.Outbox()
+		batch = func(ctx context.Context) (n int, err error) {
+			err = ob.InTx(ctx, func(ctx context.Context) error {
+				c, err := ob.ClaimLocked(ctx, limit)
+				if err != nil || len(c) == 0 {
+					return err
+				}
+				n = len(c)
+				ids := make([]string, len(c))
+				for i, m := range c {
+					ids[i] = m.Message.ID()
+				}
+				return ob.MarkPublished(ctx, ids...)
+			})
+			return n, err
+		}
+	}
+	return func(ctx context.Context) (int, error) {
+		total := 0
+		for {
+			n, err := batch(ctx)
+			if err != nil || n == 0 {
+				return total, err
+			}
+			total += n
+		}
+	}
+}
+
 // storeClaimed is a message as the hand-written claims read it back.
 type storeClaimed struct {
 	id, topic, name   string

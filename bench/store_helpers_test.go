@@ -125,7 +125,10 @@ type storeSQL struct {
 	// claimSelect and claimLease are the two statements of the
 	// hand-written claim's transaction; claimOne is both in one statement.
 	claimSelect, claimLease, claimOne string
-	published                         string // $1 ids
+	// claimLocked is the claim of a loop that holds its transaction
+	// until the batch is marked: the row locks are its claim.
+	claimLocked string
+	published   string // $1 ids
 	inbox                             string // $1 group .. $8 received_at
 }
 
@@ -149,6 +152,8 @@ func newStoreSQL(outbox, inbox, orders string) storeSQL {
 		claimOne: `UPDATE ` + outbox + ` SET claimed_until = statement_timestamp() + $2::bigint * interval '1 microsecond'
     WHERE id = ANY (ARRAY(SELECT id FROM ` + outbox + ` WHERE ` + leaseFree + `
         ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)) ` + returning,
+		claimLocked: `SELECT id, topic, name, metadata, payload, sent_at, attempts FROM ` + outbox + ` WHERE ` + leaseFree + `
+    ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED`,
 		published: `UPDATE ` + outbox + ` SET state = 'published', published_at = statement_timestamp(), claimed_until = NULL
     WHERE id = ANY($1)`,
 		inbox: `INSERT INTO ` + inbox + ` (consumer_group, id, topic, name, metadata, payload, sent_at, received_at)

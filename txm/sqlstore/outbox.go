@@ -635,11 +635,16 @@ func (s *Store) update(ctx context.Context, op string, run bool, stmt string, ar
 	if !run {
 		return nil
 	}
-	if pb, ok := s.be.(pgxBackend); ok && holderFrom(ctx) == nil {
+	h := holderFrom(ctx)
+	if pb, ok := s.be.(pgxBackend); ok && h == nil {
 		// The update's one generic plan, pinned to index scans: no
 		// planning per call, and no sequential scan kept from a plan
 		// built while the table looked empty.
 		_, err = pb.pinnedExec(ctx, s.stmts.pinByID, stmt, s.args(args))
+	} else if h != nil && h.pgx != nil && h.owner == s && h.lockedClaim.Load() {
+		// A locked claim pinned the plans of the store's own transaction
+		// (pinLocked) for the rest of it: the same generic plan.
+		_, err = q.exec(ctx, stmt, s.args(args)...)
 	} else {
 		if s.dialect == sqlite && holderFrom(ctx) == nil {
 			release, qerr := s.queueWrite(ctx)
