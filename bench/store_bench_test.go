@@ -430,7 +430,7 @@ func BenchmarkStoreClaim(b *testing.B) {
 //     returning the message columns; UPDATE ... SET state = 'published'
 //     WHERE id = ANY($1); COMMIT;
 //   - store-lock: Store.InTx around Outbox.ClaimLocked (which also keeps
-//     each key's order: one message per key per claim) and MarkPublished,
+//     each key's order) and MarkPublished,
 //     as the relay runs them with ProcessorConfig.LockClaims.
 //
 // The metrics are messages per second per path and store-lock's ratio to

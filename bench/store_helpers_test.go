@@ -129,7 +129,7 @@ type storeSQL struct {
 	// until the batch is marked: the row locks are its claim.
 	claimLocked string
 	published   string // $1 ids
-	inbox                             string // $1 group .. $8 received_at
+	inbox       string // $1 group .. $8 received_at
 }
 
 func newStoreSQL(outbox, inbox, orders string) storeSQL {

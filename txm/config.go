@@ -37,12 +37,13 @@ type ProcessorConfig struct {
 	// outcomes (MarkPublished and the like) commit with it. A claim then
 	// writes no lease and a batch costs one commit instead of two; a relay
 	// that dies frees its messages at once instead of after the lease.
-	// Each batch in flight holds a database connection for the length of
-	// its publish, and a partition key yields at most one message per
-	// batch, so outboxes dominated by a few busy keys drain faster with
-	// leases. The store must implement [LockingClaimer] (sqlstore on
-	// PostgreSQL); NewOutboxProcessorWithConfig fails otherwise. Default
-	// false: leases.
+	// Each batch in flight holds a database connection and an open
+	// transaction for the length of its publish, and a key's next messages
+	// can be claimed only once the batch holding its earlier ones has
+	// committed, so claiming ahead does not help a backlog of a few busy
+	// keys. Per-key order is kept as with leases. The store must implement
+	// [LockingClaimer] (sqlstore on PostgreSQL);
+	// NewOutboxProcessorWithConfig fails otherwise. Default false: leases.
 	LockClaims bool
 
 	// PollInterval is how long the relay waits for new messages when the

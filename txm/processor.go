@@ -776,9 +776,9 @@ func (p *Processor) settle(ctx context.Context, b batch, outcomes []outcome) int
 			p.cfg.Logger.LogAttrs(ctx, slog.LevelError, "txm: relay: committing a batch's outcome failed; its messages will be published again",
 				slog.Int("messages", len(batch)), slog.Any("error", err))
 		}
-		// The commit ends the claim: the next message of each key in the
-		// batch (a locked claim took one per key) and the messages left
-		// unattempted are free now. Wake an idle claim loop for them.
+		// The commit ends the claim: the later messages of the batch's keys
+		// (which a claim made meanwhile had to leave out) and the messages
+		// left unattempted are free now. Wake an idle claim loop for them.
 		if len(skipped) > 0 || slices.ContainsFunc(batch, func(c Claimed) bool { return partitionKey(c.Message) != "" }) {
 			select {
 			case p.kick <- struct{}{}:

@@ -102,9 +102,9 @@ type Claimer interface {
 // once. The relay records the batch's outcome with the [Claimer] methods
 // in the same transaction, so it commits with the end of the claim;
 // ExtendClaims in that transaction leases messages past its end. Messages
-// of a partition key still come out in save order, but a key yields at
-// most one message per claim: one whose earlier messages are all
-// published.
+// of a partition key come out in save order, as with Claim: a keyed
+// message only when every earlier message of its key is published or in
+// the same result before it.
 type LockingClaimer interface {
 	Claimer
 	Transactor

@@ -238,18 +238,37 @@ RETURNING o.seq, o.id, o.topic, o.name, o.metadata, o.payload, o.sent_at, o.atte
 		// The locked claim is the hand-written loop's SELECT ... FOR UPDATE
 		// SKIP LOCKED: its LIMIT counts only the rows it locked, so rows
 		// another transaction holds are passed over, and it writes no
-		// lease. A row lock is invisible to other snapshots, so a keyed
-		// message is taken only when every earlier message of its key is
-		// published in the statement's snapshot (published is final: no
-		// later commit can make that false), found in unpublished_key_idx.
-		// A key thus yields one message per claim, and a key whose head is
-		// locked by another claim, leased, retrying or dead yields none.
-		s.claimLocked = f(`SELECT o.seq, o.id, o.topic, o.name, o.metadata, o.payload, o.sent_at, o.attempts
+		// lease. A row lock cannot be seen from another snapshot, so the
+		// claim returns, with each keyed message, the previous unpublished
+		// message of its key in the statement's snapshot (prev_seq, from
+		// unpublished_key_idx), and Outbox.ClaimLocked keeps a keyed
+		// message only when it has none or kept that one: a chain from the
+		// key's head, every link locked by this claim (published is final,
+		// so no later commit can add a link the snapshot missed). The
+		// messages behind one that holds its key (leased, retrying or dead
+		// in the snapshot, found in held_idx as the lease claim finds them)
+		// are left out before the LIMIT, so parked keys cost nothing; those
+		// of a key whose head another transaction holds locked are scanned
+		// and locked, then dropped, until this transaction ends.
+		s.claimLocked = f(`SELECT o.seq, o.id, o.topic, o.name, o.metadata, o.payload, o.sent_at, o.attempts, prev.seq
     FROM {outbox} o
+    LEFT JOIN LATERAL (
+        SELECT h.seq FROM {outbox} h
+        WHERE o.partition_key IS NOT NULL
+            AND h.partition_key = o.partition_key AND h.seq < o.seq AND h.state <> 'published'
+        ORDER BY h.seq DESC
+        LIMIT 1
+    ) prev ON true
+    LEFT JOIN LATERAL (
+        SELECT h.seq FROM {outbox} h
+        WHERE o.partition_key IS NOT NULL
+            AND h.partition_key = o.partition_key
+            AND ` + holdsKey + `
+        ORDER BY h.seq
+        LIMIT 1
+    ) first_holder ON true
     WHERE o.` + available + `
-      AND (o.partition_key IS NULL OR NOT EXISTS (
-        SELECT 1 FROM {outbox} h
-        WHERE h.partition_key = o.partition_key AND h.seq < o.seq AND h.state <> 'published'))
+      AND (first_holder.seq IS NULL OR o.seq < first_holder.seq)
     ORDER BY o.seq
     LIMIT {limit}
     FOR UPDATE OF o SKIP LOCKED`)

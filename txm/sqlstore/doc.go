@@ -105,9 +105,8 @@
 //     key back (leased, waiting for a retry, or dead): the claim's per-key
 //     lookup, and DeadLetters. Saves add nothing to it.
 //   - unpublished_key_idx (partition_key, seq) over unpublished keyed
-//     messages: the locked claim's check that a keyed message is its key's
-//     oldest unpublished one (see Locked claims). Saves of keyed messages
-//     add to it.
+//     messages: the locked claim's lookup of each keyed message's
+//     predecessor (see Locked claims). Saves of keyed messages add to it.
 //   - published_idx (published_at) WHERE state = 'published': Purge, which
 //     therefore reads only the rows it deletes. Without it, purging would
 //     scan the young published rows on every batch.
@@ -225,16 +224,21 @@
 // no lease write (the claim's new row version and its index entries), and
 // a relay that dies frees its batch as soon as PostgreSQL ends its
 // transaction. The LIMIT counts only rows the claim locked, so rows that
-// another claim holds are passed over. Because a row lock cannot be seen
-// from another transaction's snapshot, a keyed message is taken only when
-// every earlier message of its key is published in the statement's
-// snapshot (a published message never becomes unpublished, so a later
-// commit cannot make that wrong), found in unpublished_key_idx (migration
-// 2): a key yields one message per claim, and none while its head is held
-// by any claim, locked or leased, or waits for a retry, or is dead. Locked
-// and leasing relays may share an outbox: a lease claim skips locked rows,
-// and drops the rest of their keys, as it does for any row it cannot lock;
-// a locked claim skips leased messages and their keys' later messages.
+// another claim holds are passed over. A row lock cannot be seen from
+// another transaction's snapshot, so the claim reads, with each keyed
+// message, the previous unpublished message of its key in the statement's
+// snapshot (from unpublished_key_idx, migration 2), and keeps a keyed
+// message only when there is none or it kept that one: a chain from the
+// key's head, every link locked by this claim. A published message never
+// becomes unpublished, so no later commit can add a link the snapshot
+// missed. Messages behind one that holds its key (leased, retrying or
+// dead) are left out before the LIMIT through held_idx, as in a lease
+// claim, so parked keys cost nothing; the later messages of a key whose
+// head another transaction holds locked are locked and left out, until
+// the claim's transaction ends. Locked and leasing relays may share an
+// outbox: a lease claim skips locked rows and drops the rest of their
+// keys, as it does for any row it cannot lock; a locked claim skips leased
+// messages and their keys' later messages.
 // In a transaction begun by [Store.InTx], ClaimLocked pins its plan as a
 // lease claim does (TestPostgresClaimLockedPlan); in the caller's own
 // transaction it leaves the settings alone. [Outbox.ExtendClaims] in the

@@ -57,6 +57,13 @@ func openTx(t *testing.T, s *Store) (ctx context.Context, end func(commit bool) 
 
 var errRolledBack = errors.New("rolled back by the test")
 
+func mustExec(t *testing.T, s *testStore, stmt string, args ...any) {
+	t.Helper()
+	if _, err := s.pg.pool.Exec(context.Background(), stmt, args...); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func mustClaimLocked(t *testing.T, ctx context.Context, o *Outbox, limit int) []txm.Claimed {
 	t.Helper()
 	c, err := o.ClaimLocked(ctx, limit)
@@ -67,66 +74,89 @@ func mustClaimLocked(t *testing.T, ctx context.Context, o *Outbox, limit int) []
 }
 
 // TestPostgresClaimLocked checks what a locked claim takes and how long it
-// holds it: messages in save order, at most the head of each key; none
-// that another claim holds, locked or leased; held until its transaction
-// ends, which commits the outcomes written in it or, rolled back, frees
-// the messages at once.
+// holds it: messages in save order, a key's messages only in a chain from
+// its head; none that another claim holds, locked or leased, nor any later
+// message of their keys; held until its transaction ends, which commits
+// the outcomes written in it or, rolled back, frees the messages at once.
 func TestPostgresClaimLocked(t *testing.T) {
 	forEachPGKind(t, func(t *testing.T, kind backendKind) {
 		ctx := context.Background()
 		s := newTestStore(t, kind, Config{PollOnly: true})
 		o := s.Outbox()
-		a1, n1, a2, b1, n2, a3 := newMsg("t", "a"), newMsg("t", ""), newMsg("t", "a"), newMsg("t", "b"), newMsg("t", ""), newMsg("t", "a")
-		mustSave(t, o, a1, n1, a2, b1, n2, a3)
+		a1, n1, a2, b1, n2, a3, b2 := newMsg("t", "a"), newMsg("t", ""), newMsg("t", "a"), newMsg("t", "b"), newMsg("t", ""), newMsg("t", "a"), newMsg("t", "b")
+		mustSave(t, o, a1, n1, a2, b1, n2, a3, b2)
+		want := func(what string, got []txm.Claimed, msgs ...async.Message) {
+			t.Helper()
+			if !slices.Equal(ids(got), msgIDs(msgs)) {
+				t.Fatalf("%s: %v, want %v", what, ids(got), msgIDs(msgs))
+			}
+		}
 
 		if _, err := o.ClaimLocked(ctx, 10); err == nil {
 			t.Fatal("a locked claim without a transaction succeeded")
 		}
 
 		tx1, end1 := openTx(t, s.Store)
-		if c := mustClaimLocked(t, tx1, o, 10); !slices.Equal(ids(c), msgIDs([]async.Message{a1, n1, b1, n2})) {
-			t.Fatalf("first locked claim: %v, want a1 n1 b1 n2", ids(c))
-		}
-		// Neither a second locked claim nor a lease claim takes what tx1
-		// holds, nor the later messages of its keys.
+		want("first locked claim, limit 3", mustClaimLocked(t, tx1, o, 3), a1, n1, a2)
+		// A second locked claim takes the rest but for a3, whose key
+		// tx1 holds; a lease claim takes nothing while both hold theirs.
 		tx2, end2 := openTx(t, s.Store)
-		if c := mustClaimLocked(t, tx2, o, 10); len(c) != 0 {
-			t.Fatalf("locked claim beside tx1: %v, want none", ids(c))
-		}
-		if c := mustClaim(t, o, 10, time.Minute); len(c) != 0 {
-			t.Fatalf("lease claim beside tx1: %v, want none", ids(c))
-		}
+		want("locked claim beside tx1", mustClaimLocked(t, tx2, o, 10), b1, n2, b2)
+		want("lease claim beside tx1 and tx2", mustClaim(t, o, 10, time.Minute))
 		if err := end2(false); err != nil {
 			t.Fatal(err)
 		}
+		want("lease claim after tx2 rolled back", mustClaim(t, o, 10, time.Minute), b1, n2, b2)
+		if err := o.ReleaseClaims(ctx, n2.ID(), b2.ID()); err != nil { // keep b1 leased
+			t.Fatal(err)
+		}
 
-		// tx1 publishes a1 and n1, fails b1, leases n2 past its end.
+		// tx1 publishes a1 and n1 and fails a2: key a parks behind a2.
 		if err := o.MarkPublished(tx1, a1.ID(), n1.ID()); err != nil {
 			t.Fatal(err)
 		}
-		if err := o.MarkFailed(tx1, b1.ID(), time.Hour, "broker down"); err != nil {
-			t.Fatal(err)
-		}
-		if err := o.ExtendClaims(tx1, time.Hour, n2.ID()); err != nil {
+		if err := o.MarkFailed(tx1, a2.ID(), time.Hour, "broker down"); err != nil {
 			t.Fatal(err)
 		}
 		if err := end1(true); err != nil {
 			t.Fatal(err)
 		}
-		// Key a's next message is the head now; b waits for its retry; n2
-		// is leased.
+		// b1 is leased (above), so b2 waits behind it; a3 waits behind a2.
 		tx3, end3 := openTx(t, s.Store)
-		if c := mustClaimLocked(t, tx3, o, 10); !slices.Equal(ids(c), msgIDs([]async.Message{a2})) || c[0].Attempts != 0 {
-			t.Fatalf("claim after tx1: %v, want a2", c)
-		}
-		// A rollback frees a2 at once: a lease claim takes it, and a3 is
-		// still behind it.
-		if err := end3(false); err != nil {
+		want("claim after tx1", mustClaimLocked(t, tx3, o, 10), n2)
+		if err := o.ExtendClaims(tx3, time.Hour, n2.ID()); err != nil {
 			t.Fatal(err)
 		}
-		if c := mustClaim(t, o, 10, time.Minute); !slices.Equal(ids(c), msgIDs([]async.Message{a2, a3})) {
-			t.Fatalf("lease claim after the rollback: %v, want a2 a3", ids(c))
+		if err := end3(true); err != nil {
+			t.Fatal(err)
 		}
+		if err := o.ReleaseClaims(ctx, b1.ID()); err != nil {
+			t.Fatal(err)
+		}
+		// Key b is free again: a rolled-back claim takes b1 and b2, and
+		// frees them at once.
+		tx4, end4 := openTx(t, s.Store)
+		want("claim after b1's release", mustClaimLocked(t, tx4, o, 10), b1, b2)
+		if err := end4(false); err != nil {
+			t.Fatal(err)
+		}
+		want("lease claim after the rollback", mustClaim(t, o, 10, time.Minute), b1, b2)
+
+		// A parked key costs a claim nothing: behind a dead head, its
+		// messages are left out before the limit, so a claim of 2 still
+		// reaches the message saved after them.
+		p1, p2, p3, x := newMsg("t", "p"), newMsg("t", "p"), newMsg("t", "p"), newMsg("t", "")
+		mustSave(t, o, p1, p2, p3, x)
+		if err := o.MarkDead(ctx, p1.ID(), "poison"); err != nil {
+			t.Fatal(err)
+		}
+		tx5, end5 := openTx(t, s.Store)
+		want("claim past a parked key", mustClaimLocked(t, tx5, o, 2), x)
+		if err := end5(false); err != nil {
+			t.Fatal(err)
+		}
+		mustExec(t, s, "DELETE FROM txm_outbox WHERE partition_key = 'p' OR id = $1", x.ID())
+
 		var states []string
 		rows, err := s.pg.pool.Query(ctx, "SELECT id || ' ' || state || ' ' || attempts || ' ' || (claimed_until IS NOT NULL) FROM txm_outbox ORDER BY seq")
 		if err != nil {
@@ -139,12 +169,12 @@ func TestPostgresClaimLocked(t *testing.T) {
 			}
 			states = append(states, r)
 		}
-		want := []string{
-			a1.ID() + " published 0 false", n1.ID() + " published 0 false",
-			a2.ID() + " pending 0 true", b1.ID() + " pending 1 false", n2.ID() + " pending 0 true", a3.ID() + " pending 0 true",
+		wantStates := []string{
+			a1.ID() + " published 0 false", n1.ID() + " published 0 false", a2.ID() + " pending 1 false",
+			b1.ID() + " pending 0 true", n2.ID() + " pending 0 true", a3.ID() + " pending 0 false", b2.ID() + " pending 0 true",
 		}
-		if !slices.Equal(states, want) {
-			t.Fatalf("rows:\n%v\nwant\n%v", states, want)
+		if !slices.Equal(states, wantStates) {
+			t.Fatalf("rows:\n%v\nwant\n%v", states, wantStates)
 		}
 	})
 }
@@ -424,8 +454,9 @@ func TestPostgresLockedRelayStopFreesClaims(t *testing.T) {
 }
 
 // TestPostgresClaimLockedPlan: with the settings a locked claim pins in the
-// relay's transaction, its plan reads pending_idx in save order, looks keys
-// up in unpublished_key_idx and stops at the limit, also with statistics
+// relay's transaction, its plan reads pending_idx in save order, looks each
+// key's head and each message's predecessor up in unpublished_key_idx and
+// stops at the limit, also with statistics
 // taken when the relay was caught up and a backlog they have not seen.
 func TestPostgresClaimLockedPlan(t *testing.T) {
 	ctx := context.Background()
@@ -472,7 +503,7 @@ func TestPostgresClaimLockedPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	if strings.Contains(plan, "Bitmap") || strings.Contains(plan, "Seq Scan") || strings.Contains(plan, `"Sort"`) ||
-		strings.Count(plan, "txm_outbox_pending_idx") != 1 || strings.Count(plan, "txm_outbox_unpublished_key_idx") != 1 {
+		strings.Count(plan, "txm_outbox_pending_idx") != 1 || strings.Count(plan, "txm_outbox_unpublished_key_idx") != 1 || strings.Count(plan, "txm_outbox_held_idx") != 1 {
 		t.Fatalf("the locked claim's plan reads the backlog, not the indexes it should:\n%s", plan)
 	}
 }

@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"cmp"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -381,8 +382,10 @@ var errNeedsTx = errors.New("a locked claim needs a transaction in the context (
 // MarkDead) in the same transaction, so that it commits with the end of
 // the claim; [Outbox.ExtendClaims] in it leases them past its end. A keyed
 // message is returned only when every earlier message of its key is
-// published, so a key yields at most one message per claim. A limit of 0
-// or less returns nothing.
+// published or comes before it in the same result, as with
+// [Outbox.Claim]; a key whose head another claim holds yields nothing
+// (its later messages are locked by this claim and left out, until its
+// transaction ends). A limit of 0 or less returns nothing.
 //
 // In a transaction the store began ([Store.InTx]), the claim's plan is
 // pinned as in a lease claim (sequential and bitmap scans off, one generic
@@ -405,10 +408,10 @@ func (o *Outbox) ClaimLocked(ctx context.Context, limit int) ([]txm.Claimed, err
 	}
 	h.lockedClaim.Store(true)
 	stmt := s.limited(true, limit)
-	var out []claimedRow
+	var claimed []txm.Claimed
 	if h.pgx != nil && h.owner == s {
 		err = pgxBackend{b: h.pgx}.lockedQuery(ctx, s.stmts.pinLocked, nil, stmt, nil, func(r rows) (err error) {
-			out, err = scanClaimed(r)
+			claimed, err = scanLocked(r)
 			return err
 		})
 	} else {
@@ -418,18 +421,45 @@ func (o *Outbox) ClaimLocked(ctx context.Context, limit int) ([]txm.Claimed, err
 		var r rows
 		if err == nil {
 			if r, err = q.query(ctx, stmt); err == nil {
-				out, err = scanClaimed(r)
+				claimed, err = scanLocked(r)
 			}
 		}
 	}
 	if err != nil {
 		return nil, s.fail(ctx, op, err)
 	}
-	claimed := make([]txm.Claimed, len(out))
-	for i, r := range out {
-		claimed[i] = r.Claimed
-	}
 	return claimed, nil
+}
+
+// scanLocked reads a locked claim's rows, in save order, and keeps each
+// message without a key, and each keyed message whose previous unpublished
+// message (prev_seq) it has none of or kept: a chain from the key's head.
+// The rows it drops stay locked, untouched, until the transaction ends.
+func scanLocked(rows rows) ([]txm.Claimed, error) {
+	defer rows.Close()
+	var out []txm.Claimed
+	var kept map[int64]bool // keyed messages kept, by seq
+	for rows.Next() {
+		var prev sql.NullInt64
+		seq, msg, attempts, err := scanMessage(rows, &prev)
+		if err != nil {
+			return nil, err
+		}
+		if prev.Valid && !kept[prev.Int64] {
+			continue
+		}
+		if msg.Metadata().PartitionKey() != "" {
+			if kept == nil {
+				kept = map[int64]bool{}
+			}
+			kept[seq] = true
+		}
+		out = append(out, txm.Claimed{Message: msg, Attempts: attempts})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return out, rows.Close()
 }
 
 // claimSQL returns the claim statement for limit. On PostgreSQL the limit
