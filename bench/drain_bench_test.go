@@ -40,7 +40,9 @@ var (
 // the relay with 2 workers and locked claims (impl=relay-w2-lock,
 // ProcessorConfig.LockClaims). Each iteration fills the outbox with the store's SaveMany
 // outside the timer; the timer covers the drain only, up to the last
-// MarkPublished. The msgs/s metric is the one to read.
+// MarkPublished. The msgs/s metric is the one to read. TXM_DRAIN_KEYS=k
+// gives the messages k partition keys, round robin (default: none); the
+// hand-written loops ignore them.
 func BenchmarkDrainJetStream(b *testing.B) {
 	n := pgjsEnvInt(b, "TXM_DRAIN_MESSAGES", 100_000)
 	e := newPGJSEnv(b)

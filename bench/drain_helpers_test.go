@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -167,14 +168,21 @@ func (e *pgjsEnv) newStore(b *testing.B, pollOnly bool) *sqlstore.Store {
 
 // pgjsMessages returns n new messages of pgjsPayloadSize bytes on topic,
 // without partition keys, each with a content type.
-func pgjsMessages(topic string, n int) []async.Message {
+func pgjsMessages(topic string, n int) []async.Message { return pgjsKeyedMessages(topic, n, 0) }
+
+// pgjsKeyedMessages is pgjsMessages with the i-th message's partition key
+// "key-(i mod keys)", none when keys is 0.
+func pgjsKeyedMessages(topic string, n, keys int) []async.Message {
 	payload := []byte(`{"order_id":"0192f7a0-7c1e-7d2a-9b1e-5f3c2a1d0e9f","customer":"c-1042","cents":12999,"note":"`)
 	payload = append(payload, strings.Repeat("x", pgjsPayloadSize-len(payload)-2)...)
 	payload = append(payload, `"}`...)
 	msgs := make([]async.Message, n)
 	for i := range msgs {
-		msgs[i] = async.NewMessage(topic, "OrderPlaced", payload,
-			async.WithMetadata(async.Metadata{async.MetaContentType: "application/json"}))
+		md := async.Metadata{async.MetaContentType: "application/json"}
+		if keys > 0 {
+			md[async.MetaPartitionKey] = "key-" + strconv.Itoa(i%keys)
+		}
+		msgs[i] = async.NewMessage(topic, "OrderPlaced", payload, async.WithMetadata(md))
 	}
 	return msgs
 }
@@ -187,7 +195,7 @@ func (e *pgjsEnv) fill(b *testing.B, n int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	e.reset(b)
-	for chunk := range slices.Chunk(pgjsMessages(e.topic, n), 5000) {
+	for chunk := range slices.Chunk(pgjsKeyedMessages(e.topic, n, pgjsEnvInt(b, "TXM_DRAIN_KEYS", 0)), 5000) {
 		if k, err := e.store.Outbox().SaveMany(ctx, chunk); err != nil || k != len(chunk) {
 			b.Fatalf("SaveMany: %d of %d: %v", k, len(chunk), err)
 		}
