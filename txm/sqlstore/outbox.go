@@ -676,7 +676,7 @@ func (s *Store) update(ctx context.Context, op string, run bool, stmt string, ar
 		// (pinLocked) for the rest of it: the same generic plan.
 		_, err = q.exec(ctx, stmt, s.args(args)...)
 	} else {
-		if s.dialect == sqlite && holderFrom(ctx) == nil {
+		if s.dialect == sqlite && h == nil {
 			release, qerr := s.queueWrite(ctx)
 			if qerr != nil {
 				return s.fail(ctx, op, qerr)
