@@ -146,6 +146,42 @@ func ExampleNewPostgres() {
 	}
 }
 
+// A locked claim in a transaction of the store's own: the messages stay
+// claimed until the transaction ends, and their outcome commits with it.
+// The relay does this with txm.ProcessorConfig{LockClaims: true}.
+func ExampleOutbox_ClaimLocked() {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+	store, err := sqlstore.NewPostgres(pool, sqlstore.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer store.Close()
+	var broker async.MessagePublisher // the application's broker
+	outbox := store.Outbox()
+	err = outbox.InTx(ctx, func(ctx context.Context) error {
+		claimed, err := outbox.ClaimLocked(ctx, 100)
+		if err != nil {
+			return err
+		}
+		var published []string
+		for _, c := range claimed {
+			if err := broker.Publish(ctx, c.Message.Subject(), c.Message); err != nil {
+				break // the rest of the batch stays pending: keys keep their order
+			}
+			published = append(published, c.Message.ID())
+		}
+		return outbox.MarkPublished(ctx, published...)
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
 // delivery stands for a message handed over by a broker.
 type delivery struct{ async.Message }
 
