@@ -22,17 +22,19 @@ import (
 // PostgreSQL the messages are saved through another pool, so they arrive
 // through LISTEN; on SQLite through the store, inside InTx. Every third
 // message fails once and comes back through MarkFailed. On PostgreSQL it
-// runs with leases and with locked claims (ProcessorConfig.LockClaims).
+// runs with leases and with locked claims (ProcessorConfig.LockClaims),
+// pipelined and one batch at a time.
 func TestProcessorEndToEnd(t *testing.T) {
 	forEachKind(t, func(t *testing.T, kind backendKind) {
-		t.Run("leases", func(t *testing.T) { processorEndToEnd(t, kind, false) })
+		t.Run("leases", func(t *testing.T) { processorEndToEnd(t, kind, false, 0) })
 		if kind != kindSQLite {
-			t.Run("locks", func(t *testing.T) { processorEndToEnd(t, kind, true) })
+			t.Run("locks", func(t *testing.T) { processorEndToEnd(t, kind, true, 0) })
+			t.Run("locks-inflight1", func(t *testing.T) { processorEndToEnd(t, kind, true, 1) })
 		}
 	})
 }
 
-func processorEndToEnd(t *testing.T, kind backendKind, lock bool) {
+func processorEndToEnd(t *testing.T, kind backendKind, lock bool, inFlight int) {
 	{
 		ctx := context.Background()
 		channel := randomName("txm_e2e_")
@@ -63,11 +65,12 @@ func processorEndToEnd(t *testing.T, kind backendKind, lock bool) {
 		})
 		observed := observedOutbox{Outbox: relayStore.Outbox(), empty: make(chan struct{}, 1)}
 		p, err := txm.NewOutboxProcessorWithConfig(pub, observed, txm.ProcessorConfig{
-			PollInterval: time.Minute,
-			BatchSize:    16,
-			LockClaims:   lock,
-			Retry:        retry.Policy{InitialInterval: 20 * time.Millisecond, MaxInterval: 20 * time.Millisecond, RandomizationFactor: retry.NoJitter},
-			Logger:       discardLogger(),
+			PollInterval:    time.Minute,
+			BatchSize:       16,
+			LockClaims:      lock,
+			BatchesInFlight: inFlight,
+			Retry:           retry.Policy{InitialInterval: 20 * time.Millisecond, MaxInterval: 20 * time.Millisecond, RandomizationFactor: retry.NoJitter},
+			Logger:          discardLogger(),
 		})
 		if err != nil {
 			t.Fatal(err)
