@@ -412,7 +412,10 @@ func (p *Processor) claim(ctx context.Context) (batch, error) {
 
 // claimLocked claims a batch in a store transaction that a goroutine of
 // its own holds open until the batch is settled (heldTx.finish). An empty
-// claim's transaction is rolled back before it returns.
+// claim's transaction is rolled back before it returns. The transaction
+// stops with ctx until it holds a batch (so a stop does not wait for a
+// connection from an exhausted pool), and outlives a hard stop from then on,
+// so that the batch can still be settled.
 func (p *Processor) claimLocked(ctx context.Context) (batch, error) {
 	type claimed struct {
 		items []Claimed
@@ -421,11 +424,16 @@ func (p *Processor) claimLocked(ctx context.Context) (batch, error) {
 	}
 	got := make(chan claimed, 1)
 	held := &heldTx{end: make(chan bool, 1), ended: make(chan error, 1)}
+	txCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	detach := context.AfterFunc(ctx, cancel)
 	go func() {
-		// The transaction outlives a hard stop, so that the batch in
-		// flight can still be settled; the claim itself stops with ctx.
-		err := p.locker.InTx(context.WithoutCancel(ctx), func(txCtx context.Context) error {
-			items, err := p.locker.ClaimLocked(valuesOf{ctx, txCtx}, p.cfg.BatchSize)
+		defer cancel()
+		defer detach() // an empty or failed claim never detached
+		err := p.locker.InTx(txCtx, func(txCtx context.Context) error {
+			items, err := p.locker.ClaimLocked(txCtx, p.cfg.BatchSize)
+			if err == nil && len(items) > 0 && !detach() {
+				items, err = nil, ctx.Err() // stopped during the claim
+			}
 			got <- claimed{items, txCtx, err}
 			if err != nil || len(items) == 0 || !<-held.end {
 				return errRollback
@@ -441,7 +449,7 @@ func (p *Processor) claimLocked(ctx context.Context) (batch, error) {
 	case c := <-got:
 		if c.err != nil || len(c.items) == 0 {
 			<-held.ended
-			if c.err != nil {
+			if c.err != nil && ctx.Err() == nil {
 				return batch{}, fmt.Errorf("claim locked: %w", c.err)
 			}
 			return batch{}, nil
@@ -449,19 +457,12 @@ func (p *Processor) claimLocked(ctx context.Context) (batch, error) {
 		held.ctx = c.ctx
 		return batch{items: c.items, held: held}, nil
 	case err := <-held.ended: // the transaction did not begin
+		if ctx.Err() != nil {
+			return batch{}, nil
+		}
 		return batch{}, fmt.Errorf("claim locked: %w", err)
 	}
 }
-
-// valuesOf is a context with the deadline and cancellation of the first
-// and the values of the second: a claim that stops with the relay, in a
-// transaction that does not.
-type valuesOf struct {
-	context.Context
-	values context.Context
-}
-
-func (c valuesOf) Value(key any) any { return c.values.Value(key) }
 
 // outcome is what became of one message of a batch.
 type outcome struct {

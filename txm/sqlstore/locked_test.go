@@ -507,3 +507,46 @@ func TestPostgresClaimLockedPlan(t *testing.T) {
 		t.Fatalf("the locked claim's plan reads the backlog, not the indexes it should:\n%s", plan)
 	}
 }
+
+// TestPostgresLockedRelayStopsWithoutAConnection starts a relay with
+// LockClaims on a pool whose only connection the test holds: its claim
+// waits for a connection, and the hard stop (DrainTimeout after Start's
+// context ends) ends that wait, so Start returns (goleak then checks that
+// no goroutine is left).
+func TestPostgresLockedRelayStopsWithoutAConnection(t *testing.T) {
+	ctx := context.Background()
+	e := newPGEnv(t)
+	migrator := storeOn(t, kindPgx, e.pool, Config{PollOnly: true})
+	if err := migrator.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mustSave(t, migrator.Outbox(), newMsg("t", ""))
+	pool := e.newPool(t, 1)
+	s := storeOn(t, kindPgx, pool, Config{PollOnly: true})
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+
+	pub := async.MessagePublisherFunc(func(context.Context, string, async.Message) error { return nil })
+	p, err := txm.NewOutboxProcessorWithConfig(pub, s.Outbox(), txm.ProcessorConfig{
+		LockClaims: true, DrainTimeout: 200 * time.Millisecond, Logger: discardLogger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	started := make(chan error, 1)
+	go func() { started <- p.Start(runCtx) }()
+	time.Sleep(100 * time.Millisecond) // the claim now waits for the held connection
+	stop()
+	select {
+	case err := <-started:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Start did not return while its claim waited for a connection")
+	}
+}
