@@ -38,7 +38,8 @@ var (
 // publishes one), then the relay with 4 workers and BatchesInFlight 1
 // (impl=relay-w4-inflight1: one batch at a time, like the baseline), then
 // the relay with 2 workers and locked claims (impl=relay-w2-lock,
-// ProcessorConfig.LockClaims). Each iteration fills the outbox with the store's SaveMany
+// ProcessorConfig.LockClaims; -inflight1 and -inflight3 set its
+// BatchesInFlight). Each iteration fills the outbox with the store's SaveMany
 // outside the timer; the timer covers the drain only, up to the last
 // MarkPublished. The msgs/s metric is the one to read. TXM_DRAIN_KEYS=k
 // gives the messages k partition keys, round robin (default: none); the
@@ -69,6 +70,11 @@ func BenchmarkDrainJetStream(b *testing.B) {
 			b.Run("impl=relay-w2-lock", func(b *testing.B) {
 				pgjsBenchDrain(b, e, n, func() { e.drainRelay(b, n, batch, 2, 0, true, natsjs.PublisherConfig{}) })
 			})
+			for _, inFlight := range []int{1, 3} {
+				b.Run(fmt.Sprintf("impl=relay-w2-lock-inflight%d", inFlight), func(b *testing.B) {
+					pgjsBenchDrain(b, e, n, func() { e.drainRelay(b, n, batch, 2, inFlight, true, natsjs.PublisherConfig{}) })
+				})
+			}
 		})
 	}
 }
