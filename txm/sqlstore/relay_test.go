@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/transmanager/transmanager/async"
@@ -282,4 +285,127 @@ func (o observedOutbox) ClaimLocked(ctx context.Context, limit int) ([]txm.Claim
 		}
 	}
 	return c, err
+}
+
+// TestPostgresRelaySurvivesKilledConnections terminates every connection of
+// the relay's pool three times while it drains 2,000 messages, with leases
+// and with locked claims: the relay recovers by itself, every message is
+// published (a batch whose marks were lost is published again, never
+// lost), each key's first publications come in save order, and the outbox
+// ends with nothing pending.
+func TestPostgresRelaySurvivesKilledConnections(t *testing.T) {
+	for _, lock := range []bool{false, true} {
+		t.Run(fmt.Sprintf("lock=%v", lock), func(t *testing.T) {
+			t.Parallel()
+			relaySurvivesKilledConnections(t, lock)
+		})
+	}
+}
+
+func relaySurvivesKilledConnections(t *testing.T, lock bool) {
+	const total, keys = 2000, 20
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	e := newPGEnv(t)
+	producer := storeOn(t, kindPgx, e.pool, Config{PollOnly: true})
+	if err := producer.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	msgs := make([]async.Message, total)
+	order := make(map[string]int, total)
+	for i := range msgs {
+		key := ""
+		if i%2 == 0 {
+			key = fmt.Sprintf("k%d", i%keys)
+		}
+		msgs[i] = newMsg("t", key)
+		order[msgs[i].ID()] = i
+	}
+	for chunk := range slices.Chunk(msgs, 500) {
+		if n, err := producer.Outbox().SaveMany(ctx, chunk); err != nil || n != len(chunk) {
+			t.Fatalf("SaveMany: %d, %v", n, err)
+		}
+	}
+
+	app := randomName("txm_relay_")
+	cfg, err := pgxpool.ParseConfig(e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.RuntimeParams["search_path"] = e.schema
+	cfg.ConnConfig.RuntimeParams["application_name"] = app
+	cfg.MaxConns = 4
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	relayStore := storeOn(t, kindPgx, pool, Config{PollOnly: true})
+
+	var (
+		mu        sync.Mutex
+		times     = map[string]int{}
+		firstSeen = map[string][]int{} // key -> save positions, in first-publication order
+	)
+	pub := async.MessagePublisherFunc(func(ctx context.Context, _ string, msg async.Message) error {
+		time.Sleep(200 * time.Microsecond) // keep batches in flight when the connections die
+		mu.Lock()
+		defer mu.Unlock()
+		times[msg.ID()]++
+		if k := msg.Metadata().PartitionKey(); k != "" && times[msg.ID()] == 1 {
+			firstSeen[k] = append(firstSeen[k], order[msg.ID()])
+		}
+		return nil
+	})
+	published := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(times)
+	}
+	p, err := txm.NewOutboxProcessorWithConfig(pub, relayStore.Outbox(), txm.ProcessorConfig{
+		BatchSize: 50, Workers: 4, LockClaims: lock, PollInterval: 20 * time.Millisecond,
+		Retry:      retry.Policy{InitialInterval: 10 * time.Millisecond, MaxInterval: 50 * time.Millisecond, MaxAttempts: -1},
+		StoreRetry: retry.Policy{InitialInterval: 10 * time.Millisecond, MaxInterval: 100 * time.Millisecond},
+		Lease:      time.Second, Logger: discardLogger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	var g errgroup.Group
+	g.Go(func() error { return p.Start(runCtx) })
+	for kill, at := range []int{300, 900, 1500} {
+		waitFor(t, 30*time.Second, fmt.Sprintf("%d messages published before kill %d", at, kill+1), func() bool { return published() >= at })
+		var killed int
+		err := e.pool.QueryRow(ctx, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1", app).Scan(&killed)
+		if err != nil || killed == 0 {
+			t.Fatalf("kill %d: terminated %d connections, %v", kill+1, killed, err)
+		}
+	}
+	waitFor(t, 60*time.Second, "every message to be published", func() bool { return published() == total })
+	waitFor(t, 30*time.Second, "the outbox to empty", func() bool {
+		st, err := producer.Outbox().Stats(ctx)
+		return err == nil && st.Pending == 0
+	})
+	stop()
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	again := 0
+	for _, m := range msgs {
+		switch n := times[m.ID()]; {
+		case n == 0:
+			t.Fatalf("message %d was never published", order[m.ID()])
+		case n > 1:
+			again++
+		}
+	}
+	for k, seq := range firstSeen {
+		if !sort.IntsAreSorted(seq) {
+			t.Fatalf("key %s first published out of save order: %v", k, seq)
+		}
+	}
+	t.Logf("%d of %d messages published again after their marks were lost", again, total)
 }
