@@ -15,7 +15,10 @@ import (
 type ProcessorConfig struct {
 	// Workers is how many messages of a batch are published at once.
 	// Messages that share a partition key are published one after another:
-	// a key has at most one message in flight. Default 4.
+	// a key has at most one message in flight. It does not apply to a
+	// publisher that implements [async.AsyncPublisher] (JetStream), which
+	// gets each batch in waves, with every message of a wave in flight at
+	// once. Default 4.
 	Workers int
 
 	// BatchSize is how many messages the relay claims from the store at a
