@@ -304,9 +304,9 @@ func (o *pgjsCountingOutbox) Claim(ctx context.Context, limit int, lease time.Du
 
 // ClaimLocked times a locked claim (ProcessorConfig.LockClaims) as Claim
 // times a lease claim.
-func (o *pgjsCountingOutbox) ClaimLocked(ctx context.Context, limit int) ([]txm.Claimed, error) {
+func (o *pgjsCountingOutbox) ClaimLocked(ctx context.Context, limit int, idle time.Duration) ([]txm.Claimed, error) {
 	start := time.Now()
-	c, err := o.Outbox.ClaimLocked(ctx, limit)
+	c, err := o.Outbox.ClaimLocked(ctx, limit, idle)
 	return o.claimed(start, c, err)
 }
 

@@ -489,7 +489,7 @@ func storeDrainLocked(e *storePG, store bool, limit int) func(ctx context.Contex
 		ob := e.filler.Outbox()
 		batch = func(ctx context.Context) (n int, err error) {
 			err = ob.InTx(ctx, func(ctx context.Context) error {
-				c, err := ob.ClaimLocked(ctx, limit)
+				c, err := ob.ClaimLocked(ctx, limit, time.Minute)
 				if err != nil || len(c) == 0 {
 					return err
 				}

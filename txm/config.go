@@ -39,7 +39,10 @@ type ProcessorConfig struct {
 	// in a store transaction that it holds until the batch is settled: the
 	// outcomes (MarkPublished and the like) commit with it. A claim then
 	// writes no lease and a batch costs one commit instead of two; a relay
-	// that dies frees its messages at once instead of after the lease.
+	// that dies frees its messages at once instead of after the lease, and
+	// one that stops responding while connected loses them when its
+	// transaction has waited 2 × PublishTimeout + 1s for its next
+	// statement (the transaction's idle_in_transaction_session_timeout).
 	// Each batch in flight holds a database connection and an open
 	// transaction for the length of its publish, and a key's next messages
 	// can be claimed only once the batch holding its earlier ones has

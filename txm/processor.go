@@ -430,7 +430,7 @@ func (p *Processor) claimLocked(ctx context.Context) (batch, error) {
 		defer cancel()
 		defer detach() // an empty or failed claim never detached
 		err := p.locker.InTx(txCtx, func(txCtx context.Context) error {
-			items, err := p.locker.ClaimLocked(txCtx, p.cfg.BatchSize)
+			items, err := p.locker.ClaimLocked(txCtx, p.cfg.BatchSize, p.lockedIdle())
 			if err == nil && len(items) > 0 && !detach() {
 				items, err = nil, ctx.Err() // stopped during the claim
 			}
@@ -463,6 +463,11 @@ func (p *Processor) claimLocked(ctx context.Context) (batch, error) {
 		return batch{}, fmt.Errorf("claim locked: %w", err)
 	}
 }
+
+// lockedIdle is how long a locked claim's transaction may wait for its next
+// statement before the store ends it: a batch claimed ahead waits for the
+// publish before it, then for its own, each at most PublishTimeout.
+func (p *Processor) lockedIdle() time.Duration { return 2*p.cfg.PublishTimeout + time.Second }
 
 // outcome is what became of one message of a batch.
 type outcome struct {

@@ -108,7 +108,10 @@ type Claimer interface {
 type LockingClaimer interface {
 	Claimer
 	Transactor
-	ClaimLocked(ctx context.Context, limit int) ([]Claimed, error)
+	// ClaimLocked claims as described above. With idle > 0 the store ends
+	// the transaction, freeing its messages, when it waits longer than
+	// idle for its next statement, as a lease would expire.
+	ClaimLocked(ctx context.Context, limit int, idle time.Duration) ([]Claimed, error)
 }
 
 // DeadLetter is a message that the relay gave up on.

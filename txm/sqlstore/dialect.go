@@ -46,8 +46,12 @@ type statements struct {
 	// (PostgreSQL; see Outbox.ClaimLocked).
 	claimLocked string
 	// pinLocked pins claimLocked's plan for the rest of a transaction the
-	// store began (PostgreSQL).
+	// store began, and sets its idle_in_transaction_session_timeout to $1
+	// milliseconds unless $1 is NULL (PostgreSQL).
 	pinLocked string
+	// idleLocked sets the idle_in_transaction_session_timeout of a
+	// caller's transaction to $1 milliseconds (PostgreSQL).
+	idleLocked string
 	// extendLocked is extend for messages locked by claimLocked in the
 	// same transaction: they have no lease to renew yet (PostgreSQL).
 	extendLocked string
@@ -274,7 +278,10 @@ RETURNING o.seq, o.id, o.topic, o.name, o.metadata, o.payload, o.sent_at, o.atte
     FOR UPDATE OF o SKIP LOCKED`)
 		s.claimLocked = strings.Replace(s.claimLocked, "LIMIT $1", "LIMIT {limit}", 1)
 		s.pinLocked = `SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true),
-    set_config('plan_cache_mode', 'force_generic_plan', true)`
+    set_config('plan_cache_mode', 'force_generic_plan', true),
+    set_config('idle_in_transaction_session_timeout',
+        coalesce($1::text, current_setting('idle_in_transaction_session_timeout')), true)`
+		s.idleLocked = `SELECT set_config('idle_in_transaction_session_timeout', $1::text, true)`
 		s.release = f(`UPDATE {outbox} SET claimed_until = NULL
     WHERE ` + byIDs + ` AND state = 'pending' AND claimed_until IS NOT NULL`)
 		s.failed = f(`UPDATE {outbox} SET attempts = attempts + 1, last_error = $3, claimed_until = NULL,

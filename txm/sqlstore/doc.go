@@ -241,7 +241,10 @@
 // messages and their keys' later messages.
 // In a transaction begun by [Store.InTx], ClaimLocked pins its plan as a
 // lease claim does (TestPostgresClaimLockedPlan); in the caller's own
-// transaction it leaves the settings alone. [Outbox.ExtendClaims] in the
+// transaction it leaves the settings alone, but for the idle limit the
+// caller passes: the transaction's idle_in_transaction_session_timeout,
+// after which PostgreSQL ends a claim whose relay stopped responding, as a
+// lease would expire. [Outbox.ExtendClaims] in the
 // same transaction writes a lease that lasts past it (the relay holds a
 // topic whose circuit is open that way).
 //

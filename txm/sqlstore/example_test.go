@@ -164,7 +164,7 @@ func ExampleOutbox_ClaimLocked() {
 	var broker async.MessagePublisher // the application's broker
 	outbox := store.Outbox()
 	err = outbox.InTx(ctx, func(ctx context.Context) error {
-		claimed, err := outbox.ClaimLocked(ctx, 100)
+		claimed, err := outbox.ClaimLocked(ctx, 100, time.Minute)
 		if err != nil {
 			return err
 		}

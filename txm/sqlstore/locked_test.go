@@ -66,7 +66,7 @@ func mustExec(t *testing.T, s *testStore, stmt string, args ...any) {
 
 func mustClaimLocked(t *testing.T, ctx context.Context, o *Outbox, limit int) []txm.Claimed {
 	t.Helper()
-	c, err := o.ClaimLocked(ctx, limit)
+	c, err := o.ClaimLocked(ctx, limit, 0)
 	if err != nil {
 		t.Fatalf("claim locked: %v", err)
 	}
@@ -92,7 +92,7 @@ func TestPostgresClaimLocked(t *testing.T) {
 			}
 		}
 
-		if _, err := o.ClaimLocked(ctx, 10); err == nil {
+		if _, err := o.ClaimLocked(ctx, 10, 0); err == nil {
 			t.Fatal("a locked claim without a transaction succeeded")
 		}
 
@@ -184,7 +184,7 @@ func TestPostgresClaimLocked(t *testing.T) {
 func TestSQLiteClaimLockedUnsupported(t *testing.T) {
 	s := newTestStore(t, kindSQLite, Config{})
 	err := s.InTx(context.Background(), func(ctx context.Context) error {
-		_, err := s.Outbox().ClaimLocked(ctx, 10)
+		_, err := s.Outbox().ClaimLocked(ctx, 10, 0)
 		return err
 	})
 	if !errors.Is(err, errors.ErrUnsupported) {
@@ -337,7 +337,7 @@ func TestPostgresLockingAndLeasingRelays(t *testing.T) {
 			}
 			var c []txm.Claimed
 			err := s.InTx(gctx, func(ctx context.Context) (err error) {
-				if c, err = o.ClaimLocked(ctx, batch); err != nil || len(c) == 0 {
+				if c, err = o.ClaimLocked(ctx, batch, time.Minute); err != nil || len(c) == 0 {
 					return err
 				}
 				if err := take(r, c); err != nil {
@@ -495,7 +495,7 @@ func TestPostgresClaimLockedPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, s.stmts.pinLocked); err != nil {
+	if _, err := tx.Exec(ctx, s.stmts.pinLocked, nil); err != nil {
 		t.Fatal(err)
 	}
 	var plan string
@@ -549,4 +549,59 @@ func TestPostgresLockedRelayStopsWithoutAConnection(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Start did not return while its claim waited for a connection")
 	}
+}
+
+// TestPostgresClaimLockedIdleTimeout: a locked claim with an idle limit
+// whose transaction then waits longer than that (a relay that stopped
+// responding) loses its claim: PostgreSQL ends the session, another claim
+// takes the messages, and the late commit fails. In a transaction of the
+// caller's, the limit is set the same way.
+func TestPostgresClaimLockedIdleTimeout(t *testing.T) {
+	forEachPGKind(t, func(t *testing.T, kind backendKind) {
+		ctx := context.Background()
+		s := newTestStore(t, kind, Config{PollOnly: true})
+		o := s.Outbox()
+		m := newMsg("t", "k")
+		mustSave(t, o, m)
+
+		tx, end := openTx(t, s.Store)
+		if c, err := o.ClaimLocked(tx, 10, 300*time.Millisecond); err != nil || len(c) != 1 {
+			t.Fatalf("locked claim: %v, %v", ids(c), err)
+		}
+		if c := mustClaim(t, o, 10, time.Minute); len(c) != 0 {
+			t.Fatalf("lease claim while the locked claim holds: %v", ids(c))
+		}
+		var got []txm.Claimed
+		waitFor(t, 5*time.Second, "PostgreSQL to end the idle transaction", func() bool {
+			got = mustClaim(t, o, 10, time.Minute)
+			return len(got) > 0
+		})
+		if !slices.Equal(ids(got), []string{m.ID()}) {
+			t.Fatalf("claimed after the idle limit: %v", ids(got))
+		}
+		if err := o.MarkPublished(tx, m.ID()); err == nil {
+			if err := end(true); err == nil {
+				t.Fatal("the idle transaction still committed")
+			}
+		}
+		if err := o.ReleaseClaims(ctx, m.ID()); err != nil {
+			t.Fatal(err)
+		}
+
+		if kind != kindPgx {
+			return
+		}
+		callerTx, err := s.pg.pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer callerTx.Rollback(ctx)
+		if c, err := o.ClaimLocked(WithPgxTx(ctx, callerTx), 10, 300*time.Millisecond); err != nil || len(c) != 1 {
+			t.Fatalf("locked claim in the caller's transaction: %v, %v", ids(c), err)
+		}
+		var setting string
+		if err := callerTx.QueryRow(ctx, "SHOW idle_in_transaction_session_timeout").Scan(&setting); err != nil || setting != "300ms" {
+			t.Fatalf("idle_in_transaction_session_timeout in the caller's transaction: %q, %v", setting, err)
+		}
+	})
 }

@@ -387,12 +387,16 @@ var errNeedsTx = errors.New("a locked claim needs a transaction in the context (
 // (its later messages are locked by this claim and left out, until its
 // transaction ends). A limit of 0 or less returns nothing.
 //
-// In a transaction the store began ([Store.InTx]), the claim's plan is
-// pinned as in a lease claim (sequential and bitmap scans off, one generic
-// plan) for the rest of the transaction. PostgreSQL only: on SQLite, where
-// a transaction holds the database's one write lock, it fails with an error
-// matching [errors.ErrUnsupported].
-func (o *Outbox) ClaimLocked(ctx context.Context, limit int) ([]txm.Claimed, error) {
+// With idle > 0 the transaction's idle_in_transaction_session_timeout is
+// set to idle: PostgreSQL ends the session, and so the claim, when the
+// transaction waits longer than that for its next statement, as a lease
+// would expire (the relay passes 2 × PublishTimeout + 1s). In a transaction
+// the store began ([Store.InTx]), the claim's plan is also pinned as in a
+// lease claim (sequential and bitmap scans off, one generic plan) for the
+// rest of the transaction. PostgreSQL only: on SQLite, where a transaction
+// holds the database's one write lock, it fails with an error matching
+// [errors.ErrUnsupported].
+func (o *Outbox) ClaimLocked(ctx context.Context, limit int, idle time.Duration) ([]txm.Claimed, error) {
 	s := o.s
 	const op = "claim locked"
 	q, h, err := s.querier(ctx)
@@ -408,15 +412,22 @@ func (o *Outbox) ClaimLocked(ctx context.Context, limit int) ([]txm.Claimed, err
 	}
 	h.lockedClaim.Store(true)
 	stmt := s.limited(true, limit)
+	var idleMs any // NULL: leave the timeout as it is
+	if idle > 0 {
+		idleMs = strconv.FormatInt(max(idle.Milliseconds(), 1), 10)
+	}
 	var claimed []txm.Claimed
 	if h.pgx != nil && h.owner == s {
-		err = pgxBackend{b: h.pgx}.lockedQuery(ctx, s.stmts.pinLocked, nil, stmt, nil, func(r rows) (err error) {
+		err = pgxBackend{b: h.pgx}.lockedQuery(ctx, s.stmts.pinLocked, []any{idleMs}, stmt, nil, func(r rows) (err error) {
 			claimed, err = scanLocked(r)
 			return err
 		})
 	} else {
-		if h.owner == s {
-			_, err = q.exec(ctx, s.stmts.pinLocked)
+		switch {
+		case h.owner == s:
+			_, err = q.exec(ctx, s.stmts.pinLocked, idleMs)
+		case idle > 0:
+			_, err = q.exec(ctx, s.stmts.idleLocked, idleMs)
 		}
 		var r rows
 		if err == nil {

@@ -66,7 +66,7 @@ func processorEndToEnd(t *testing.T, kind backendKind, lock bool, inFlight int) 
 			}
 			return nil
 		})
-		observed := observedOutbox{Outbox: relayStore.Outbox(), empty: make(chan struct{}, 1)}
+		observed := observedOutbox{Outbox: relayStore.Outbox(), empty: make(chan struct{}, 1), idle: new(atomic.Int64)}
 		p, err := txm.NewOutboxProcessorWithConfig(pub, observed, txm.ProcessorConfig{
 			PollInterval:    time.Minute,
 			BatchSize:       16,
@@ -120,6 +120,11 @@ func processorEndToEnd(t *testing.T, kind backendKind, lock bool, inFlight int) 
 			if n != 1 {
 				t.Fatalf("%s published %d times", id, n)
 			}
+		}
+		// A locked claim's transaction may wait 2 × PublishTimeout (30s by
+		// default) + 1s.
+		if idle := time.Duration(observed.idle.Load()); lock && idle != 61*time.Second {
+			t.Fatalf("the relay's locked claims had an idle limit of %v, want 61s", idle)
 		}
 	}
 }
@@ -263,6 +268,7 @@ func TestConfigValidation(t *testing.T) {
 type observedOutbox struct {
 	*Outbox
 	empty chan struct{}
+	idle  *atomic.Int64 // the idle limit of the last locked claim
 }
 
 func (o observedOutbox) Claim(ctx context.Context, limit int, lease time.Duration) ([]txm.Claimed, error) {
@@ -276,8 +282,9 @@ func (o observedOutbox) Claim(ctx context.Context, limit int, lease time.Duratio
 	return c, err
 }
 
-func (o observedOutbox) ClaimLocked(ctx context.Context, limit int) ([]txm.Claimed, error) {
-	c, err := o.Outbox.ClaimLocked(ctx, limit)
+func (o observedOutbox) ClaimLocked(ctx context.Context, limit int, idle time.Duration) ([]txm.Claimed, error) {
+	o.idle.Store(int64(idle))
+	c, err := o.Outbox.ClaimLocked(ctx, limit, idle)
 	if err == nil && len(c) == 0 {
 		select {
 		case o.empty <- struct{}{}:
