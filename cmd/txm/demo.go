@@ -62,7 +62,11 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer env.close()
-	fmt.Fprintf(stdout, "transmanager demo: store %s, broker %s\n\n", env.storeName, env.brokerName)
+	claims := "leases"
+	if env.postgres {
+		claims = "locked claims"
+	}
+	fmt.Fprintf(stdout, "transmanager demo: store %s, broker %s, relay with %s\n\n", env.storeName, env.brokerName, claims)
 	return env.run(ctx, cfg, stdout)
 }
 
@@ -316,9 +320,11 @@ func (e *demoEnv) run(ctx context.Context, cfg demoConfig, stdout io.Writer) err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 
-	// The relay, publishing through the flaky network.
+	// The relay, publishing through the flaky network. On PostgreSQL it
+	// claims by locking (ProcessorConfig.LockClaims); SQLite leases.
 	network, flaky := newFlakyNetwork(e.pub)
 	relay, err := txm.NewOutboxProcessorWithConfig(network, e.store.Outbox(), txm.ProcessorConfig{
+		LockClaims:   e.postgres,
 		PollInterval: 100 * time.Millisecond,
 		Retry:        retry.Policy{InitialInterval: 20 * time.Millisecond, MaxInterval: 100 * time.Millisecond},
 		Logger:       slog.New(slog.DiscardHandler),

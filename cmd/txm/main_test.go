@@ -22,7 +22,7 @@ func TestDemoOnEmbeddedDefault(t *testing.T) {
 	if err := run(ctx, []string{"demo", "-orders", "21", "-db", filepath.Join(t.TempDir(), "demo.db")}, &out); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"SQLite", "in-process", "18 orders committed", "3 rolled back", "handled exactly once"} {
+	for _, want := range []string{"SQLite", "in-process", "relay with leases", "18 orders committed", "3 rolled back", "handled exactly once"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())
 		}
@@ -38,7 +38,7 @@ func TestDemoOnPostgresAndNATS(t *testing.T) {
 	if err := run(ctx, []string{"demo", "-orders", "14", "-postgres", pg, "-nats", nats}, &out); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"PostgreSQL", "JetStream", "12 orders committed", "handled exactly once"} {
+	for _, want := range []string{"PostgreSQL", "JetStream", "relay with locked claims", "12 orders committed", "handled exactly once"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())
 		}
