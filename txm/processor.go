@@ -70,6 +70,9 @@ type Processor struct {
 	stopCh   chan struct{} // closed by Stop: claim no more
 	stopped  chan struct{} // closed when Start returns
 	hardStop context.CancelFunc
+	// unsupported is the claim error that made Start give up: the store
+	// cannot claim as configured (errors.ErrUnsupported).
+	unsupported error
 }
 
 var _ OutboxProcessor = (*Processor)(nil)
@@ -129,8 +132,10 @@ func NewOutboxProcessorWithConfig(publisher async.MessagePublisher, store Outbox
 // called. It then stops claiming, finishes the batch in flight (for at most
 // [ProcessorConfig.DrainTimeout] after ctx ends), releases the claims it did
 // not finish and returns nil. It returns an error only when the processor
-// cannot run: it was built with a nil publisher or store, or it was started
-// before.
+// cannot run: it was built with a nil publisher or store, it was started
+// before, or its store cannot claim as configured (a claim failed with an
+// error matching [errors.ErrUnsupported], as [ProcessorConfig.LockClaims]
+// does on sqlstore's SQLite store).
 func (p *Processor) Start(ctx context.Context) error {
 	if p.initErr != nil {
 		return p.initErr
@@ -167,6 +172,11 @@ func (p *Processor) Start(ctx context.Context) error {
 		slog.Int("workers", p.cfg.Workers), slog.Int("batch_size", p.cfg.BatchSize),
 		slog.Bool("claims", p.claimer != nil), slog.Bool("async_publish", p.apub != nil))
 	p.run(ctx, workCtx)
+	if p.unsupported != nil {
+		p.cfg.Logger.LogAttrs(context.WithoutCancel(ctx), slog.LevelError, "txm: relay stopped: the store cannot claim as configured",
+			slog.Any("error", p.unsupported))
+		return fmt.Errorf("txm: relay: %w", p.unsupported)
+	}
 	p.cfg.Logger.LogAttrs(context.WithoutCancel(ctx), slog.LevelInfo, "txm: relay stopped")
 	return nil
 }
@@ -292,6 +302,10 @@ func (p *Processor) claimLoop(ctx, workCtx context.Context, handle func(batch) i
 	storeFailures, publishFailures := 0, 0
 	for !p.stopping(ctx) {
 		batch, err := p.claim(workCtx)
+		if errors.Is(err, errors.ErrUnsupported) {
+			p.unsupported = err
+			return
+		}
 		if err != nil {
 			storeFailures++
 			delay := p.cfg.StoreRetry.Delay(storeFailures)

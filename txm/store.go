@@ -108,9 +108,10 @@ type Claimer interface {
 type LockingClaimer interface {
 	Claimer
 	Transactor
-	// ClaimLocked claims as described above. With idle > 0 the store ends
-	// the transaction, freeing its messages, when it waits longer than
-	// idle for its next statement, as a lease would expire.
+	// With idle > 0 the store ends the claim's transaction, freeing its
+	// messages, when it waits longer than idle for its next statement, as
+	// a lease would expire. A store that cannot claim this way returns an
+	// error matching errors.ErrUnsupported.
 	ClaimLocked(ctx context.Context, limit int, idle time.Duration) ([]Claimed, error)
 }
 

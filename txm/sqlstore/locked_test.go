@@ -605,3 +605,24 @@ func TestPostgresClaimLockedIdleTimeout(t *testing.T) {
 		}
 	})
 }
+
+// TestSQLiteLockClaimsStopsTheRelay: a relay configured for locked claims
+// on SQLite cannot run, and says so: Start returns an error matching
+// errors.ErrUnsupported at once instead of retrying a claim that cannot
+// succeed.
+func TestSQLiteLockClaimsStopsTheRelay(t *testing.T) {
+	s := newTestStore(t, kindSQLite, Config{})
+	pub := async.MessagePublisherFunc(func(context.Context, string, async.Message) error { return nil })
+	p, err := txm.NewOutboxProcessorWithConfig(pub, s.Outbox(), txm.ProcessorConfig{LockClaims: true, Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.Start(ctx); !errors.Is(err, errors.ErrUnsupported) {
+		t.Fatalf("Start = %v, want an error matching errors.ErrUnsupported", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("Start returned only when its context ended")
+	}
+}
