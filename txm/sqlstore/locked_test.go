@@ -242,14 +242,22 @@ func TestPostgresKilledLockedRelay(t *testing.T) {
 
 // TestPostgresLockingAndLeasingRelays drains 6,000 messages with two
 // relays that claim by locking and two that lease, each on a connection
-// of its own: every message is published exactly once, none is held by
-// two relays at once, and each key comes out in save order.
+// of its own, over 40 partition keys and over 3: every message is
+// published exactly once, none is held by two relays at once, and each key
+// comes out in save order.
 func TestPostgresLockingAndLeasingRelays(t *testing.T) {
-	t.Parallel()
+	for _, keys := range []int{40, 3} {
+		t.Run(fmt.Sprintf("keys=%d", keys), func(t *testing.T) {
+			t.Parallel()
+			lockingAndLeasingRelays(t, keys)
+		})
+	}
+}
+
+func lockingAndLeasingRelays(t *testing.T, keys int) {
 	const (
 		total   = 6000
 		batch   = 200
-		keys    = 40
 		relays  = 4
 		timeout = 60 * time.Second
 	)
