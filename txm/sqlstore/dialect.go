@@ -107,17 +107,25 @@ const holdsKey = `h.state <> 'published'
 // A probe for a message without a key costs nothing: NULL matches no key.
 const pgCandidates = `SELECT o.id, o.seq, o.partition_key, o.ctid
     FROM {outbox} o
-    LEFT JOIN LATERAL (
+    ` + pgFirstHolder + `
+    WHERE ` + pgBeforeHolder + `
+    ORDER BY o.seq
+    LIMIT {limit}`
+
+// pgFirstHolder joins each message o of a claim to the first message that
+// holds its key (first_holder, see holdsKey), looked up in held_idx.
+const pgFirstHolder = `LEFT JOIN LATERAL (
         SELECT h.seq FROM {outbox} h
         WHERE h.partition_key = o.partition_key
             AND ` + holdsKey + `
         ORDER BY h.seq
         LIMIT 1
-    ) first_holder ON true
-    WHERE o.` + available + `
-      AND (first_holder.seq IS NULL OR o.seq < first_holder.seq)
-    ORDER BY o.seq
-    LIMIT {limit}`
+    ) first_holder ON true`
+
+// pgBeforeHolder is true of a message o that is available and comes before
+// the first message holding its key, if any.
+const pgBeforeHolder = `o.` + available + `
+      AND (first_holder.seq IS NULL OR o.seq < first_holder.seq)`
 
 // sqliteCandidates is candidates for SQLite, which has no LATERAL: it runs
 // the NOT EXISTS as a correlated lookup in held_idx.
@@ -263,16 +271,8 @@ RETURNING o.seq, o.id, o.topic, o.name, o.metadata, o.payload, o.sent_at, o.atte
         ORDER BY h.seq DESC
         LIMIT 1
     ) prev ON true
-    LEFT JOIN LATERAL (
-        SELECT h.seq FROM {outbox} h
-        WHERE o.partition_key IS NOT NULL
-            AND h.partition_key = o.partition_key
-            AND ` + holdsKey + `
-        ORDER BY h.seq
-        LIMIT 1
-    ) first_holder ON true
-    WHERE o.` + available + `
-      AND (first_holder.seq IS NULL OR o.seq < first_holder.seq)
+    ` + pgFirstHolder + `
+    WHERE ` + pgBeforeHolder + `
     ORDER BY o.seq
     LIMIT {limit}
     FOR UPDATE OF o SKIP LOCKED`)
