@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -268,21 +267,12 @@ func lockingAndLeasingRelays(t *testing.T, keys int) {
 	if err := producer.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	msgs := make([]async.Message, total)
-	order := make(map[string]int, total)
-	for i := range msgs {
-		key := ""
-		if i%3 != 0 {
-			key = fmt.Sprintf("key-%d", i%keys)
+	msgs, order := saveBacklog(t, ctx, producer, total, func(i int) string {
+		if i%3 == 0 {
+			return ""
 		}
-		msgs[i] = newMsg("t", key)
-		order[msgs[i].ID()] = i
-	}
-	for chunk := range slices.Chunk(msgs, 1000) {
-		if n, err := producer.Outbox().SaveMany(ctx, chunk); err != nil || n != len(chunk) {
-			t.Fatalf("SaveMany: %d, %v", n, err)
-		}
-	}
+		return fmt.Sprintf("key-%d", i%keys)
+	})
 
 	var (
 		mu        sync.Mutex
@@ -390,11 +380,7 @@ func lockingAndLeasingRelays(t *testing.T, keys int) {
 			t.Fatalf("message %d published %d times", order[m.ID()], n)
 		}
 	}
-	for k, seq := range perKey {
-		if !sort.IntsAreSorted(seq) {
-			t.Fatalf("key %s published out of save order: %v", k, seq)
-		}
-	}
+	checkKeyOrder(t, perKey)
 }
 
 // TestPostgresLockedRelayStopFreesClaims stops a relay with LockClaims

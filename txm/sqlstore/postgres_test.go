@@ -79,6 +79,36 @@ func backendPID(t testing.TB, pool *pgxpool.Pool) uint32 {
 	return pid
 }
 
+// saveBacklog saves total messages through producer in batches of 1000,
+// the i-th with partition key key(i) ("" for none), and returns them with
+// their save positions by ID.
+func saveBacklog(t *testing.T, ctx context.Context, producer *Store, total int, key func(i int) string) ([]async.Message, map[string]int) {
+	t.Helper()
+	msgs := make([]async.Message, total)
+	order := make(map[string]int, total)
+	for i := range msgs {
+		msgs[i] = newMsg("t", key(i))
+		order[msgs[i].ID()] = i
+	}
+	for chunk := range slices.Chunk(msgs, 1000) {
+		if n, err := producer.Outbox().SaveMany(ctx, chunk); err != nil || n != len(chunk) {
+			t.Fatalf("SaveMany: %d, %v", n, err)
+		}
+	}
+	return msgs, order
+}
+
+// checkKeyOrder fails the test when the save positions of a key's
+// messages, in the order they were published, are not ascending.
+func checkKeyOrder(t *testing.T, perKey map[string][]int) {
+	t.Helper()
+	for k, seq := range perKey {
+		if !sort.IntsAreSorted(seq) {
+			t.Fatalf("key %s published out of save order: %v", k, seq)
+		}
+	}
+}
+
 // TestPostgresClaimSkipsLockedRows holds a row lock on the head of a key,
 // as a concurrent MarkFailed or Replay would: the claim skips that message
 // and everything after it in its key, and nothing else.
@@ -131,21 +161,12 @@ func TestPostgresFourRelays(t *testing.T) {
 	if err := producer.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	msgs := make([]async.Message, total)
-	order := make(map[string]int, total)
-	for i := range msgs {
-		key := ""
-		if i%5 != 0 {
-			key = fmt.Sprintf("key-%d", i%keys)
+	msgs, order := saveBacklog(t, ctx, producer, total, func(i int) string {
+		if i%5 == 0 {
+			return ""
 		}
-		msgs[i] = newMsg("t", key)
-		order[msgs[i].ID()] = i
-	}
-	for chunk := range slices.Chunk(msgs, 1000) {
-		if n, err := producer.Outbox().SaveMany(ctx, chunk); err != nil || n != len(chunk) {
-			t.Fatalf("SaveMany: %d, %v", n, err)
-		}
-	}
+		return fmt.Sprintf("key-%d", i%keys)
+	})
 
 	var (
 		mu        sync.Mutex
@@ -217,11 +238,7 @@ func TestPostgresFourRelays(t *testing.T) {
 			t.Fatalf("message %d published %d times", order[m.ID()], n)
 		}
 	}
-	for k, seq := range perKey {
-		if !sort.IntsAreSorted(seq) {
-			t.Fatalf("key %s published out of save order: %v", k, seq)
-		}
-	}
+	checkKeyOrder(t, perKey)
 	if st, err := producer.Outbox().Stats(ctx); err != nil || st.Pending != 0 {
 		t.Fatalf("stats after draining: %+v, %v", st, err)
 	}

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"slices"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -318,21 +316,12 @@ func relaySurvivesKilledConnections(t *testing.T, lock bool) {
 	if err := producer.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	msgs := make([]async.Message, total)
-	order := make(map[string]int, total)
-	for i := range msgs {
-		key := ""
-		if i%2 == 0 {
-			key = fmt.Sprintf("k%d", i%keys)
+	msgs, order := saveBacklog(t, ctx, producer, total, func(i int) string {
+		if i%2 == 1 {
+			return ""
 		}
-		msgs[i] = newMsg("t", key)
-		order[msgs[i].ID()] = i
-	}
-	for chunk := range slices.Chunk(msgs, 500) {
-		if n, err := producer.Outbox().SaveMany(ctx, chunk); err != nil || n != len(chunk) {
-			t.Fatalf("SaveMany: %d, %v", n, err)
-		}
-	}
+		return fmt.Sprintf("k%d", i%keys)
+	})
 
 	app := randomName("txm_relay_")
 	cfg, err := pgxpool.ParseConfig(e.url)
@@ -409,10 +398,6 @@ func relaySurvivesKilledConnections(t *testing.T, lock bool) {
 			again++
 		}
 	}
-	for k, seq := range firstSeen {
-		if !sort.IntsAreSorted(seq) {
-			t.Fatalf("key %s first published out of save order: %v", k, seq)
-		}
-	}
+	checkKeyOrder(t, firstSeen)
 	t.Logf("%d of %d messages published again after their marks were lost", again, total)
 }
