@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/transmanager/transmanager/async"
 	"github.com/transmanager/transmanager/txm"
 )
@@ -198,10 +196,7 @@ func TestPostgresKilledLockedRelay(t *testing.T) {
 	forEachPGKind(t, func(t *testing.T, kind backendKind) {
 		ctx := context.Background()
 		e := newPGEnv(t)
-		other := storeOn(t, kindPgx, e.pool, Config{PollOnly: true})
-		if err := other.Migrate(ctx); err != nil {
-			t.Fatal(err)
-		}
+		other := e.producer(t, ctx)
 		var msgs []async.Message
 		for i := range 6 {
 			key := ""
@@ -263,124 +258,57 @@ func lockingAndLeasingRelays(t *testing.T, keys int) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	e := newPGEnv(t)
-	producer := storeOn(t, kindPgx, e.pool, Config{PollOnly: true})
-	if err := producer.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	msgs, order := saveBacklog(t, ctx, producer, total, func(i int) string {
+	msgs, order := saveBacklog(t, ctx, e.producer(t, ctx), total, func(i int) string {
 		if i%3 == 0 {
 			return ""
 		}
 		return fmt.Sprintf("key-%d", i%keys)
 	})
 
-	var (
-		mu        sync.Mutex
-		holder    = map[string]int{}
-		published = map[string]int{}
-		perKey    = map[string][]int{}
-		done      = make(chan struct{})
-		closeOnce sync.Once
-	)
-	// take records a claimed batch, failing on a message another relay
-	// holds; put ends the hold after the batch is settled.
-	take := func(r int, c []txm.Claimed) error {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, m := range c {
-			id := m.Message.ID()
-			if h, held := holder[id]; held {
-				return fmt.Errorf("relay %d claimed %s while relay %d held it", r, id, h)
-			}
-			holder[id] = r
-			published[id]++
-			if k := m.Message.Metadata().PartitionKey(); k != "" {
-				perKey[k] = append(perKey[k], order[id])
-			}
-		}
-		return nil
-	}
-	put := func(c []txm.Claimed) {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, m := range c {
-			delete(holder, m.Message.ID())
-		}
-		if len(published) == total {
-			closeOnce.Do(func() { close(done) })
-		}
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	for r := range relays {
-		locking := r%2 == 0
+	ledger := newRelayLedger(order)
+	stores := make([]*Store, relays)
+	for r := range stores {
 		kind := pgKinds[(r/2)%len(pgKinds)] // each way on pgx and on database/sql
-		s := storeOn(t, kind, e.newPool(t, 1), Config{PollOnly: true})
+		stores[r] = storeOn(t, kind, e.newPool(t, 1), Config{PollOnly: true})
+	}
+	// Even relays claim by locking, odd ones lease.
+	err := ledger.drain(ctx, relays, func(ctx context.Context, r int) (int, error) {
+		s := stores[r]
 		o := s.Outbox()
-		// round claims, publishes and marks one batch; it returns how many
-		// messages it took.
-		round := func() (int, error) {
-			if !locking {
-				c, err := o.Claim(gctx, batch, 30*time.Second)
-				if err != nil || len(c) == 0 {
-					return 0, err
-				}
-				if err := take(r, c); err != nil {
-					return 0, err
-				}
-				if err := o.MarkPublished(gctx, ids(c)...); err != nil {
-					return 0, err
-				}
-				put(c)
-				return len(c), nil
-			}
-			var c []txm.Claimed
-			err := s.InTx(gctx, func(ctx context.Context) (err error) {
-				if c, err = o.ClaimLocked(ctx, batch, time.Minute); err != nil || len(c) == 0 {
-					return err
-				}
-				if err := take(r, c); err != nil {
-					return err
-				}
-				return o.MarkPublished(ctx, ids(c)...)
-			})
-			if err != nil {
+		if r%2 == 1 {
+			c, err := o.Claim(ctx, batch, 30*time.Second)
+			if err != nil || len(c) == 0 {
 				return 0, err
 			}
-			put(c) // after the commit: until then the rows are locked
+			if err := ledger.take(r, c); err != nil {
+				return 0, err
+			}
+			if err := o.MarkPublished(ctx, ids(c)...); err != nil {
+				return 0, err
+			}
+			ledger.put(c)
 			return len(c), nil
 		}
-		g.Go(func() error {
-			for {
-				select {
-				case <-done:
-					return nil
-				default:
-				}
-				n, err := round()
-				if err != nil {
-					return fmt.Errorf("relay %d (locking %v): %w", r, locking, err)
-				}
-				if n == 0 {
-					select {
-					case <-done:
-						return nil
-					case <-gctx.Done():
-						return gctx.Err()
-					case <-time.After(2 * time.Millisecond):
-					}
-				}
+		var c []txm.Claimed
+		err := s.InTx(ctx, func(ctx context.Context) (err error) {
+			if c, err = o.ClaimLocked(ctx, batch, time.Minute); err != nil || len(c) == 0 {
+				return err
 			}
+			if err := ledger.take(r, c); err != nil {
+				return err
+			}
+			return o.MarkPublished(ctx, ids(c)...)
 		})
-	}
-	if err := g.Wait(); err != nil {
+		if err != nil {
+			return 0, err
+		}
+		ledger.put(c) // after the commit: until then the rows are locked
+		return len(c), nil
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range msgs {
-		if n := published[m.ID()]; n != 1 {
-			t.Fatalf("message %d published %d times", order[m.ID()], n)
-		}
-	}
-	checkKeyOrder(t, perKey)
+	ledger.check(t, msgs)
 }
 
 // TestPostgresLockedRelayStopFreesClaims stops a relay with LockClaims
@@ -510,10 +438,7 @@ func TestPostgresClaimLockedPlan(t *testing.T) {
 func TestPostgresLockedRelayStopsWithoutAConnection(t *testing.T) {
 	ctx := context.Background()
 	e := newPGEnv(t)
-	migrator := storeOn(t, kindPgx, e.pool, Config{PollOnly: true})
-	if err := migrator.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	migrator := e.producer(t, ctx)
 	mustSave(t, migrator.Outbox(), newMsg("t", ""))
 	pool := e.newPool(t, 1)
 	s := storeOn(t, kindPgx, pool, Config{PollOnly: true})

@@ -33,14 +33,18 @@ func forEachPGKind(t *testing.T, fn func(t *testing.T, kind backendKind)) {
 }
 
 // newPool returns a pool of at most maxConns connections on the env's
-// schema, closed at cleanup.
-func (e *pgEnv) newPool(t testing.TB, maxConns int32) *pgxpool.Pool {
+// schema, with the extra run-time parameters given as name, value pairs,
+// closed at cleanup.
+func (e *pgEnv) newPool(t testing.TB, maxConns int32, params ...string) *pgxpool.Pool {
 	t.Helper()
 	cfg, err := pgxpool.ParseConfig(e.url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.ConnConfig.RuntimeParams["search_path"] = e.schema
+	for i := 0; i+1 < len(params); i += 2 {
+		cfg.ConnConfig.RuntimeParams[params[i]] = params[i+1]
+	}
 	cfg.MaxConns = maxConns
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
@@ -77,6 +81,110 @@ func backendPID(t testing.TB, pool *pgxpool.Pool) uint32 {
 		t.Fatal(err)
 	}
 	return pid
+}
+
+// producer returns a migrated pgx store on the env's pool that does not
+// notify, for tests that fill the outbox for relays of their own.
+func (e *pgEnv) producer(t *testing.T, ctx context.Context) *Store {
+	t.Helper()
+	s := storeOn(t, kindPgx, e.pool, Config{PollOnly: true})
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// relayLedger follows several relays draining one backlog: which relay
+// holds each message, how often each was published, and each key's
+// publications in save positions.
+type relayLedger struct {
+	order     map[string]int // message ID -> save position
+	mu        sync.Mutex
+	holder    map[string]int
+	published map[string]int
+	perKey    map[string][]int
+	done      chan struct{} // closed once every message was published
+	closeOnce sync.Once
+}
+
+func newRelayLedger(order map[string]int) *relayLedger {
+	return &relayLedger{order: order, holder: map[string]int{}, published: map[string]int{},
+		perKey: map[string][]int{}, done: make(chan struct{})}
+}
+
+// take records that relay r claimed c and publishes it, failing on a
+// message another relay holds.
+func (l *relayLedger) take(r int, c []txm.Claimed) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, m := range c {
+		id := m.Message.ID()
+		if h, held := l.holder[id]; held {
+			return fmt.Errorf("relay %d claimed %s while relay %d held it", r, id, h)
+		}
+		l.holder[id] = r
+		l.published[id]++
+		if k := m.Message.Metadata().PartitionKey(); k != "" {
+			l.perKey[k] = append(l.perKey[k], l.order[id])
+		}
+	}
+	return nil
+}
+
+// put ends the hold on c, once its batch is settled.
+func (l *relayLedger) put(c []txm.Claimed) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, m := range c {
+		delete(l.holder, m.Message.ID())
+	}
+	if len(l.published) == len(l.order) {
+		l.closeOnce.Do(func() { close(l.done) })
+	}
+}
+
+// drain runs relays relays until every message was published: relay r
+// calls round, which claims, takes, settles and puts one batch and returns
+// its size, and waits 2ms after a round that found nothing.
+func (l *relayLedger) drain(ctx context.Context, relays int, round func(ctx context.Context, r int) (int, error)) error {
+	g, gctx := errgroup.WithContext(ctx)
+	for r := range relays {
+		g.Go(func() error {
+			for {
+				select {
+				case <-l.done:
+					return nil
+				default:
+				}
+				n, err := round(gctx, r)
+				if err != nil {
+					return fmt.Errorf("relay %d: %w", r, err)
+				}
+				if n == 0 {
+					select {
+					case <-l.done:
+						return nil
+					case <-gctx.Done():
+						return gctx.Err()
+					case <-time.After(2 * time.Millisecond):
+					}
+				}
+			}
+		})
+	}
+	return g.Wait()
+}
+
+// check fails the test unless every message was published exactly once
+// and each key in save order.
+func (l *relayLedger) check(t *testing.T, msgs []async.Message) {
+	t.Helper()
+	for _, m := range msgs {
+		if n := l.published[m.ID()]; n != 1 {
+			t.Fatalf("message %d published %d times", l.order[m.ID()], n)
+		}
+	}
+	checkKeyOrder(t, l.perKey)
 }
 
 // saveBacklog saves total messages through producer in batches of 1000,
@@ -157,10 +265,7 @@ func TestPostgresFourRelays(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	e := newPGEnv(t)
-	producer := storeOn(t, kindPgx, e.pool, Config{PollOnly: true})
-	if err := producer.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	producer := e.producer(t, ctx)
 	msgs, order := saveBacklog(t, ctx, producer, total, func(i int) string {
 		if i%5 == 0 {
 			return ""
@@ -168,77 +273,31 @@ func TestPostgresFourRelays(t *testing.T) {
 		return fmt.Sprintf("key-%d", i%keys)
 	})
 
-	var (
-		mu        sync.Mutex
-		holder    = map[string]int{}
-		published = map[string]int{}
-		perKey    = map[string][]int{}
-		done      = make(chan struct{})
-		closeOnce sync.Once
-	)
-	g, gctx := errgroup.WithContext(ctx)
-	for r := range relays {
+	ledger := newRelayLedger(order)
+	outboxes := make([]*Outbox, relays)
+	for r := range outboxes {
 		kind := pgKinds[r%len(pgKinds)] // two pgx relays, two database/sql ones
-		s := storeOn(t, kind, e.newPool(t, 1), Config{PollOnly: true})
-		g.Go(func() error {
-			o := s.Outbox()
-			for {
-				select {
-				case <-done:
-					return nil
-				default:
-				}
-				c, err := o.Claim(gctx, batch, 30*time.Second)
-				if err != nil {
-					return fmt.Errorf("relay %d: %w", r, err)
-				}
-				if len(c) == 0 {
-					select {
-					case <-done:
-						return nil
-					case <-gctx.Done():
-						return gctx.Err()
-					case <-time.After(2 * time.Millisecond):
-					}
-					continue
-				}
-				mu.Lock()
-				for _, m := range c {
-					id := m.Message.ID()
-					if h, held := holder[id]; held {
-						mu.Unlock()
-						return fmt.Errorf("relay %d claimed %s while relay %d held it", r, id, h)
-					}
-					holder[id] = r
-					published[id]++
-					if k := m.Message.Metadata().PartitionKey(); k != "" {
-						perKey[k] = append(perKey[k], order[id])
-					}
-				}
-				mu.Unlock()
-				if err := o.MarkPublished(gctx, ids(c)...); err != nil {
-					return fmt.Errorf("relay %d: %w", r, err)
-				}
-				mu.Lock()
-				for _, m := range c {
-					delete(holder, m.Message.ID())
-				}
-				if len(published) == total {
-					closeOnce.Do(func() { close(done) })
-				}
-				mu.Unlock()
-			}
-		})
+		outboxes[r] = storeOn(t, kind, e.newPool(t, 1), Config{PollOnly: true}).Outbox()
 	}
-	if err := g.Wait(); err != nil {
+	err := ledger.drain(ctx, relays, func(ctx context.Context, r int) (int, error) {
+		o := outboxes[r]
+		c, err := o.Claim(ctx, batch, 30*time.Second)
+		if err != nil || len(c) == 0 {
+			return 0, err
+		}
+		if err := ledger.take(r, c); err != nil {
+			return 0, err
+		}
+		if err := o.MarkPublished(ctx, ids(c)...); err != nil {
+			return 0, err
+		}
+		ledger.put(c)
+		return len(c), nil
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range msgs {
-		if n := published[m.ID()]; n != 1 {
-			t.Fatalf("message %d published %d times", order[m.ID()], n)
-		}
-	}
-	checkKeyOrder(t, perKey)
+	ledger.check(t, msgs)
 	if st, err := producer.Outbox().Stats(ctx); err != nil || st.Pending != 0 {
 		t.Fatalf("stats after draining: %+v, %v", st, err)
 	}
@@ -251,10 +310,7 @@ func TestPostgresKilledRelay(t *testing.T) {
 	forEachPGKind(t, func(t *testing.T, kind backendKind) {
 		ctx := context.Background()
 		e := newPGEnv(t)
-		other := storeOn(t, kindPgx, e.pool, Config{PollOnly: true})
-		if err := other.Migrate(ctx); err != nil {
-			t.Fatal(err)
-		}
+		other := e.producer(t, ctx)
 		var msgs []async.Message
 		for i := range 10 {
 			key := "k"

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/transmanager/transmanager/async"
@@ -312,10 +311,7 @@ func relaySurvivesKilledConnections(t *testing.T, lock bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	e := newPGEnv(t)
-	producer := storeOn(t, kindPgx, e.pool, Config{PollOnly: true})
-	if err := producer.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	producer := e.producer(t, ctx)
 	msgs, order := saveBacklog(t, ctx, producer, total, func(i int) string {
 		if i%2 == 1 {
 			return ""
@@ -324,19 +320,7 @@ func relaySurvivesKilledConnections(t *testing.T, lock bool) {
 	})
 
 	app := randomName("txm_relay_")
-	cfg, err := pgxpool.ParseConfig(e.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ConnConfig.RuntimeParams["search_path"] = e.schema
-	cfg.ConnConfig.RuntimeParams["application_name"] = app
-	cfg.MaxConns = 4
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	relayStore := storeOn(t, kindPgx, pool, Config{PollOnly: true})
+	relayStore := storeOn(t, kindPgx, e.newPool(t, 4, "application_name", app), Config{PollOnly: true})
 
 	var (
 		mu        sync.Mutex
