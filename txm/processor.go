@@ -796,14 +796,15 @@ func (p *Processor) settle(ctx context.Context, b batch, outcomes []outcome) int
 			p.cfg.Logger.LogAttrs(ctx, slog.LevelError, "txm: relay: committing a batch's outcome failed; its messages will be published again",
 				slog.Int("messages", len(batch)), slog.Any("error", err))
 		}
-		// The commit ends the claim: the later messages of the batch's keys
-		// (which a claim made meanwhile had to leave out) and the messages
-		// left unattempted are free now. Wake an idle claim loop for them.
-		if len(skipped) > 0 || slices.ContainsFunc(batch, func(c Claimed) bool { return partitionKey(c.Message) != "" }) {
-			select {
-			case p.kick <- struct{}{}:
-			default:
-			}
+	}
+	// The batch's claims have ended: the later messages of its keys (which
+	// a claim made meanwhile had to leave out) and the messages left
+	// unattempted are free now. Wake an idle claim loop for them, which
+	// would otherwise wait for the next save or the poll interval.
+	if p.claimer != nil && (len(skipped) > 0 || slices.ContainsFunc(batch, func(c Claimed) bool { return partitionKey(c.Message) != "" })) {
+		select {
+		case p.kick <- struct{}{}:
+		default:
 		}
 	}
 	return failed

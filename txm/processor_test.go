@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -683,4 +684,61 @@ func TestRelayPublishesNextBatchWhileMarking(t *testing.T) {
 	if left, _ := store.Outbox().FindUnpublished(ctx, 10); len(left) != 0 {
 		t.Errorf("%d messages left unpublished after Stop", len(left))
 	}
+}
+
+// parkSpy is a memstore outbox that reports a claim that began after
+// armed was set and came back empty.
+type parkSpy struct {
+	*memstore.Outbox
+	armed atomic.Bool
+	empty chan struct{}
+}
+
+func (o *parkSpy) Claim(ctx context.Context, limit int, lease time.Duration) ([]txm.Claimed, error) {
+	armed := o.armed.Load()
+	c, err := o.Outbox.Claim(ctx, limit, lease)
+	if armed && err == nil && len(c) == 0 {
+		select {
+		case o.empty <- struct{}{}:
+		default:
+		}
+	}
+	return c, err
+}
+
+// A key's next message, saved while the one before it is in flight, is
+// parked by the claims made meanwhile; once the one before it is marked
+// published the relay claims it at once, without waiting for the poll
+// interval or another save.
+func TestRelayClaimsParkedKeyAfterSettle(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store := memstore.New(memstore.Config{})
+	first, second := keyed("orders", "k"), keyed("orders", "k")
+	if err := store.Outbox().Save(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	gate := make(chan struct{})
+	pub := newRecordingPublisher()
+	pub.setFail(func(m async.Message, _ int) error {
+		if m.ID() == first.ID() {
+			<-gate
+		}
+		return nil
+	})
+	out := &parkSpy{Outbox: store.Outbox(), empty: make(chan struct{}, 1)}
+	stop := startRelay(t, newRelay(t, pub, out, txm.ProcessorConfig{PollInterval: time.Hour}))
+	waitFor(t, "the first message in flight", 5*time.Second, func() bool { return pub.attemptsOf(first.ID()) == 1 })
+	out.armed.Store(true)
+	if err := store.Outbox().Save(ctx, second); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-out.empty: // the save's wake-up found the second message parked
+	case <-time.After(5 * time.Second):
+		t.Fatal("no claim after the second save")
+	}
+	close(gate)
+	waitFor(t, "the parked message published", 5*time.Second, func() bool { return pub.publishedIDs()[second.ID()] == 1 })
+	stop()
 }
