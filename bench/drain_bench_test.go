@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -109,24 +110,24 @@ func pgjsBenchDrain(b *testing.B, e *pgjsEnv, n int, drain func()) {
 // of its own, so only PostgreSQL's NOTIFY wakes it, as for a relay in
 // another process; wakeup=inprocess shares the producer's store, whose
 // commits wake the relay directly. claims=lease is the relay's default,
-// claims=lock runs it with ProcessorConfig.LockClaims.
+// claims=lock runs it with ProcessorConfig.LockClaims. impl=baseline-tx is
+// the reference measured the same way: the hand-written one-transaction
+// loop of BenchmarkDrainJetStream (batch 500), woken by a LISTEN connection
+// of its own, draining until a claim comes back empty (listenLoop).
 func BenchmarkDrainLatency(b *testing.B) {
 	for _, notify := range []bool{true, false} {
 		name := "wakeup=notify"
 		if !notify {
 			name = "wakeup=inprocess"
 		}
-		for _, lock := range []bool{false, true} {
-			claims := "claims=lease"
-			if lock {
-				claims = "claims=lock"
-			}
-			b.Run(name+"/"+claims, func(b *testing.B) { pgjsBenchLatency(b, notify, lock) })
+		for _, claims := range []string{"lease", "lock"} {
+			b.Run(name+"/claims="+claims, func(b *testing.B) { pgjsBenchLatency(b, notify, claims) })
 		}
 	}
+	b.Run("wakeup=notify/impl=baseline-tx", func(b *testing.B) { pgjsBenchLatency(b, true, "baseline-tx") })
 }
 
-func pgjsBenchLatency(b *testing.B, notify, lock bool) {
+func pgjsBenchLatency(b *testing.B, notify bool, impl string) {
 	rate := pgjsEnvInt(b, "TXM_DRAIN_RATE", 13000)
 	seconds := pgjsEnvInt(b, "TXM_DRAIN_SECONDS", 10)
 	e := newPGJSEnv(b)
@@ -134,7 +135,7 @@ func pgjsBenchLatency(b *testing.B, notify, lock bool) {
 	var produced, early int
 	var elapsed time.Duration
 	for range b.N {
-		a, c, p, neg, took := pgjsLatencyRun(b, e, rate, time.Duration(seconds)*time.Second, notify, lock)
+		a, c, p, neg, took := pgjsLatencyRun(b, e, rate, time.Duration(seconds)*time.Second, notify, impl)
 		acks, confirms = append(acks, a...), append(confirms, c...)
 		produced, early, elapsed = produced+p, early+neg, elapsed+took
 	}
@@ -155,11 +156,12 @@ func pgjsBenchLatency(b *testing.B, notify, lock bool) {
 	}
 }
 
-// pgjsLatencyRun runs one measured session: a fresh relay, a 1s warm-up,
-// then d of paced commits. It returns the latencies of the measured
-// messages, how many it committed, how many acks came before the recorded
-// commit time, and how long the measured production took.
-func pgjsLatencyRun(b *testing.B, e *pgjsEnv, rate int, d time.Duration, notify, lock bool) (acks, confirms []time.Duration, produced, early int, took time.Duration) {
+// pgjsLatencyRun runs one measured session: a fresh relay (impl "lease" or
+// "lock") or hand-written loop ("baseline-tx"), a 1s warm-up, then d of
+// paced commits. It returns the latencies of the measured messages, how
+// many it committed, how many acks came before the recorded commit time,
+// and how long the measured production took.
+func pgjsLatencyRun(b *testing.B, e *pgjsEnv, rate int, d time.Duration, notify bool, impl string) (acks, confirms []time.Duration, produced, early int, took time.Duration) {
 	b.Helper()
 	e.reset(b)
 	relayStore := e.newStore(b, false)
@@ -173,27 +175,39 @@ func pgjsLatencyRun(b *testing.B, e *pgjsEnv, rate int, d time.Duration, notify,
 	if err != nil {
 		b.Fatal(err)
 	}
-	phases := &pgjsPhases{}
-	pub := &pgjsTimingPublisher{next: natsjs.NewPublisher(js, natsjs.PublisherConfig{}), times: times, phases: phases}
-	out := &pgjsCountingOutbox{Outbox: relayStore.Outbox(), phases: phases, times: times, target: 1 << 62, done: make(chan struct{})}
-	relay, err := txm.NewOutboxProcessorWithConfig(pub, out, txm.ProcessorConfig{
-		BatchSize: 500, Lease: pgjsLease, Logger: pgjsDiscardLogger(), BatchesInFlight: pgjsEnvInt(b, "TXM_DRAIN_INFLIGHT", 0),
-		LockClaims: lock,
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), d+2*time.Minute)
 	defer cancel()
 	relayCtx, stopRelay := context.WithCancel(ctx)
 	stopped := make(chan struct{})
+	phases := &pgjsPhases{}
+	var run func(ctx context.Context) error
+	if impl == "baseline-tx" {
+		l := e.newLoop(js, 500, true, times)
+		phases = &l.phases
+		run = func(ctx context.Context) error { return e.listenLoop(ctx, l) }
+	} else {
+		pub := &pgjsTimingPublisher{next: natsjs.NewPublisher(js, natsjs.PublisherConfig{}), times: times, phases: phases}
+		out := &pgjsCountingOutbox{Outbox: relayStore.Outbox(), phases: phases, times: times, target: 1 << 62, done: make(chan struct{})}
+		relay, err := txm.NewOutboxProcessorWithConfig(pub, out, txm.ProcessorConfig{
+			BatchSize: 500, Lease: pgjsLease, Logger: pgjsDiscardLogger(), BatchesInFlight: pgjsEnvInt(b, "TXM_DRAIN_INFLIGHT", 0),
+			LockClaims: impl == "lock",
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		run = relay.Start
+	}
+	var runErr error
 	go func() {
 		defer close(stopped)
-		_ = relay.Start(relayCtx)
+		runErr = run(relayCtx)
 	}()
 	defer func() {
 		stopRelay()
 		<-stopped
+		if runErr != nil && !errors.Is(runErr, context.Canceled) {
+			b.Errorf("%s: %v", impl, runErr)
+		}
 	}()
 
 	// The producer, paced by the clock: every 2ms it commits the messages
@@ -241,6 +255,11 @@ func pgjsLatencyRun(b *testing.B, e *pgjsEnv, rate int, d time.Duration, notify,
 	// Wait for the relay to confirm everything.
 	deadline := time.Now().Add(time.Minute)
 	for times.count() < total {
+		select {
+		case <-stopped:
+			b.Fatalf("%s stopped: %v", impl, runErr)
+		default:
+		}
 		if time.Now().After(deadline) {
 			b.Fatalf("the relay confirmed %d of %d messages within a minute of the last commit", times.count(), total)
 		}

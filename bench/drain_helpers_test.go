@@ -449,7 +449,48 @@ func (e *pgjsEnv) drainLoop(b *testing.B, n, batch int, oneTx bool) {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), pgjsDrainTimeout)
 	defer cancel()
-	claim := `UPDATE ` + e.outbox + ` SET claimed_until = statement_timestamp() + $2::bigint * interval '1 microsecond'
+	l := e.newLoop(e.js, batch, oneTx, nil)
+	done := 0
+	b.StartTimer()
+	for {
+		got, err := l.batch(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if got == 0 {
+			break
+		}
+		done += got
+	}
+	b.StopTimer()
+	b.Logf("baseline: %v", &l.phases)
+	if done != n {
+		b.Fatalf("baseline drained %d messages, want %d", done, n)
+	}
+}
+
+// pgjsLoop is the hand-written loop: its batch method claims, publishes,
+// waits for the PubAcks and marks one batch.
+type pgjsLoop struct {
+	e           *pgjsEnv
+	js          jetstream.JetStream
+	size        int
+	oneTx       bool
+	claim, mark string
+	phases      pgjsPhases
+	times       *pgjsAckTimes // when set, records each message's claim, publish and confirmation
+	rows        []pgjsRow
+	futures     []jetstream.PubAckFuture
+	ids         []string
+}
+
+// newLoop returns a loop on the env's outbox that publishes with js.
+// oneTx: one transaction per batch (baseline-tx), otherwise a lease claim
+// and a mark each committed on their own (baseline).
+func (e *pgjsEnv) newLoop(js jetstream.JetStream, size int, oneTx bool, times *pgjsAckTimes) *pgjsLoop {
+	l := &pgjsLoop{e: e, js: js, size: size, oneTx: oneTx, times: times,
+		rows: make([]pgjsRow, 0, size), futures: make([]jetstream.PubAckFuture, 0, size), ids: make([]string, 0, size)}
+	l.claim = `UPDATE ` + e.outbox + ` SET claimed_until = statement_timestamp() + $2::bigint * interval '1 microsecond'
 WHERE id = ANY (ARRAY(
     SELECT id FROM ` + e.outbox + `
     WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until <= statement_timestamp())
@@ -458,104 +499,161 @@ WHERE id = ANY (ARRAY(
     FOR UPDATE SKIP LOCKED))
 RETURNING id, topic, name, metadata, payload, sent_at`
 	if oneTx {
-		claim = `SELECT id, topic, name, metadata, payload, sent_at FROM ` + e.outbox + `
+		l.claim = `SELECT id, topic, name, metadata, payload, sent_at FROM ` + e.outbox + `
 WHERE state = 'pending' AND (claimed_until IS NULL OR claimed_until <= statement_timestamp())
 ORDER BY seq
 LIMIT $1
 FOR UPDATE SKIP LOCKED`
 	}
-	mark := `UPDATE ` + e.outbox + ` SET state = 'published', published_at = statement_timestamp(), claimed_until = NULL
+	l.mark = `UPDATE ` + e.outbox + ` SET state = 'published', published_at = statement_timestamp(), claimed_until = NULL
 WHERE id = ANY($1) AND state <> 'published'`
+	return l
+}
+
+// batch claims up to the loop's size of messages, publishes them, waits
+// for every PubAck and marks them. It returns how many it published: 0
+// when the claim found none.
+func (l *pgjsLoop) batch(ctx context.Context) (int, error) {
 	var q interface {
 		Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 		Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	} = e.pool
-	var tx pgx.Tx
-	done := 0
-	var phases pgjsPhases
-	rowsBuf := make([]pgjsRow, 0, batch)
-	futures := make([]jetstream.PubAckFuture, 0, batch)
-	ids := make([]string, 0, batch)
-	b.StartTimer()
-	for {
-		t0 := time.Now()
-		args := []any{batch, pgjsLease.Microseconds()}
-		if oneTx {
-			var err error
-			if tx, err = e.pool.Begin(ctx); err != nil {
-				b.Fatalf("baseline begin: %v", err)
-			}
-			q, args = tx, args[:1]
-		}
-		rows, err := q.Query(ctx, claim, args...)
+	} = l.e.pool
+	t0 := time.Now()
+	args := []any{l.size, pgjsLease.Microseconds()}
+	if l.oneTx {
+		tx, err := l.e.pool.Begin(ctx)
 		if err != nil {
-			b.Fatalf("baseline claim: %v", err)
+			return 0, fmt.Errorf("baseline begin: %w", err)
 		}
-		rowsBuf = rowsBuf[:0]
-		for rows.Next() {
-			var r pgjsRow
-			if err := rows.Scan(&r.id, &r.topic, &r.name, &r.metadata, &r.payload, &r.sentAt); err != nil {
-				b.Fatalf("baseline scan: %v", err)
-			}
-			rowsBuf = append(rowsBuf, r)
-		}
-		if err := rows.Err(); err != nil {
-			b.Fatalf("baseline claim: %v", err)
-		}
-		t1 := time.Now()
-		phases.add(&phases.claim, &phases.maxClaim, &phases.claims, t1.Sub(t0))
-		if len(rowsBuf) == 0 {
-			if tx != nil {
-				_ = tx.Rollback(ctx)
-			}
-			break
-		}
-		futures, ids = futures[:0], ids[:0]
-		for _, r := range rowsBuf {
-			var md map[string]string
-			if err := json.Unmarshal(r.metadata, &md); err != nil {
-				b.Fatalf("baseline metadata: %v", err)
-			}
-			h := make(nats.Header, len(md)+3)
-			for k, v := range md {
-				h[k] = []string{v}
-			}
-			h[jetstream.MsgIDHeader] = []string{r.id}
-			h[async.MetaMessageName] = []string{r.name}
-			h[async.MetaSentAt] = []string{r.sentAt.UTC().Format(time.RFC3339Nano)}
-			f, err := e.js.PublishMsgAsync(&nats.Msg{Subject: r.topic, Header: h, Data: r.payload})
-			if err != nil {
-				b.Fatalf("baseline publish: %v", err)
-			}
-			futures = append(futures, f)
-			ids = append(ids, r.id)
-		}
-		for _, f := range futures {
-			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				b.Fatalf("baseline PubAck: %v", err)
-			case <-ctx.Done():
-				b.Fatalf("baseline PubAck: %v", ctx.Err())
-			}
-		}
-		t2 := time.Now()
-		phases.add(&phases.publish, &phases.maxPublish, nil, t2.Sub(t1))
-		if _, err := q.Exec(ctx, mark, ids); err != nil {
-			b.Fatalf("baseline mark: %v", err)
-		}
-		if tx != nil {
-			if err := tx.Commit(ctx); err != nil {
-				b.Fatalf("baseline commit: %v", err)
-			}
-		}
-		phases.add(&phases.mark, &phases.maxMark, &phases.marks, time.Since(t2))
-		done += len(ids)
+		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+		q, args = tx, args[:1]
 	}
-	b.StopTimer()
-	b.Logf("baseline: %v", &phases)
-	if done != n {
-		b.Fatalf("baseline drained %d messages, want %d", done, n)
+	rows, err := q.Query(ctx, l.claim, args...)
+	if err != nil {
+		return 0, fmt.Errorf("baseline claim: %w", err)
+	}
+	l.rows = l.rows[:0]
+	for rows.Next() {
+		var r pgjsRow
+		if err := rows.Scan(&r.id, &r.topic, &r.name, &r.metadata, &r.payload, &r.sentAt); err != nil {
+			return 0, fmt.Errorf("baseline scan: %w", err)
+		}
+		l.rows = append(l.rows, r)
+	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("baseline claim: %w", err)
+	}
+	t1 := time.Now()
+	l.phases.add(&l.phases.claim, &l.phases.maxClaim, &l.phases.claims, t1.Sub(t0))
+	l.phases.claimed.Add(int64(len(l.rows)))
+	if len(l.rows) == 0 {
+		l.phases.empty.Add(1)
+		return 0, nil // the deferred rollback ends a transaction
+	}
+	l.futures, l.ids = l.futures[:0], l.ids[:0]
+	for _, r := range l.rows {
+		var md map[string]string
+		if err := json.Unmarshal(r.metadata, &md); err != nil {
+			return 0, fmt.Errorf("baseline metadata: %w", err)
+		}
+		h := make(nats.Header, len(md)+3)
+		for k, v := range md {
+			h[k] = []string{v}
+		}
+		h[jetstream.MsgIDHeader] = []string{r.id}
+		h[async.MetaMessageName] = []string{r.name}
+		h[async.MetaSentAt] = []string{r.sentAt.UTC().Format(time.RFC3339Nano)}
+		f, err := l.js.PublishMsgAsync(&nats.Msg{Subject: r.topic, Header: h, Data: r.payload})
+		if err != nil {
+			return 0, fmt.Errorf("baseline publish: %w", err)
+		}
+		l.futures = append(l.futures, f)
+		l.ids = append(l.ids, r.id)
+	}
+	for _, f := range l.futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return 0, fmt.Errorf("baseline PubAck: %w", err)
+		case <-ctx.Done():
+			return 0, fmt.Errorf("baseline PubAck: %w", ctx.Err())
+		}
+	}
+	t2 := time.Now()
+	l.phases.add(&l.phases.publish, &l.phases.maxPublish, nil, t2.Sub(t1))
+	if l.times != nil {
+		l.times.mu.Lock()
+		for _, id := range l.ids {
+			l.times.claimed[id] = [2]time.Time{t0, t1}
+			l.times.sent[id] = t1
+			l.times.confirmed[id] = t2
+		}
+		l.times.mu.Unlock()
+	}
+	if _, err := q.Exec(ctx, l.mark, l.ids); err != nil {
+		return 0, fmt.Errorf("baseline mark: %w", err)
+	}
+	if tx, ok := q.(pgx.Tx); ok {
+		if err := tx.Commit(ctx); err != nil {
+			return 0, fmt.Errorf("baseline commit: %w", err)
+		}
+	}
+	l.phases.add(&l.phases.mark, &l.phases.maxMark, &l.phases.marks, time.Since(t2))
+	return len(l.ids), nil
+}
+
+// listenLoop runs l as a relay in its own process would: it drains the
+// outbox one batch at a time until a claim comes back empty, then waits
+// for a NOTIFY on the env's channel (a connection of its own LISTENs) or
+// for a second, the relay's poll interval, and drains again. It returns
+// nil when ctx ends.
+func (e *pgjsEnv) listenLoop(ctx context.Context, l *pgjsLoop) error {
+	conn, err := pgx.Connect(ctx, e.url)
+	if err != nil {
+		return fmt.Errorf("baseline listen: %w", err)
+	}
+	if _, err := conn.Exec(ctx, `LISTEN "`+e.schema+`"`); err != nil {
+		_ = conn.Close(context.WithoutCancel(ctx))
+		return fmt.Errorf("baseline listen: %w", err)
+	}
+	wake := make(chan struct{}, 1)
+	listening := make(chan struct{})
+	go func() {
+		defer close(listening)
+		defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+		for {
+			if _, err := conn.WaitForNotification(ctx); err != nil {
+				return // ctx ended (or the connection failed: the poll goes on)
+			}
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	defer func() { <-listening }()
+	poll := time.NewTimer(time.Second)
+	defer poll.Stop()
+	for {
+		for {
+			n, err := l.batch(ctx)
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				break
+			}
+		}
+		poll.Reset(time.Second)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-wake:
+		case <-poll.C:
+		}
 	}
 }
 

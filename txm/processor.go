@@ -62,7 +62,7 @@ type Processor struct {
 
 	dueMu   sync.Mutex
 	nextDue time.Time     // earliest retry this relay scheduled; zero: none
-	kick    chan struct{} // wakes an idle claim loop when nextDue moves earlier
+	kick    chan struct{} // wakes an idle claim loop: nextDue moved earlier, or a settled batch freed messages
 
 	mu       sync.Mutex
 	started  bool
