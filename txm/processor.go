@@ -328,6 +328,13 @@ func (p *Processor) claimLoop(ctx, workCtx context.Context, handle func(batch) i
 			continue
 		}
 		publishFailures = 0
+		// A claim that came back short took everything it could: what is
+		// committed after it brings a wake-up, and a settled batch kicks the
+		// loop for the keys it held. Claiming again at once would mostly
+		// come back empty.
+		if p.waker != nil && p.claimer != nil && len(batch.items) < p.cfg.BatchSize {
+			p.wait(ctx, p.idleWait(), true)
+		}
 	}
 }
 

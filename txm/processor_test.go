@@ -742,3 +742,39 @@ func TestRelayClaimsParkedKeyAfterSettle(t *testing.T) {
 	waitFor(t, "the parked message published", 5*time.Second, func() bool { return pub.publishedIDs()[second.ID()] == 1 })
 	stop()
 }
+
+// claimCounter is a memstore outbox that counts Claim calls.
+type claimCounter struct {
+	*memstore.Outbox
+	calls atomic.Int32
+}
+
+func (o *claimCounter) Claim(ctx context.Context, limit int, lease time.Duration) ([]txm.Claimed, error) {
+	o.calls.Add(1)
+	return o.Outbox.Claim(ctx, limit, lease)
+}
+
+// After a claim that came back short, a relay whose store sends wake-ups
+// waits for one instead of claiming again at once: in a steady trickle of
+// saves that second claim would come back empty.
+func TestRelayWaitsForWakeupAfterShortClaim(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store := memstore.New(memstore.Config{})
+	out := &claimCounter{Outbox: store.Outbox()}
+	pub := newRecordingPublisher()
+	stop := startRelay(t, newRelay(t, pub, out, txm.ProcessorConfig{PollInterval: time.Hour, BatchSize: 10}))
+	defer stop()
+	waitFor(t, "the first claim", 5*time.Second, func() bool { return out.calls.Load() == 1 })
+	for i := range 3 {
+		m := async.NewMessage("orders", "Test", nil)
+		if err := store.Outbox().Save(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the message published", 5*time.Second, func() bool { return pub.publishedIDs()[m.ID()] == 1 })
+		time.Sleep(50 * time.Millisecond) // room for a claim that should not come
+		if got, want := out.calls.Load(), int32(2+i); got != want {
+			t.Fatalf("after save %d: %d claims, want %d (one per wake-up)", i+1, got, want)
+		}
+	}
+}
