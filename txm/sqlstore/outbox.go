@@ -594,8 +594,8 @@ func scanMessage(rows rows, extra ...any) (seq int64, msg async.Message, attempt
 	if payload == nil {
 		payload = []byte{}
 	}
-	msg = async.NewMessage(topic, name, payload,
-		async.WithID(id), async.WithMetadata(md), async.WithSentAt(sentAt.t))
+	// md is this message's own: the envelope takes it over without a copy.
+	msg = async.NewMessageFromEnvelope(async.Envelope{ID: id, Subject: topic, Name: name, Metadata: md, SentAt: sentAt.t, Data: payload})
 	return seq, msg, attempts, nil
 }
 
