@@ -686,15 +686,21 @@ func TestRelayPublishesNextBatchWhileMarking(t *testing.T) {
 	}
 }
 
-// parkSpy is a memstore outbox that reports a claim that began after
-// armed was set and came back empty.
-type parkSpy struct {
+// claimSpy is a memstore outbox that counts Claim calls and reports on
+// empty a claim that began after armed was set and came back empty.
+type claimSpy struct {
 	*memstore.Outbox
+	calls atomic.Int32
 	armed atomic.Bool
 	empty chan struct{}
 }
 
-func (o *parkSpy) Claim(ctx context.Context, limit int, lease time.Duration) ([]txm.Claimed, error) {
+func newClaimSpy(store *memstore.Store) *claimSpy {
+	return &claimSpy{Outbox: store.Outbox(), empty: make(chan struct{}, 1)}
+}
+
+func (o *claimSpy) Claim(ctx context.Context, limit int, lease time.Duration) ([]txm.Claimed, error) {
+	o.calls.Add(1)
 	armed := o.armed.Load()
 	c, err := o.Outbox.Claim(ctx, limit, lease)
 	if armed && err == nil && len(c) == 0 {
@@ -726,7 +732,7 @@ func TestRelayClaimsParkedKeyAfterSettle(t *testing.T) {
 		}
 		return nil
 	})
-	out := &parkSpy{Outbox: store.Outbox(), empty: make(chan struct{}, 1)}
+	out := newClaimSpy(store)
 	stop := startRelay(t, newRelay(t, pub, out, txm.ProcessorConfig{PollInterval: time.Hour}))
 	waitFor(t, "the first message in flight", 5*time.Second, func() bool { return pub.attemptsOf(first.ID()) == 1 })
 	out.armed.Store(true)
@@ -743,17 +749,6 @@ func TestRelayClaimsParkedKeyAfterSettle(t *testing.T) {
 	stop()
 }
 
-// claimCounter is a memstore outbox that counts Claim calls.
-type claimCounter struct {
-	*memstore.Outbox
-	calls atomic.Int32
-}
-
-func (o *claimCounter) Claim(ctx context.Context, limit int, lease time.Duration) ([]txm.Claimed, error) {
-	o.calls.Add(1)
-	return o.Outbox.Claim(ctx, limit, lease)
-}
-
 // After a claim that came back short, a relay whose store sends wake-ups
 // waits for one instead of claiming again at once: in a steady trickle of
 // saves that second claim would come back empty.
@@ -761,7 +756,7 @@ func TestRelayWaitsForWakeupAfterShortClaim(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	store := memstore.New(memstore.Config{})
-	out := &claimCounter{Outbox: store.Outbox()}
+	out := newClaimSpy(store)
 	pub := newRecordingPublisher()
 	stop := startRelay(t, newRelay(t, pub, out, txm.ProcessorConfig{PollInterval: time.Hour, BatchSize: 10}))
 	defer stop()
