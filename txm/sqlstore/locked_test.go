@@ -276,18 +276,7 @@ func lockingAndLeasingRelays(t *testing.T, keys int) {
 		s := stores[r]
 		o := s.Outbox()
 		if r%2 == 1 {
-			c, err := o.Claim(ctx, batch, 30*time.Second)
-			if err != nil || len(c) == 0 {
-				return 0, err
-			}
-			if err := ledger.take(r, c); err != nil {
-				return 0, err
-			}
-			if err := o.MarkPublished(ctx, ids(c)...); err != nil {
-				return 0, err
-			}
-			ledger.put(c)
-			return len(c), nil
+			return ledger.leased(ctx, r, o, batch)
 		}
 		var c []txm.Claimed
 		err := s.InTx(ctx, func(ctx context.Context) (err error) {

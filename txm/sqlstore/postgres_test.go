@@ -143,6 +143,24 @@ func (l *relayLedger) put(c []txm.Claimed) {
 	}
 }
 
+// leased runs one round of relay r with leases on o: it claims up to
+// batch messages, takes them in the ledger, marks them published and puts
+// them back. It returns how many it claimed.
+func (l *relayLedger) leased(ctx context.Context, r int, o *Outbox, batch int) (int, error) {
+	c, err := o.Claim(ctx, batch, 30*time.Second)
+	if err != nil || len(c) == 0 {
+		return 0, err
+	}
+	if err := l.take(r, c); err != nil {
+		return 0, err
+	}
+	if err := o.MarkPublished(ctx, ids(c)...); err != nil {
+		return 0, err
+	}
+	l.put(c)
+	return len(c), nil
+}
+
 // drain runs relays relays until every message was published: relay r
 // calls round, which claims, takes, settles and puts one batch and returns
 // its size, and waits 2ms after a round that found nothing.
@@ -280,19 +298,7 @@ func TestPostgresFourRelays(t *testing.T) {
 		outboxes[r] = storeOn(t, kind, e.newPool(t, 1), Config{PollOnly: true}).Outbox()
 	}
 	err := ledger.drain(ctx, relays, func(ctx context.Context, r int) (int, error) {
-		o := outboxes[r]
-		c, err := o.Claim(ctx, batch, 30*time.Second)
-		if err != nil || len(c) == 0 {
-			return 0, err
-		}
-		if err := ledger.take(r, c); err != nil {
-			return 0, err
-		}
-		if err := o.MarkPublished(ctx, ids(c)...); err != nil {
-			return 0, err
-		}
-		ledger.put(c)
-		return len(c), nil
+		return ledger.leased(ctx, r, outboxes[r], batch)
 	})
 	if err != nil {
 		t.Fatal(err)
