@@ -95,6 +95,12 @@ func toNatsMsg(subject string, msg async.Message) (*nats.Msg, error) {
 	}
 	md := msg.Metadata()
 	h := make(nats.Header, len(md)+3)
+	// One backing array holds every header's single value.
+	vals := make([]string, 0, len(md)+3)
+	set := func(k, v string) {
+		vals = append(vals, v)
+		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
 	for k := range md {
 		switch {
 		case !validHeaderKey(k):
@@ -106,22 +112,22 @@ func toNatsMsg(subject string, msg async.Message) (*nats.Msg, error) {
 		if !validHeaderValue(v) {
 			return nil, fmt.Errorf("%w: message %s: metadata %q: value %q has surrounding white space or a line break", ErrInvalidMessage, id, k, v)
 		}
-		h[k] = []string{v}
+		set(k, v)
 	}
 	if name := msg.MessageName(); name != "" {
 		if !validHeaderValue(name) {
 			return nil, fmt.Errorf("%w: message %s: name %q has surrounding white space or a line break", ErrInvalidMessage, id, name)
 		}
-		h[HeaderMessageName] = []string{name}
+		set(HeaderMessageName, name)
 	} else {
 		delete(h, HeaderMessageName)
 	}
 	if t := msg.SentAt(); !t.IsZero() {
-		h[HeaderSentAt] = []string{t.UTC().Format(time.RFC3339Nano)}
+		set(HeaderSentAt, t.UTC().Format(time.RFC3339Nano))
 	} else {
 		delete(h, HeaderSentAt)
 	}
-	h[HeaderMsgID] = []string{id}
+	set(HeaderMsgID, id)
 	return &nats.Msg{Subject: subject, Header: h, Data: msg.Data()}, nil
 }
 

@@ -195,3 +195,19 @@ func (m *fixedMessage) MessageName() string      { return m.name }
 func (m *fixedMessage) Metadata() async.Metadata { return nil }
 func (m *fixedMessage) SentAt() time.Time        { return time.Time{} }
 func (m *fixedMessage) Data() []byte             { return nil }
+
+// BenchmarkToNatsMsg measures the mapping of a relayed message (a content
+// type and a partition key in its metadata) to the NATS message the
+// publisher sends.
+func BenchmarkToNatsMsg(b *testing.B) {
+	msg := async.NewMessage("orders.placed", "OrderPlaced", make([]byte, 256), async.WithMetadata(async.Metadata{
+		async.MetaContentType:  "application/json",
+		async.MetaPartitionKey: "order-1234",
+	}))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := toNatsMsg(msg.Subject(), msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
