@@ -56,10 +56,11 @@ type ProcessorConfig struct {
 
 	// PollInterval is how long the relay waits for new messages when the
 	// store is empty and no wake-up arrives (see [Waker]). With a store
-	// that sends wake-ups, the relay also waits (for a wake-up, at most
-	// PollInterval) after a claim that came back with fewer than BatchSize
-	// messages, instead of claiming again at once; a settled batch that
-	// freed the later messages of its keys wakes it too. Default 1s.
+	// whose wake-ups come for every save (see [FullWaker]), the relay also
+	// waits (for a wake-up, at most PollInterval) after a claim that came
+	// back with fewer than BatchSize messages, instead of claiming again at
+	// once; a settled batch that freed the later messages of its keys wakes
+	// it too. Default 1s.
 	PollInterval time.Duration
 
 	// Lease is how long a claim lasts on stores that implement [Claimer].

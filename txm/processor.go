@@ -56,6 +56,7 @@ type Processor struct {
 	locker  LockingClaimer // set when cfg.LockClaims
 	dead    DeadLetterStore
 	waker   Waker
+	full    FullWaker // the waker, when it can tell that it covers every save
 	cfg     ProcessorConfig
 	initErr error
 	breaker *breaker
@@ -120,6 +121,7 @@ func NewOutboxProcessorWithConfig(publisher async.MessagePublisher, store Outbox
 	p.claimer, _ = store.(Claimer)
 	p.dead, _ = store.(DeadLetterStore)
 	p.waker, _ = store.(Waker)
+	p.full, _ = store.(FullWaker)
 	if cfg.LockClaims {
 		if p.locker, _ = store.(LockingClaimer); p.locker == nil {
 			return nil, fmt.Errorf("txm: ProcessorConfig.LockClaims: the store (%T) does not implement LockingClaimer", store)
@@ -328,11 +330,11 @@ func (p *Processor) claimLoop(ctx, workCtx context.Context, handle func(batch) i
 			continue
 		}
 		publishFailures = 0
-		// A claim that came back short took everything it could: what is
-		// committed after it brings a wake-up, and a settled batch kicks the
-		// loop for the keys it held. Claiming again at once would mostly
-		// come back empty.
-		if p.waker != nil && p.claimer != nil && len(batch.items) < p.cfg.BatchSize {
+		// A claim that came back short took everything it could: when every
+		// save brings a wake-up, what is committed after it will wake the
+		// loop, and a settled batch kicks it for the keys it held. Claiming
+		// again at once would mostly come back empty.
+		if p.full != nil && p.claimer != nil && len(batch.items) < p.cfg.BatchSize && p.full.WakesForAllSaves() {
 			p.wait(ctx, p.idleWait(), true)
 		}
 	}

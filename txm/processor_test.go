@@ -773,3 +773,43 @@ func TestRelayWaitsForWakeupAfterShortClaim(t *testing.T) {
 		}
 	}
 }
+
+// partialWaker is a memstore outbox whose wake-ups, like those of a store
+// that cannot hear other processes' saves, do not cover every save.
+type partialWaker struct {
+	*memstore.Outbox
+	never chan struct{}
+}
+
+func (o *partialWaker) Wakeups() <-chan struct{} { return o.never }
+func (o *partialWaker) WakesForAllSaves() bool   { return false }
+
+// With a store whose wake-ups miss some saves, a relay claims again at once
+// after a short claim: that is how it finds a message that another
+// process saved meanwhile, without waiting for the poll interval.
+func TestRelayClaimsAgainAfterShortClaimWithoutFullWakeups(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store := memstore.New(memstore.Config{})
+	first, second := async.NewMessage("orders", "Test", nil), async.NewMessage("orders", "Test", nil)
+	if err := store.Outbox().Save(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	gate := make(chan struct{})
+	pub := newRecordingPublisher()
+	pub.setFail(func(m async.Message, _ int) error {
+		if m.ID() == first.ID() {
+			<-gate
+		}
+		return nil
+	})
+	out := &partialWaker{Outbox: store.Outbox(), never: make(chan struct{})}
+	stop := startRelay(t, newRelay(t, pub, out, txm.ProcessorConfig{PollInterval: time.Hour, BatchesInFlight: 1}))
+	defer stop()
+	waitFor(t, "the first message in flight", 5*time.Second, func() bool { return pub.attemptsOf(first.ID()) == 1 })
+	if err := store.Outbox().Save(ctx, second); err != nil { // heard by nobody
+		t.Fatal(err)
+	}
+	close(gate)
+	waitFor(t, "the second message published", 5*time.Second, func() bool { return pub.publishedIDs()[second.ID()] == 1 })
+}

@@ -184,3 +184,15 @@ type Purger interface {
 type Waker interface {
 	Wakeups() <-chan struct{}
 }
+
+// FullWaker is the capability of a [Waker] that can tell whether its
+// wake-ups currently come for every commit that saves messages, whichever
+// process made it (memstore always; sqlstore on PostgreSQL while its
+// LISTEN connection is up). After a claim that came back with fewer than
+// BatchSize messages, the relay waits for the next wake-up only while
+// WakesForAllSaves reports true; otherwise it claims again at once, which
+// is how it finds what other processes saved.
+type FullWaker interface {
+	Waker
+	WakesForAllSaves() bool
+}

@@ -15,7 +15,7 @@ import (
 // Outbox is the outbox of a [Store]. It implements [txm.OutboxStore] and
 // every optional capability of the txm package: [txm.Transactor],
 // [txm.Claimer], [txm.DeadLetterStore], [txm.BatchSaver],
-// [txm.StatsReporter], [txm.Purger] and [txm.Waker]. It is safe for
+// [txm.StatsReporter], [txm.Purger] and [txm.FullWaker]. It is safe for
 // concurrent use.
 //
 // Messages are copied on save and on the way out, so neither the saver nor
@@ -30,7 +30,7 @@ var (
 	_ txm.BatchSaver      = (*Outbox)(nil)
 	_ txm.StatsReporter   = (*Outbox)(nil)
 	_ txm.Purger          = (*Outbox)(nil)
-	_ txm.Waker           = (*Outbox)(nil)
+	_ txm.FullWaker       = (*Outbox)(nil)
 )
 
 type state uint8
@@ -565,3 +565,7 @@ func (o *Outbox) Purge(ctx context.Context, olderThan time.Duration, limit int) 
 // coalesce: one value may stand for many commits. The channel is shared:
 // when several relays watch one store, each wake-up reaches one of them.
 func (o *Outbox) Wakeups() <-chan struct{} { return o.s.wake }
+
+// WakesForAllSaves reports true: every save to a memstore is made in this
+// process and wakes the relay.
+func (o *Outbox) WakesForAllSaves() bool { return true }

@@ -7,8 +7,9 @@
 // A [Store] has two sides. [Store.Outbox] returns an [Outbox], which
 // implements [txm.OutboxStore] and all of the relay's optional capabilities
 // ([txm.Transactor], [txm.Claimer], [txm.DeadLetterStore], [txm.BatchSaver],
-// [txm.StatsReporter], [txm.Purger], [txm.Waker]). [Store.Inbox] returns the
-// [Inbox] of one consumer group, which implements [txm.InboxStore] and
+// [txm.StatsReporter], [txm.Purger], [txm.FullWaker], and on PostgreSQL
+// [txm.LockingClaimer]). [Store.Inbox] returns the [Inbox] of one consumer
+// group, which implements [txm.InboxStore] and
 // [txm.Transactor]: two groups each process the same message once.
 //
 // # Opening a store
@@ -281,6 +282,12 @@
 //
 // SQLite signals within the process only: a save in your own transaction
 // ([WithTx]) reaches the relay on its next poll.
+//
+// [Outbox.WakesForAllSaves] reports whether the wake-ups cover every save
+// of every process: on PostgreSQL, unless PollOnly, while the LISTEN
+// connection listens. While it does, a relay that claimed fewer messages
+// than its batch size waits for the next wake-up; otherwise it claims again
+// at once (see [txm.FullWaker]).
 //
 // # SQLite
 //

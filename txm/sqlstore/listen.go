@@ -81,6 +81,8 @@ func (s *Store) listenConn(ctx context.Context, bo backoff.BackOff) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	bo.Reset()
+	s.listenUp.Store(true)
+	defer s.listenUp.Store(false)
 	s.listenReady.Do(func() { close(s.listening) })
 	// Messages may have been saved while nobody listened.
 	s.signal()

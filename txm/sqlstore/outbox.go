@@ -24,7 +24,7 @@ import (
 // and every optional capability of the relay: [txm.Transactor],
 // [txm.Claimer], [txm.LockingClaimer] (PostgreSQL only),
 // [txm.DeadLetterStore], [txm.BatchSaver], [txm.StatsReporter],
-// [txm.Purger] and [txm.Waker].
+// [txm.Purger] and [txm.FullWaker].
 type Outbox struct{ s *Store }
 
 var (
@@ -35,7 +35,7 @@ var (
 	_ txm.BatchSaver      = (*Outbox)(nil)
 	_ txm.StatsReporter   = (*Outbox)(nil)
 	_ txm.Purger          = (*Outbox)(nil)
-	_ txm.Waker           = (*Outbox)(nil)
+	_ txm.FullWaker       = (*Outbox)(nil)
 	_ txm.LockingClaimer  = (*Outbox)(nil)
 )
 
@@ -874,6 +874,13 @@ func (o *Outbox) Wakeups() <-chan struct{} {
 	o.s.startListener()
 	return o.s.wake
 }
+
+// WakesForAllSaves reports whether Wakeups currently receives a value for
+// every commit that saves messages, in any process: on PostgreSQL unless
+// PollOnly, while the LISTEN connection listens (from the first call of
+// Wakeups until Close, except while it reconnects). SQLite stores report
+// false: other processes may write to the same file.
+func (o *Outbox) WakesForAllSaves() bool { return o.s.listenUp.Load() }
 
 // record is a message ready to be stored.
 type record struct {

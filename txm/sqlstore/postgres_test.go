@@ -378,11 +378,17 @@ func TestPostgresWakeups(t *testing.T) {
 			t.Fatal(err)
 		}
 		producer := storeOn(t, kindPgx, e.newPool(t, 2), Config{NotifyChannel: channel})
+		if relay.Outbox().WakesForAllSaves() {
+			t.Fatal("WakesForAllSaves before anything listens")
+		}
 		wake := relay.Outbox().Wakeups()
 
 		// The listener signals once it listens: messages may have been
 		// saved before.
 		awaitWake(t, wake, 10*time.Second, "the first LISTEN")
+		if !relay.Outbox().WakesForAllSaves() {
+			t.Fatal("WakesForAllSaves = false while the store listens")
+		}
 		measure := func(what string) {
 			t.Helper()
 			const rounds = 5
@@ -415,6 +421,9 @@ func TestPostgresWakeups(t *testing.T) {
 			t.Fatal(err)
 		}
 		awaitWake(t, wake, 10*time.Second, "the LISTEN reconnection")
+		if !relay.Outbox().WakesForAllSaves() {
+			t.Fatal("WakesForAllSaves = false after the LISTEN reconnection")
+		}
 		measure("save after reconnecting")
 
 		// Batch saves notify too.
@@ -423,7 +432,34 @@ func TestPostgresWakeups(t *testing.T) {
 			t.Fatal(err)
 		}
 		awaitWake(t, wake, 2*time.Second, "a batch save")
+
+		if err := relay.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if relay.Outbox().WakesForAllSaves() {
+			t.Error("WakesForAllSaves after Close")
+		}
 	})
+}
+
+// Stores that do not listen cannot hear other processes' saves: a relay on
+// them keeps claiming again after a short claim.
+func TestWakesForAllSavesWithoutListen(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name string
+		kind backendKind
+	}{{"sqlite", kindSQLite}, {"postgres PollOnly", kindPgx}} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			s := newTestStore(t, c.kind, Config{PollOnly: true})
+			_ = s.Outbox().Wakeups()
+			mustSave(t, s.Outbox(), newMsg("t", ""))
+			if s.Outbox().WakesForAllSaves() {
+				t.Error("WakesForAllSaves = true")
+			}
+		})
+	}
 }
 
 func awaitWake(t *testing.T, wake <-chan struct{}, d time.Duration, what string) {

@@ -65,6 +65,7 @@ type Store struct {
 	listenWG      sync.WaitGroup
 	listenReady   sync.Once
 	listening     chan struct{} // closed once LISTEN first succeeds
+	listenUp      atomic.Bool   // the LISTEN connection listens now
 }
 
 // NewPostgres returns a store on a pgx pool. It does no I/O: call
