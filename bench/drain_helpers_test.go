@@ -66,7 +66,7 @@ type pgjsEnv struct {
 	topic  string
 }
 
-func newPGJSEnv(b *testing.B) *pgjsEnv {
+func newPGJSEnv(b testing.TB) *pgjsEnv {
 	b.Helper()
 	pgURL := testenv.URL(b, testenv.Postgres)
 	natsURL := testenv.URL(b, testenv.NATS)
@@ -130,7 +130,7 @@ func newPGJSEnv(b *testing.B) *pgjsEnv {
 }
 
 // newPool opens a pool on the env's database, closed in cleanup.
-func (e *pgjsEnv) newPool(b *testing.B) *pgxpool.Pool {
+func (e *pgjsEnv) newPool(b testing.TB) *pgxpool.Pool {
 	b.Helper()
 	cfg, err := pgxpool.ParseConfig(e.url)
 	if err != nil {
@@ -146,7 +146,7 @@ func (e *pgjsEnv) newPool(b *testing.B) *pgxpool.Pool {
 }
 
 // newStore returns a store on the env's tables, closed in cleanup.
-func (e *pgjsEnv) newStore(b *testing.B, pollOnly bool) *sqlstore.Store {
+func (e *pgjsEnv) newStore(b testing.TB, pollOnly bool) *sqlstore.Store {
 	b.Helper()
 	cfg := sqlstore.Config{Schema: e.schema, NotifyChannel: e.schema, PollOnly: pollOnly, Logger: pgjsDiscardLogger()}
 	// TXM_DRAIN_NOTIFY_INTERVAL sets Config.NotifyInterval (a Go
@@ -190,7 +190,7 @@ func pgjsKeyedMessages(topic string, n, keys int) []async.Message {
 // fill empties the outbox and the stream, then saves n new messages with
 // the store's SaveMany and refreshes the table's statistics, so both
 // drains start from identical rows and plans.
-func (e *pgjsEnv) fill(b *testing.B, n int) {
+func (e *pgjsEnv) fill(b testing.TB, n int) {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -206,7 +206,7 @@ func (e *pgjsEnv) fill(b *testing.B, n int) {
 }
 
 // reset empties the outbox and the stream.
-func (e *pgjsEnv) reset(b *testing.B) {
+func (e *pgjsEnv) reset(b testing.TB) {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -220,7 +220,7 @@ func (e *pgjsEnv) reset(b *testing.B) {
 
 // check verifies that a drain published n messages: every row published
 // and n messages in the stream.
-func (e *pgjsEnv) check(b *testing.B, n int) {
+func (e *pgjsEnv) check(b testing.TB, n int) {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -755,7 +755,7 @@ func pgjsPercentiles(ds []time.Duration) (p50, p90, p99, maxD time.Duration) {
 func pgjsMillis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // pgjsEnvInt reads a positive integer from env, or returns def.
-func pgjsEnvInt(b *testing.B, env string, def int) int {
+func pgjsEnvInt(b testing.TB, env string, def int) int {
 	b.Helper()
 	v := os.Getenv(env)
 	if v == "" {

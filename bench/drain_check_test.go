@@ -1,0 +1,100 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// TestDrainBaselines checks the hand-written loops that the drain and
+// latency benchmarks measure the relay against: each publishes every
+// message of the outbox to the stream once and marks it published, and the
+// loop that waits on LISTEN is woken by another store's commit rather than
+// by its one-second poll.
+func TestDrainBaselines(t *testing.T) {
+	e := newPGJSEnv(t)
+	const n = 1200
+	for _, oneTx := range []bool{false, true} {
+		t.Run(fmt.Sprintf("oneTx=%v", oneTx), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			e.fill(t, n)
+			l := e.newLoop(e.js, 500, oneTx, nil)
+			done := 0
+			for {
+				got, err := l.batch(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got == 0 {
+					break
+				}
+				done += got
+			}
+			if done != n {
+				t.Fatalf("the loop published %d messages, want %d", done, n)
+			}
+			e.check(t, n)
+		})
+	}
+
+	t.Run("listen", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		e.reset(t)
+		times := newPGJSAckTimes(n)
+		js, err := jetstream.New(e.nc, jetstream.WithPublishAsyncAckHandler(times.onAck))
+		if err != nil {
+			t.Fatal(err)
+		}
+		loopCtx, stop := context.WithCancel(ctx)
+		stopped := make(chan error, 1)
+		go func() { stopped <- e.listenLoop(loopCtx, e.newLoop(js, 500, true, times)) }()
+		producer := e.newStore(t, false) // its saves NOTIFY
+		confirmed := func(want int, within time.Duration) {
+			t.Helper()
+			deadline := time.Now().Add(within)
+			for times.count() < want {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d of %d messages confirmed after %v", times.count(), want, within)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		half := pgjsMessages(e.topic, n/2)
+		if _, err := producer.Outbox().SaveMany(ctx, half); err != nil {
+			t.Fatal(err)
+		}
+		confirmed(n/2, 30*time.Second)
+		time.Sleep(100 * time.Millisecond) // the loop has drained the outbox and waits
+		if _, err := producer.Outbox().SaveMany(ctx, pgjsMessages(e.topic, n-n/2)); err != nil {
+			t.Fatal(err)
+		}
+		// The poll would come about 0.9s after the save; the NOTIFY much
+		// sooner.
+		confirmed(n, 500*time.Millisecond)
+		// A batch is confirmed before it is marked: let the last marks land.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			var pending int
+			if err := e.pool.QueryRow(ctx, "SELECT count(*) FROM "+e.outbox+" WHERE state <> 'published'").Scan(&pending); err != nil {
+				t.Fatal(err)
+			}
+			if pending == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d messages still unmarked", pending)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		stop()
+		if err := <-stopped; err != nil {
+			t.Fatalf("listenLoop: %v", err)
+		}
+		e.check(t, n)
+	})
+}
