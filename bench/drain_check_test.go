@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
 )
 
 // TestDrainBaselines checks the hand-written loops that the drain and
@@ -15,6 +16,7 @@ import (
 // loop that waits on LISTEN is woken by another store's commit rather than
 // by its one-second poll.
 func TestDrainBaselines(t *testing.T) {
+	t.Cleanup(func() { goleak.VerifyNone(t) }) // runs last: after the env closes
 	e := newPGJSEnv(t)
 	const n = 1200
 	for _, oneTx := range []bool{false, true} {
