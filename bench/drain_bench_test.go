@@ -184,7 +184,7 @@ func pgjsLatencyRun(b *testing.B, e *pgjsEnv, rate int, d time.Duration, notify 
 	if impl == "baseline-tx" {
 		l := e.newLoop(js, 500, true, times)
 		phases = &l.phases
-		run = func(ctx context.Context) error { return e.listenLoop(ctx, l) }
+		run = func(ctx context.Context) error { return e.listenLoop(ctx, l, time.Second) }
 	} else {
 		pub := &pgjsTimingPublisher{next: natsjs.NewPublisher(js, natsjs.PublisherConfig{}), times: times, phases: phases}
 		out := &pgjsCountingOutbox{Outbox: relayStore.Outbox(), phases: phases, times: times, target: 1 << 62, done: make(chan struct{})}

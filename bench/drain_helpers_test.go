@@ -605,9 +605,9 @@ func (l *pgjsLoop) batch(ctx context.Context) (int, error) {
 // listenLoop runs l as a relay in its own process would: it drains the
 // outbox one batch at a time until a claim comes back empty, then waits
 // for a NOTIFY on the env's channel (a connection of its own LISTENs) or
-// for a second, the relay's poll interval, and drains again. It returns
-// nil when ctx ends.
-func (e *pgjsEnv) listenLoop(ctx context.Context, l *pgjsLoop) error {
+// for poll (the benchmark gives the relay's default, a second), and drains
+// again. It returns nil when ctx ends.
+func (e *pgjsEnv) listenLoop(ctx context.Context, l *pgjsLoop, poll time.Duration) error {
 	conn, err := pgx.Connect(ctx, e.url)
 	if err != nil {
 		return fmt.Errorf("baseline listen: %w", err)
@@ -632,8 +632,8 @@ func (e *pgjsEnv) listenLoop(ctx context.Context, l *pgjsLoop) error {
 		}
 	}()
 	defer func() { <-listening }()
-	poll := time.NewTimer(time.Second)
-	defer poll.Stop()
+	timer := time.NewTimer(poll)
+	defer timer.Stop()
 	for {
 		for {
 			n, err := l.batch(ctx)
@@ -647,12 +647,12 @@ func (e *pgjsEnv) listenLoop(ctx context.Context, l *pgjsLoop) error {
 				break
 			}
 		}
-		poll.Reset(time.Second)
+		timer.Reset(poll)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-wake:
-		case <-poll.C:
+		case <-timer.C:
 		}
 	}
 }
