@@ -23,17 +23,9 @@ func TestDrainBaselines(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			e.fill(t, n)
-			l := e.newLoop(e.js, 500, oneTx, nil)
-			done := 0
-			for {
-				got, err := l.batch(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if got == 0 {
-					break
-				}
-				done += got
+			done, err := e.newLoop(e.js, 500, oneTx, nil).drain(ctx)
+			if err != nil {
+				t.Fatal(err)
 			}
 			if done != n {
 				t.Fatalf("the loop published %d messages, want %d", done, n)

@@ -450,19 +450,12 @@ func (e *pgjsEnv) drainLoop(b *testing.B, n, batch int, oneTx bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), pgjsDrainTimeout)
 	defer cancel()
 	l := e.newLoop(e.js, batch, oneTx, nil)
-	done := 0
 	b.StartTimer()
-	for {
-		got, err := l.batch(ctx)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if got == 0 {
-			break
-		}
-		done += got
-	}
+	done, err := l.drain(ctx)
 	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.Logf("baseline: %v", &l.phases)
 	if done != n {
 		b.Fatalf("baseline drained %d messages, want %d", done, n)
@@ -508,6 +501,19 @@ FOR UPDATE SKIP LOCKED`
 	l.mark = `UPDATE ` + e.outbox + ` SET state = 'published', published_at = statement_timestamp(), claimed_until = NULL
 WHERE id = ANY($1) AND state <> 'published'`
 	return l
+}
+
+// drain runs batches until a claim comes back empty and returns how many
+// messages they published.
+func (l *pgjsLoop) drain(ctx context.Context) (int, error) {
+	done := 0
+	for {
+		got, err := l.batch(ctx)
+		if err != nil || got == 0 {
+			return done, err
+		}
+		done += got
+	}
 }
 
 // batch claims up to the loop's size of messages, publishes them, waits
@@ -635,17 +641,12 @@ func (e *pgjsEnv) listenLoop(ctx context.Context, l *pgjsLoop, poll time.Duratio
 	timer := time.NewTimer(poll)
 	defer timer.Stop()
 	for {
-		for {
-			n, err := l.batch(ctx)
-			if ctx.Err() != nil {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			if n == 0 {
-				break
-			}
+		_, err := l.drain(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return err
 		}
 		timer.Reset(poll)
 		select {

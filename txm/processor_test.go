@@ -686,6 +686,20 @@ func TestRelayPublishesNextBatchWhileMarking(t *testing.T) {
 	}
 }
 
+// gatedPublisher returns a recording publisher whose publish of stuck
+// waits until gate is closed.
+func gatedPublisher(stuck async.Message) (pub *recordingPublisher, gate chan struct{}) {
+	gate = make(chan struct{})
+	pub = newRecordingPublisher()
+	pub.setFail(func(m async.Message, _ int) error {
+		if m.ID() == stuck.ID() {
+			<-gate
+		}
+		return nil
+	})
+	return pub, gate
+}
+
 // claimSpy is a memstore outbox that counts Claim calls and reports on
 // empty a claim that began after armed was set and came back empty.
 type claimSpy struct {
@@ -724,14 +738,7 @@ func TestRelayClaimsParkedKeyAfterSettle(t *testing.T) {
 	if err := store.Outbox().Save(ctx, first); err != nil {
 		t.Fatal(err)
 	}
-	gate := make(chan struct{})
-	pub := newRecordingPublisher()
-	pub.setFail(func(m async.Message, _ int) error {
-		if m.ID() == first.ID() {
-			<-gate
-		}
-		return nil
-	})
+	pub, gate := gatedPublisher(first)
 	out := newClaimSpy(store)
 	stop := startRelay(t, newRelay(t, pub, out, txm.ProcessorConfig{PollInterval: time.Hour}))
 	waitFor(t, "the first message in flight", 5*time.Second, func() bool { return pub.attemptsOf(first.ID()) == 1 })
@@ -795,14 +802,7 @@ func TestRelayClaimsAgainAfterShortClaimWithoutFullWakeups(t *testing.T) {
 	if err := store.Outbox().Save(ctx, first); err != nil {
 		t.Fatal(err)
 	}
-	gate := make(chan struct{})
-	pub := newRecordingPublisher()
-	pub.setFail(func(m async.Message, _ int) error {
-		if m.ID() == first.ID() {
-			<-gate
-		}
-		return nil
-	})
+	pub, gate := gatedPublisher(first)
 	out := &partialWaker{Outbox: store.Outbox(), never: make(chan struct{})}
 	stop := startRelay(t, newRelay(t, pub, out, txm.ProcessorConfig{PollInterval: time.Hour, BatchesInFlight: 1}))
 	defer stop()
