@@ -56,9 +56,7 @@ var errRolledBack = errors.New("rolled back by the test")
 
 func mustExec(t *testing.T, s *testStore, stmt string, args ...any) {
 	t.Helper()
-	if _, err := s.pg.pool.Exec(context.Background(), stmt, args...); err != nil {
-		t.Fatal(err)
-	}
+	execOn(t, s.pg.pool, stmt, args...)
 }
 
 func mustClaimLocked(t *testing.T, ctx context.Context, o *Outbox, limit int) []txm.Claimed {
@@ -377,29 +375,19 @@ func TestPostgresClaimLockedPlan(t *testing.T) {
 	if err := s.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// Every other message keyed, over 50 keys.
 	saveMany := func(n int) {
 		t.Helper()
-		msgs := make([]async.Message, n)
-		for i := range msgs {
-			key := ""
+		saveBacklog(t, ctx, s, n, func(i int) string {
 			if i%2 == 0 {
-				key = fmt.Sprintf("k%d", i%50)
+				return fmt.Sprintf("k%d", i%50)
 			}
-			msgs[i] = newMsg("t", key)
-		}
-		if _, err := s.Outbox().SaveMany(ctx, msgs); err != nil {
-			t.Fatal(err)
-		}
-	}
-	mustExec := func(sql string) {
-		t.Helper()
-		if _, err := pool.Exec(ctx, sql); err != nil {
-			t.Fatal(err)
-		}
+			return ""
+		})
 	}
 	saveMany(20000)
-	mustExec("UPDATE txm_outbox SET state = 'published', published_at = now()")
-	mustExec("VACUUM ANALYZE txm_outbox")
+	execOn(t, pool, "UPDATE txm_outbox SET state = 'published', published_at = now()")
+	execOn(t, pool, "VACUUM ANALYZE txm_outbox")
 	saveMany(3000)
 	tx, err := pool.Begin(ctx)
 	if err != nil {

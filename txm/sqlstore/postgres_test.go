@@ -224,6 +224,14 @@ func saveBacklog(t *testing.T, ctx context.Context, producer *Store, total int, 
 	return msgs, order
 }
 
+// execOn runs stmt on pool, failing the test on an error.
+func execOn(t *testing.T, pool *pgxpool.Pool, stmt string, args ...any) {
+	t.Helper()
+	if _, err := pool.Exec(context.Background(), stmt, args...); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // checkKeyOrder fails the test when the save positions of a key's
 // messages, in the order they were published, are not ascending.
 func checkKeyOrder(t *testing.T, perKey map[string][]int) {
@@ -687,37 +695,26 @@ func TestPostgresClaimPlan(t *testing.T) {
 		// saveMany saves n messages, over 50 keys when keyed.
 		saveMany := func(n int, keyed bool) {
 			t.Helper()
-			msgs := make([]async.Message, n)
-			for i := range msgs {
-				key := ""
+			saveBacklog(t, ctx, s, n, func(i int) string {
 				if keyed {
-					key = fmt.Sprintf("k%d", i%50)
+					return fmt.Sprintf("k%d", i%50)
 				}
-				msgs[i] = newMsg("t", key)
-			}
-			if _, err := s.Outbox().SaveMany(ctx, msgs); err != nil {
-				t.Fatal(err)
-			}
-		}
-		mustExec := func(sql string) {
-			t.Helper()
-			if _, err := pool.Exec(ctx, sql); err != nil {
-				t.Fatal(err)
-			}
+				return ""
+			})
 		}
 		const publishAll = "UPDATE txm_outbox SET state = 'published', published_at = now()"
 		// Many published rows, then a backlog the statistics have not seen.
 		saveMany(20000, false)
-		mustExec(publishAll)
+		execOn(t, pool, publishAll)
 		saveMany(3000, true)
 		checkPlan("planned on an empty table")
 		// Statistics taken when the relay was caught up: many published
 		// rows, few pending. Then the backlog arrives.
-		mustExec(publishAll)
-		mustExec("VACUUM ANALYZE txm_outbox")
+		execOn(t, pool, publishAll)
+		execOn(t, pool, "VACUUM ANALYZE txm_outbox")
 		saveMany(3000, true)
 		checkPlan("planned with statistics of few pending rows")
-		mustExec("DEALLOCATE claim_plan")
+		execOn(t, pool, "DEALLOCATE claim_plan")
 
 		if c := mustClaim(t, s.Outbox(), 10, time.Minute); len(c) != 10 {
 			t.Fatalf("claimed %d, want 10", len(c))
