@@ -452,7 +452,9 @@ func (p *Processor) claimLocked(ctx context.Context) (batch, error) {
 	go func() {
 		defer cancel()
 		defer detach() // an empty or failed claim never detached
+		ran := false
 		err := p.locker.InTx(txCtx, func(txCtx context.Context) error {
+			ran = true
 			items, err := p.locker.ClaimLocked(txCtx, p.cfg.BatchSize, p.lockedIdle())
 			if err == nil && len(items) > 0 && !detach() {
 				items, err = nil, ctx.Err() // stopped during the claim
@@ -466,25 +468,24 @@ func (p *Processor) claimLocked(ctx context.Context) (batch, error) {
 		if errors.Is(err, errRollback) {
 			err = nil
 		}
+		if !ran { // the transaction did not begin: its error is the claim's
+			got <- claimed{err: err}
+		}
 		held.ended <- err
 	}()
-	select {
-	case c := <-got:
-		if c.err != nil || len(c.items) == 0 {
-			<-held.ended
-			if c.err != nil && ctx.Err() == nil {
-				return batch{}, fmt.Errorf("claim locked: %w", c.err)
-			}
-			return batch{}, nil
+	// got is sent exactly once, before held.ended: the claim's outcome is
+	// read from it alone, never from whichever of the two a select sees
+	// first.
+	c := <-got
+	if c.err != nil || len(c.items) == 0 {
+		<-held.ended
+		if c.err != nil && ctx.Err() == nil {
+			return batch{}, fmt.Errorf("claim locked: %w", c.err)
 		}
-		held.ctx = c.ctx
-		return batch{items: c.items, held: held}, nil
-	case err := <-held.ended: // the transaction did not begin
-		if ctx.Err() != nil {
-			return batch{}, nil
-		}
-		return batch{}, fmt.Errorf("claim locked: %w", err)
+		return batch{}, nil
 	}
+	held.ctx = c.ctx
+	return batch{items: c.items, held: held}, nil
 }
 
 // lockedIdle is how long a locked claim's transaction may wait for its next
