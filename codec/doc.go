@@ -16,7 +16,10 @@
 //
 // A [Registry] picks the codec that encodes a topic: one registered for the
 // exact topic name, else the one of the longest matching prefix pattern
-// ("orders.*"), else the registry's default. It decodes by content type,
+// ("orders.*", which matches every topic below "orders", as NATS's
+// "orders.>" does), else the registry's default. No other wildcard is
+// supported: [Registry.Register] refuses "orders.>", "orders.*.placed" and
+// the like with [ErrInvalidPattern]. It decodes by content type,
 // never by topic, so a topic can move from one codec to another while
 // messages encoded with the old one are still in flight:
 //

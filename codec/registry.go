@@ -3,6 +3,7 @@ package codec
 import (
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -117,10 +118,13 @@ func (r *Registry) update(fn func(t *registryTable)) {
 //
 // pattern is an exact topic name ("orders.placed") or a prefix followed by
 // ".*" ("orders.*"), which matches every topic that starts with the prefix
-// and a dot and goes on after the dot. Register returns an error matching
-// [ErrInvalidPattern] for an empty pattern, "*" or ".*" alone, or a "*"
-// anywhere but in a final ".*"; and an error matching [ErrNilValue] for a
-// nil codec. A codec whose ContentType is empty is refused too, since its
+// and a dot and goes on after the dot: one or more tokens, as NATS's
+// "orders.>" does, not one token as NATS's "*". No other form is supported:
+// Register returns an error matching [ErrInvalidPattern], naming the
+// supported forms, for an empty pattern, "*" or ".*" alone, a "*" anywhere
+// but in a final ".*", any ">" (NATS's "orders.>" is written "orders.*"
+// here), and an empty token (a leading, trailing or double dot); and an
+// error matching [ErrNilValue] for a nil codec. A codec whose ContentType is empty is refused too, since its
 // messages could not be decoded by content type.
 func (r *Registry) Register(pattern string, c Codec) error {
 	prefix, isPattern, err := parsePattern(pattern)
@@ -144,19 +148,29 @@ func (r *Registry) Register(pattern string, c Codec) error {
 	return nil
 }
 
+// supportedPatterns names the forms Register accepts, for its errors.
+const supportedPatterns = `the supported forms are an exact topic ("orders.placed") and a prefix followed by ".*" ("orders.*", which matches every topic below the prefix, as NATS's "orders.>" does)`
+
 // parsePattern validates pattern and returns the prefix of a ".*" pattern.
 func parsePattern(pattern string) (prefix string, isPattern bool, err error) {
+	invalid := func(why string) (string, bool, error) {
+		return "", false, fmt.Errorf("%w %q: %s; %s", ErrInvalidPattern, pattern, why, supportedPatterns)
+	}
 	switch {
 	case pattern == "":
-		return "", false, fmt.Errorf("%w: empty pattern", ErrInvalidPattern)
-	case !strings.Contains(pattern, "*"):
-		return "", false, nil
-	case strings.Count(pattern, "*") > 1 || !strings.HasSuffix(pattern, ".*"):
-		return "", false, fmt.Errorf("%w %q: \"*\" may only end a pattern, as in \"orders.*\"", ErrInvalidPattern, pattern)
-	case pattern == ".*":
-		return "", false, fmt.Errorf("%w %q: a pattern needs a prefix before \".*\"; the default codec serves every other topic", ErrInvalidPattern, pattern)
+		return "", false, fmt.Errorf("%w: empty pattern; %s", ErrInvalidPattern, supportedPatterns)
+	case strings.Contains(pattern, ">"):
+		return invalid(`">" is not supported`)
+	case pattern == "*" || pattern == ".*":
+		return invalid(`a pattern needs a prefix before ".*"; the default codec serves every other topic`)
+	case strings.Count(pattern, "*") > 1 || (strings.Contains(pattern, "*") && !strings.HasSuffix(pattern, ".*")):
+		return invalid(`"*" may only end a pattern, after a dot, and matches one or more tokens`)
 	}
-	return strings.TrimSuffix(pattern, ".*"), true, nil
+	name := strings.TrimSuffix(pattern, ".*")
+	if slices.Contains(strings.Split(name, "."), "") {
+		return invalid("a topic has no empty tokens (no leading, trailing or double dots)")
+	}
+	return name, name != pattern, nil
 }
 
 // Known makes the content types of codecs decodable, without using them to

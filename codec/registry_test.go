@@ -95,6 +95,14 @@ func TestRegistryRegisterErrors(t *testing.T) {
 		{"orders*", codec.JSON(), codec.ErrInvalidPattern},
 		{"orders.**", codec.JSON(), codec.ErrInvalidPattern},
 		{"orders.*.*", codec.JSON(), codec.ErrInvalidPattern},
+		{"orders.>", codec.JSON(), codec.ErrInvalidPattern},
+		{">", codec.JSON(), codec.ErrInvalidPattern},
+		{"orders.>.placed", codec.JSON(), codec.ErrInvalidPattern},
+		{"orders.*.>", codec.JSON(), codec.ErrInvalidPattern},
+		{"orders..placed", codec.JSON(), codec.ErrInvalidPattern},
+		{".orders", codec.JSON(), codec.ErrInvalidPattern},
+		{"orders.", codec.JSON(), codec.ErrInvalidPattern},
+		{"orders..*", codec.JSON(), codec.ErrInvalidPattern},
 		{"orders.*", nil, codec.ErrNilValue},
 		{"orders.placed", nil, codec.ErrNilValue},
 		{"orders.placed", testCodec{""}, nil},
@@ -108,6 +116,9 @@ func TestRegistryRegisterErrors(t *testing.T) {
 		}
 		if tc.pattern != "" && !strings.Contains(err.Error(), tc.pattern) {
 			t.Errorf("error %q does not name the pattern %q", err, tc.pattern)
+		}
+		if errors.Is(err, codec.ErrInvalidPattern) && !strings.Contains(err.Error(), `"orders.*"`) {
+			t.Errorf("error %q does not name the supported forms", err)
 		}
 		// A refused registration changes nothing.
 		if got := reg.For("orders.placed").ContentType(); got != codec.ContentTypeJSON {
