@@ -1,0 +1,159 @@
+package scenario
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"slices"
+	"time"
+
+	"github.com/transmanager/transmanager/async/natsjs"
+	"github.com/transmanager/transmanager/txm"
+)
+
+// A drain implementation: the strong hand-written loop, or the relay with
+// a configuration.
+const (
+	ImplLoop         = "loop"          // Loop on its own minimal table
+	ImplRelayDefault = "relay-default" // ProcessorConfig{BatchSize: batch}
+	ImplRelayLock    = "relay-lock"    // the recommended configuration: LockClaims
+)
+
+// Impls lists the drain implementations.
+var Impls = []string{ImplLoop, ImplRelayLock, ImplRelayDefault}
+
+// DrainSpec is one measured drain: a backlog of Messages messages of
+// PayloadSize bytes, saved before the timed part, drained from PostgreSQL
+// into JetStream by Impl with batches of Batch.
+type DrainSpec struct {
+	PostgresURL, NATSURL string
+	Impl                 string
+	Batch                int
+	Messages             int
+	PayloadSize          int
+	// Relay, when set, replaces the relay's configuration (BatchSize is
+	// still Batch); PublisherConfig is the JetStream publisher's.
+	Relay           *txm.ProcessorConfig
+	PublisherConfig natsjs.PublisherConfig
+}
+
+// DrainResult is what a drain measured. The CPU figures are per message,
+// in microseconds, over the timed part only.
+type DrainResult struct {
+	Impl       string  `json:"impl"`
+	Batch      int     `json:"batch"`
+	Messages   int     `json:"messages"`
+	Seconds    float64 `json:"seconds"`
+	MsgsPerSec float64 `json:"msgs_per_s"`
+	RelayUS    float64 `json:"relay_cpu_us"`
+	PostgresUS float64 `json:"postgres_cpu_us"`
+	NATSUS     float64 `json:"nats_cpu_us"`
+	TotalUS    float64 `json:"total_cpu_us"`
+}
+
+// RelayConfig returns the relay configuration of impl at batch size batch.
+func RelayConfig(impl string, batch int) (txm.ProcessorConfig, error) {
+	switch impl {
+	case ImplRelayDefault:
+		return txm.ProcessorConfig{BatchSize: batch}, nil
+	case ImplRelayLock:
+		return txm.ProcessorConfig{BatchSize: batch, LockClaims: true}, nil
+	}
+	return txm.ProcessorConfig{}, fmt.Errorf("unknown relay implementation %q (want one of %v)", impl, Impls)
+}
+
+// Drain sets up a schema and a stream of its own, fills the backlog,
+// settles the table (VACUUM ANALYZE, CHECKPOINT), drains it with the timer
+// and the CPU counters running, checks that every message was published
+// once and marked, and removes what it set up. Run one drain per process
+// when the CPU figures matter: the garbage and caches of an earlier drain
+// would count against the next.
+func Drain(ctx context.Context, s DrainSpec) (DrainResult, error) {
+	if s.Impl != ImplLoop && !slices.Contains(Impls, s.Impl) && s.Relay == nil {
+		return DrainResult{}, fmt.Errorf("unknown implementation %q (want one of %v)", s.Impl, Impls)
+	}
+	e, err := Open(ctx, s.PostgresURL, s.NATSURL)
+	if err != nil {
+		return DrainResult{}, err
+	}
+	defer e.Close()
+	payload := Payload(s.PayloadSize)
+
+	var run func(ctx context.Context) (time.Duration, error)
+	var unpublished func(ctx context.Context) (int, error)
+	if s.Impl == ImplLoop {
+		if err := e.CreateLoopTable(ctx); err != nil {
+			return DrainResult{}, err
+		}
+		if err := e.FillLoop(ctx, s.Messages, payload); err != nil {
+			return DrainResult{}, err
+		}
+		loop, err := e.NewLoop(s.Batch)
+		if err != nil {
+			return DrainResult{}, err
+		}
+		run = func(ctx context.Context) (time.Duration, error) {
+			start := time.Now()
+			n, err := loop.Drain(ctx)
+			if err == nil && n != s.Messages {
+				err = fmt.Errorf("the loop published %d messages, want %d", n, s.Messages)
+			}
+			return time.Since(start), err
+		}
+		unpublished = e.LoopUnpublished
+	} else {
+		cfg := s.Relay
+		if cfg == nil {
+			c, err := RelayConfig(s.Impl, s.Batch)
+			if err != nil {
+				return DrainResult{}, err
+			}
+			cfg = &c
+		}
+		c := *cfg
+		c.BatchSize = s.Batch
+		store, err := e.Store(true)
+		if err != nil {
+			return DrainResult{}, err
+		}
+		defer store.Close()
+		if err := store.Migrate(ctx); err != nil {
+			return DrainResult{}, err
+		}
+		if err := e.FillOutbox(ctx, store, e.Messages(s.Messages, 0, payload)); err != nil {
+			return DrainResult{}, err
+		}
+		run = func(ctx context.Context) (time.Duration, error) {
+			return e.DrainRelay(ctx, store, s.Messages, c, s.PublisherConfig)
+		}
+		unpublished = e.OutboxUnpublished
+	}
+
+	runtime.GC() // the fill's garbage is not the drain's
+	before, err := ReadCPU()
+	if err != nil {
+		return DrainResult{}, err
+	}
+	took, err := run(ctx)
+	if err != nil {
+		return DrainResult{}, err
+	}
+	after, err := ReadCPU()
+	if err != nil {
+		return DrainResult{}, err
+	}
+	if n, err := unpublished(ctx); err != nil || n != 0 {
+		return DrainResult{}, fmt.Errorf("after the drain: %d rows unpublished (%v)", n, err)
+	}
+	if n, err := e.StreamMessages(ctx); err != nil || n != uint64(s.Messages) {
+		return DrainResult{}, fmt.Errorf("after the drain: %d messages in the stream, want %d (%v)", n, s.Messages, err)
+	}
+	cpu := after.Sub(before)
+	per := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) / float64(s.Messages) }
+	return DrainResult{
+		Impl: s.Impl, Batch: s.Batch, Messages: s.Messages,
+		Seconds:    took.Seconds(),
+		MsgsPerSec: float64(s.Messages) / took.Seconds(),
+		RelayUS:    per(cpu.Self), PostgresUS: per(cpu.Postgres), NATSUS: per(cpu.NATS), TotalUS: per(cpu.Total()),
+	}, nil
+}
