@@ -47,7 +47,9 @@ var ErrAlreadyStarted = errors.New("txm: processor already started")
 // relay retries them with growing delays ([ProcessorConfig.StoreRetry]).
 //
 // Errors of the store are logged and retried with growing delays: the relay
-// never stops on its own.
+// never stops on its own, except when its store was closed (a claim fails
+// with [async.ErrClosed]) or cannot claim as configured; then Start returns
+// that error.
 type Processor struct {
 	pub     async.MessagePublisher
 	apub    async.AsyncPublisher
@@ -72,7 +74,8 @@ type Processor struct {
 	stopped  chan struct{} // closed when Start returns
 	hardStop context.CancelFunc
 	// unsupported is the claim error that made Start give up: the store
-	// cannot claim as configured (errors.ErrUnsupported).
+	// cannot claim as configured (errors.ErrUnsupported) or was closed
+	// (async.ErrClosed).
 	unsupported error
 }
 
@@ -135,9 +138,11 @@ func NewOutboxProcessorWithConfig(publisher async.MessagePublisher, store Outbox
 // [ProcessorConfig.DrainTimeout] after ctx ends), releases the claims it did
 // not finish and returns nil. It returns an error only when the processor
 // cannot run: it was built with a nil publisher or store, it was started
-// before, or its store cannot claim as configured (a claim failed with an
+// before, its store cannot claim as configured (a claim failed with an
 // error matching [errors.ErrUnsupported], as [ProcessorConfig.LockClaims]
-// does on sqlstore's SQLite store).
+// does on sqlstore's SQLite store), or its store was closed (a claim failed
+// with an error matching [async.ErrClosed]; the error returned matches it
+// too).
 func (p *Processor) Start(ctx context.Context) error {
 	if p.initErr != nil {
 		return p.initErr
@@ -175,8 +180,11 @@ func (p *Processor) Start(ctx context.Context) error {
 		slog.Bool("claims", p.claimer != nil), slog.Bool("async_publish", p.apub != nil))
 	p.run(ctx, workCtx)
 	if p.unsupported != nil {
-		p.cfg.Logger.LogAttrs(context.WithoutCancel(ctx), slog.LevelError, "txm: relay stopped: the store cannot claim as configured",
-			slog.Any("error", p.unsupported))
+		why := "txm: relay stopped: the store cannot claim as configured"
+		if errors.Is(p.unsupported, async.ErrClosed) {
+			why = "txm: relay stopped: the store is closed"
+		}
+		p.cfg.Logger.LogAttrs(context.WithoutCancel(ctx), slog.LevelError, why, slog.Any("error", p.unsupported))
 		return fmt.Errorf("txm: relay: %w", p.unsupported)
 	}
 	p.cfg.Logger.LogAttrs(context.WithoutCancel(ctx), slog.LevelInfo, "txm: relay stopped")
@@ -304,7 +312,7 @@ func (p *Processor) claimLoop(ctx, workCtx context.Context, handle func(batch) i
 	storeFailures, publishFailures := 0, 0
 	for !p.stopping(ctx) {
 		batch, err := p.claim(workCtx)
-		if errors.Is(err, errors.ErrUnsupported) {
+		if errors.Is(err, errors.ErrUnsupported) || errors.Is(err, async.ErrClosed) {
 			p.unsupported = err
 			return
 		}
