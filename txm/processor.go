@@ -177,7 +177,7 @@ func (p *Processor) Start(ctx context.Context) error {
 
 	p.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "txm: relay started",
 		slog.Int("workers", p.cfg.Workers), slog.Int("batch_size", p.cfg.BatchSize),
-		slog.Bool("claims", p.claimer != nil), slog.Bool("async_publish", p.apub != nil))
+		slog.String("claim_mode", p.claimMode()), slog.Bool("async_publish", p.apub != nil))
 	p.run(ctx, workCtx)
 	if p.unsupported != nil {
 		why := "txm: relay stopped: the store cannot claim as configured"
@@ -189,6 +189,20 @@ func (p *Processor) Start(ctx context.Context) error {
 	}
 	p.cfg.Logger.LogAttrs(context.WithoutCancel(ctx), slog.LevelInfo, "txm: relay stopped")
 	return nil
+}
+
+// claimMode names how the relay takes messages from its store, for its
+// start log: "locked" (ProcessorConfig.LockClaims), "leases" (a [Claimer])
+// or "unpublished" (the seed's FindUnpublished, for a store without claims).
+func (p *Processor) claimMode() string {
+	switch {
+	case p.locker != nil:
+		return "locked"
+	case p.claimer != nil:
+		return "leases"
+	default:
+		return "unpublished"
+	}
 }
 
 // Stop asks a started relay to stop claiming, waits for the batch in flight
@@ -613,7 +627,7 @@ func (p *Processor) publishLanes(ctx context.Context, batch []Claimed, outcomes 
 				if err := p.publishOne(ctx, msg); err != nil {
 					if ctx.Err() == nil {
 						outcomes[i] = outcome{state: stateFailed, err: err}
-						p.topicFailed(msg, err)
+						p.topicFailed(ctx, msg, err)
 					}
 					done(i, true)
 					continue
@@ -706,7 +720,7 @@ func (p *Processor) publishWaves(ctx context.Context, batch []Claimed, outcomes 
 			msg := batch[i].Message
 			if perr != nil {
 				outcomes[i] = outcome{state: stateFailed, err: perr}
-				p.topicFailed(msg, perr)
+				p.topicFailed(ctx, msg, perr)
 				if key := partitionKey(msg); key != "" {
 					delete(queues, key) // park the rest of the key
 				}
@@ -830,12 +844,12 @@ func (p *Processor) settle(ctx context.Context, b batch, outcomes []outcome) int
 
 // topicFailed feeds a failed publish to the topic's circuit breaker.
 // Permanent errors say nothing about the topic's health.
-func (p *Processor) topicFailed(msg async.Message, err error) {
+func (p *Processor) topicFailed(ctx context.Context, msg async.Message, err error) {
 	if retry.IsPermanent(err) {
 		return
 	}
 	if d := p.breaker.failure(msg.Subject(), p.cfg.Clock.Now()); d > 0 {
-		p.cfg.Logger.LogAttrs(context.Background(), slog.LevelWarn, "txm: relay: topic keeps failing; holding its messages",
+		p.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "txm: relay: topic keeps failing; holding its messages",
 			slog.String("topic", msg.Subject()), slog.Duration("cooldown", d), slog.Any("error", err))
 	}
 }
