@@ -27,6 +27,10 @@ import (
 //
 // On a duplicate (an error matching [ErrDuplicateMessage]) the middleware
 // acks the message and returns nil without calling next.
+//
+// With a nil store, or wrapped around a nil next, the handler returns an
+// error matching [ErrNilArgument] for every message, without saving it or
+// settling it.
 func InboxHandler(store InboxStore) async.MessageHandlerMiddleware {
 	return InboxHandlerWithConfig(store, InboxConfig{})
 }
@@ -42,8 +46,22 @@ type InboxConfig struct {
 
 // InboxHandlerWithConfig is [InboxHandler] with hooks.
 func InboxHandlerWithConfig(store InboxStore, cfg InboxConfig) async.MessageHandlerMiddleware {
+	var nilStore error
+	if isNil(store) {
+		nilStore = nilArgument("InboxHandler", "store")
+	}
 	return func(next async.MessageHandler) async.MessageHandler {
+		err := nilStore
+		if err == nil && isNil(next) {
+			err = nilArgument("InboxHandler middleware", "next handler")
+		}
+		if err != nil {
+			return async.MessageHandlerFunc(func(context.Context, async.IncomingMessage) error { return err })
+		}
 		return async.MessageHandlerFunc(func(ctx context.Context, msg async.IncomingMessage) error {
+			if isNil(msg) {
+				return errNilMessage
+			}
 			duplicate := false
 			handle := func(ctx context.Context) error {
 				if err := store.Save(ctx, msg); err != nil {

@@ -25,10 +25,20 @@ import (
 // ([NewOutboxProcessor]) publishes saved messages with the real publisher
 // after commit. When topicName differs from msg.Subject(), the message is
 // saved under topicName.
+//
+// With a nil store, every Publish returns an error matching
+// [ErrNilArgument]. next may be nil: it is never called.
 func OutboxPublisher(store OutboxStore) async.MessagePublisherMiddleware {
+	var nilStore error
+	if isNil(store) {
+		nilStore = nilArgument("OutboxPublisher", "store")
+	}
 	return func(next async.MessagePublisher) async.MessagePublisher {
 		return async.MessagePublisherFunc(func(ctx context.Context, topicName string, msg async.Message) error {
-			if msg == nil {
+			if nilStore != nil {
+				return nilStore
+			}
+			if isNil(msg) {
 				return errors.New("txm: outbox: nil message")
 			}
 			if topicName != "" && topicName != msg.Subject() {

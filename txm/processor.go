@@ -88,7 +88,7 @@ var _ OutboxProcessor = (*Processor)(nil)
 //
 // It uses the defaults of [ProcessorConfig]; [NewOutboxProcessorWithConfig]
 // sets them. The value returned is a [*Processor]. A nil publisher or store
-// makes Start return an error.
+// makes Start return an error matching [ErrNilArgument].
 func NewOutboxProcessor(publisher async.MessagePublisher, store OutboxStore) OutboxProcessor {
 	p, err := NewOutboxProcessorWithConfig(publisher, store, ProcessorConfig{})
 	if err != nil {
@@ -98,14 +98,14 @@ func NewOutboxProcessor(publisher async.MessagePublisher, store OutboxStore) Out
 }
 
 // NewOutboxProcessorWithConfig returns a relay configured by cfg. It returns
-// an error naming the field when cfg is invalid, or when publisher or store
-// is nil.
+// an error naming the field when cfg is invalid, and one matching
+// [ErrNilArgument] when publisher or store is nil.
 func NewOutboxProcessorWithConfig(publisher async.MessagePublisher, store OutboxStore, cfg ProcessorConfig) (*Processor, error) {
-	if publisher == nil {
-		return nil, errors.New("txm: NewOutboxProcessor: nil publisher")
+	if isNil(publisher) {
+		return nil, nilArgument("NewOutboxProcessor", "publisher")
 	}
-	if store == nil {
-		return nil, errors.New("txm: NewOutboxProcessor: nil store")
+	if isNil(store) {
+		return nil, nilArgument("NewOutboxProcessor", "store")
 	}
 	cfg, err := cfg.withDefaults()
 	if err != nil {

@@ -25,7 +25,8 @@ type Outbox[T any] struct {
 	pub    async.MessagePublisher
 	codecs *codec.Registry
 	name   string
-	ptr    bool // T is a pointer type: encode v itself, not &v
+	ptr    bool  // T is a pointer type: encode v itself, not &v
+	err    error // a nil publisher: returned by every Publish
 }
 
 // TypedOption configures an [Outbox] or an [Inbox].
@@ -47,7 +48,9 @@ func WithMessageName(name string) TypedOption { return func(c *typedConfig) { c.
 func newTypedConfig[T any](opts []TypedOption) (typedConfig, bool) {
 	var cfg typedConfig
 	for _, opt := range opts {
-		opt(&cfg)
+		if opt != nil {
+			opt(&cfg)
+		}
 	}
 	if cfg.codecs == nil {
 		cfg.codecs = codec.NewRegistry(nil)
@@ -64,10 +67,16 @@ func newTypedConfig[T any](opts []TypedOption) (typedConfig, bool) {
 	return cfg, ptr
 }
 
-// NewOutbox returns an Outbox that publishes through pub.
+// NewOutbox returns an Outbox that publishes through pub. Nil options are
+// ignored. With a nil pub, every Publish returns an error matching
+// [ErrNilArgument] (Message still builds messages).
 func NewOutbox[T any](pub async.MessagePublisher, opts ...TypedOption) *Outbox[T] {
 	cfg, ptr := newTypedConfig[T](opts)
-	return &Outbox[T]{pub: pub, codecs: cfg.codecs, name: cfg.name, ptr: ptr}
+	o := &Outbox[T]{pub: pub, codecs: cfg.codecs, name: cfg.name, ptr: ptr}
+	if isNil(pub) {
+		o.err = nilArgument("NewOutbox", "publisher")
+	}
+	return o
 }
 
 // PublishOption sets a field of one published message. Options are plain
@@ -93,6 +102,9 @@ func WithHeaders(md async.Metadata) PublishOption { return PublishOption{headers
 // Publish encodes v with the topic's codec and publishes it to topic.
 // Encoding errors match the codec package's sentinels (errors.Is).
 func (o *Outbox[T]) Publish(ctx context.Context, topic string, v T, opts ...PublishOption) error {
+	if o.err != nil {
+		return o.err
+	}
 	msg, err := o.Message(topic, v, opts...)
 	if err != nil {
 		return err
@@ -152,12 +164,19 @@ type Inbox[T any] struct {
 	handle HandlerFunc[T]
 	codecs *codec.Registry
 	newPtr func() T // for pointer types: a new value to decode into
+	err    error    // a nil handle: returned by every HandleMessage
 }
 
-// NewInbox returns an Inbox that calls handle.
+// NewInbox returns an Inbox that calls handle. Nil options are ignored.
+// With a nil handle, every HandleMessage returns an error matching
+// [ErrNilArgument] and leaves the message unsettled, so the broker
+// redelivers it per the subscription's policy.
 func NewInbox[T any](handle HandlerFunc[T], opts ...TypedOption) *Inbox[T] {
 	cfg, ptr := newTypedConfig[T](opts)
 	in := &Inbox[T]{handle: handle, codecs: cfg.codecs}
+	if handle == nil {
+		in.err = nilArgument("NewInbox", "handler function")
+	}
 	if ptr {
 		elem := reflect.TypeFor[T]().Elem()
 		in.newPtr = func() T { return reflect.New(elem).Interface().(T) }
@@ -181,6 +200,12 @@ func (e *DecodeError) Unwrap() error { return e.Err }
 
 // HandleMessage implements [async.MessageHandler].
 func (in *Inbox[T]) HandleMessage(ctx context.Context, msg async.IncomingMessage) error {
+	if in.err != nil {
+		return in.err
+	}
+	if isNil(msg) {
+		return errNilMessage
+	}
 	var v T
 	var target any = &v
 	if in.newPtr != nil {
