@@ -218,24 +218,23 @@ func (e *pgjsEnv) reset(b testing.TB) {
 	}
 }
 
-// check verifies that a drain published n messages: every row published
-// and n messages in the stream.
+// check verifies that a drain published n messages: no row left
+// unpublished (the relay deletes the rows it publishes, the hand-written
+// loops on this table mark them) and n messages in the stream.
 func (e *pgjsEnv) check(b testing.TB, n int) {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var published, other int
-	if err := e.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'published'), count(*) FILTER (WHERE state <> 'published') FROM `+e.outbox).
-		Scan(&published, &other); err != nil {
+	var other int
+	if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM `+e.outbox+` WHERE state <> 'published'`).Scan(&other); err != nil {
 		b.Fatalf("count: %v", err)
 	}
 	info, err := e.stream.Info(ctx)
 	if err != nil {
 		b.Fatalf("stream info: %v", err)
 	}
-	if published != n || other != 0 || info.State.Msgs != uint64(n) {
-		b.Fatalf("after the drain: %d published and %d other rows, %d messages in the stream; want %d, 0, %d",
-			published, other, info.State.Msgs, n, n)
+	if other != 0 || info.State.Msgs != uint64(n) {
+		b.Fatalf("after the drain: %d rows unpublished, %d messages in the stream; want 0, %d", other, info.State.Msgs, n)
 	}
 }
 

@@ -231,7 +231,10 @@ func newStorePG(tb testing.TB, conns int) *storePG {
 
 // config fills in the env's schema, a NOTIFY channel of its own (so that
 // other processes' listeners do not hear it) and a silent logger.
+// The store keeps published rows (Config.KeepPublished), as the
+// hand-written statements it is measured against mark them published.
 func (e *storePG) config(cfg sqlstore.Config) sqlstore.Config {
+	cfg.KeepPublished = true
 	cfg.Schema = e.schema
 	cfg.NotifyChannel = e.schema
 	cfg.Logger = storeDiscardLogger()

@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -44,7 +45,8 @@ func run(args []string, stdout io.Writer) error {
 	payload := fs.Int("payload", 256, "payload bytes")
 	raw := fs.String("raw", "", "append every drain's result to this file as a JSON line")
 	one := fs.Bool("one", false, "run a single drain (-impls names one, -batch one) and print its result as JSON")
-	cpuProfile := fs.String("cpuprofile", "", "with -one: write the drain process's CPU profile to this file")
+	cpuProfile := fs.String("cpuprofile", "", "with -one: write the drain's CPU profile to this file")
+	memProfile := fs.String("memprofile", "", "with -one: write the drain's allocation profile to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -60,19 +62,38 @@ func run(args []string, stdout io.Writer) error {
 	if *one {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
+		var timed func() func()
 		if *cpuProfile != "" {
 			f, err := os.Create(*cpuProfile)
 			if err != nil {
 				return err
 			}
 			defer f.Close()
-			if err := pprof.StartCPUProfile(f); err != nil {
+			timed = func() func() {
+				if err := pprof.StartCPUProfile(f); err != nil {
+					fmt.Fprintln(os.Stderr, "drainrun: cpu profile:", err)
+				}
+				return pprof.StopCPUProfile
+			}
+		}
+		if *memProfile != "" {
+			f, err := os.Create(*memProfile)
+			if err != nil {
 				return err
 			}
-			defer pprof.StopCPUProfile()
+			defer f.Close()
+			timed = func() func() {
+				runtime.MemProfileRate = 4096
+				return func() {
+					runtime.MemProfileRate = 0
+					if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+						fmt.Fprintln(os.Stderr, "drainrun: memory profile:", err)
+					}
+				}
+			}
 		}
 		r, err := scenario.Drain(ctx, scenario.DrainSpec{PostgresURL: pgURL, NATSURL: natsURL,
-			Impl: is[0], Batch: bs[0], Messages: *messages, PayloadSize: *payload})
+			Impl: is[0], Batch: bs[0], Messages: *messages, PayloadSize: *payload, Timed: timed})
 		if err != nil {
 			return err
 		}

@@ -35,6 +35,9 @@ type DrainSpec struct {
 	// still Batch); PublisherConfig is the JetStream publisher's.
 	Relay           *txm.ProcessorConfig
 	PublisherConfig natsjs.PublisherConfig
+	// Timed, when set, is called as the timed part starts; the function
+	// it returns, as it ends (to profile the drain alone, for example).
+	Timed func() (end func())
 }
 
 // DrainResult is what a drain measured. The CPU figures are per message,
@@ -134,7 +137,12 @@ func Drain(ctx context.Context, s DrainSpec) (DrainResult, error) {
 	if err != nil {
 		return DrainResult{}, err
 	}
+	end := func() {}
+	if s.Timed != nil {
+		end = s.Timed()
+	}
 	took, err := run(ctx)
+	end()
 	if err != nil {
 		return DrainResult{}, err
 	}

@@ -127,7 +127,7 @@ func TestRetryAndLeaseExpiry(t *testing.T) {
 func TestSaveManyAndStats(t *testing.T) {
 	forEachKind(t, func(t *testing.T, kind backendKind) {
 		ctx := context.Background()
-		s := newTestStore(t, kind, Config{})
+		s := newTestStore(t, kind, Config{KeepPublished: true})
 		o := s.Outbox()
 		first := newMsg("a", "k")
 		mustSave(t, o, first)

@@ -32,6 +32,18 @@ type Config struct {
 	// of tables.
 	MigrationsTable string
 
+	// KeepPublished keeps published messages in the outbox table, in the
+	// state 'published', until [Outbox.Purge] removes them. By default
+	// MarkPublished deletes them: a delete writes no new row version and no
+	// index entry, where marking a row published writes both, and this is
+	// most of the database's work per relayed message. Without the row,
+	// saving the same message ID again after its publication is accepted
+	// (duplicate IDs are refused while the message is unpublished or dead);
+	// JetStream's duplicate window and the consumer's inbox absorb such a
+	// repeat. Set it to inspect what was published, or to refuse an ID for
+	// as long as its row is kept.
+	KeepPublished bool
+
 	// DefaultLease is the lease FindUnpublished takes on the messages it
 	// returns (the relay's Claim passes its own). Default 30s.
 	DefaultLease time.Duration

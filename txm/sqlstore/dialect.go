@@ -61,7 +61,7 @@ type statements struct {
 	// claimable reads whether a claim would find anything (SQLite): $1
 	// limit (1), $2 now.
 	claimable  string
-	published  string // $1 ids (SQLite: $2 now)
+	published  string // $1 ids (SQLite: $2 now); a DELETE unless Config.KeepPublished
 	extend     string // $1 ids, $2 lease µs (SQLite: $3 now)
 	release    string // $1 ids
 	failed     string // $1 id, $2 retry µs, $3 cause (SQLite: $4 now)
@@ -243,6 +243,9 @@ RETURNING o.seq, o.id, o.topic, o.name, o.metadata, o.payload, o.sent_at, o.atte
 		s.published = f(`UPDATE {outbox} SET state = 'published', published_at = {now}, claimed_until = NULL,
         dead_at = NULL
     WHERE ` + byIDs + ` AND state <> 'published'`)
+		if !cfg.KeepPublished {
+			s.published = f(`DELETE FROM {outbox} WHERE ` + byIDs + ` AND state <> 'published'`)
+		}
 		s.extend = f(`UPDATE {outbox} SET claimed_until = {now} + $2::bigint * interval '1 microsecond'
     WHERE ` + byIDs + ` AND state = 'pending' AND claimed_until IS NOT NULL`)
 		s.extendLocked = f(`UPDATE {outbox} SET claimed_until = {now} + $2::bigint * interval '1 microsecond'
@@ -343,6 +346,12 @@ RETURNING o.seq, o.id, o.topic, o.name, o.metadata, o.payload, o.sent_at, o.atte
 	s.published = f(`UPDATE {outbox} SET state = 'published', published_at = {now}, claimed_until = NULL,
         dead_at = NULL
     WHERE id IN (SELECT value FROM json_each($1)) AND state <> 'published'`, "$2")
+	if !cfg.KeepPublished {
+		// The time parameter stays, unused, so both forms take the same
+		// arguments.
+		s.published = f(`DELETE FROM {outbox}
+    WHERE id IN (SELECT value FROM json_each($1)) AND state <> 'published' AND $2 IS NOT NULL`, "$2")
+	}
 	s.extend = f(`UPDATE {outbox} SET claimed_until = {now} + $2
     WHERE id IN (SELECT value FROM json_each($1)) AND state = 'pending' AND claimed_until IS NOT NULL`, "$3")
 	s.release = f(`UPDATE {outbox} SET claimed_until = NULL

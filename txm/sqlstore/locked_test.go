@@ -76,7 +76,7 @@ func mustClaimLocked(t *testing.T, ctx context.Context, o *Outbox, limit int) []
 func TestPostgresClaimLocked(t *testing.T) {
 	forEachPGKind(t, func(t *testing.T, kind backendKind) {
 		ctx := context.Background()
-		s := newTestStore(t, kind, Config{PollOnly: true})
+		s := newTestStore(t, kind, Config{PollOnly: true, KeepPublished: true})
 		o := s.Outbox()
 		a1, n1, a2, b1, n2, a3, b2 := newMsg("t", "a"), newMsg("t", ""), newMsg("t", "a"), newMsg("t", "b"), newMsg("t", ""), newMsg("t", "a"), newMsg("t", "b")
 		mustSave(t, o, a1, n1, a2, b1, n2, a3, b2)

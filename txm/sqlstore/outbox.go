@@ -600,8 +600,9 @@ func scanMessage(rows rows, extra ...any) (seq int64, msg async.Message, attempt
 }
 
 // MarkPublished records that the broker confirmed the messages: they leave
-// the pending messages (or the dead letters) for good, until Purge deletes
-// them. Unknown and already published IDs are ignored.
+// the pending messages (or the dead letters) for good. It deletes their
+// rows, or, with [Config.KeepPublished], marks them published until Purge
+// deletes them. Unknown and already published IDs are ignored.
 func (o *Outbox) MarkPublished(ctx context.Context, ids ...string) error {
 	return o.s.update(ctx, "mark published", len(ids) > 0, o.s.stmts.published, o.s.idsArg(ids), sqliteNow)
 }

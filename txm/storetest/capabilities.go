@@ -246,6 +246,13 @@ func testPurger(t *testing.T, h Harness) {
 	if n := purge(time.Hour, 10); n != 0 {
 		t.Fatalf("Purge(1h) right after publishing = %d, want 0", n)
 	}
+	if h.DeletesPublished {
+		if n := purge(0, 10); n != 0 {
+			t.Fatalf("Purge(0) of a store that deletes published messages = %d, want 0", n)
+		}
+		equalIDs(t, "pending after Purge", msgIDs(e.find(10)), msgIDs(pending))
+		return
+	}
 
 	age := time.Hour
 	if e.fake() {

@@ -27,6 +27,9 @@ type Harness struct {
 	New func(t *testing.T) Stores // registers its own cleanup
 	// Lease is the lease the suite uses when Advance is nil; 0 means 300ms.
 	Lease time.Duration
+	// DeletesPublished says that the store deletes a message when it is
+	// marked published, so that Purge finds nothing to remove.
+	DeletesPublished bool
 }
 
 const (
