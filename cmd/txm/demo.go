@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -39,24 +38,41 @@ type demoConfig struct {
 	timeout  time.Duration
 }
 
-func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("demo", "[-db PATH | -postgres URL] [-nats URL] [-orders N] [-timeout D]", `
+Run an order service that writes orders and their events in one transaction,
+the relay publishing them through a network that fails and duplicates some
+publishes, and a billing consumer behind an inbox; then report what happened.
+Without -postgres and -nats it runs on a SQLite file and the in-process broker.`)
 	var cfg demoConfig
 	fs.IntVar(&cfg.orders, "orders", 40, "orders the service tries to write")
 	fs.StringVar(&cfg.dbPath, "db", "", "SQLite file for the embedded default (default: a new file in a temporary directory, removed afterwards)")
 	fs.BoolVar(&cfg.keep, "keep", false, "keep the temporary SQLite file")
 	fs.StringVar(&cfg.postgres, "postgres", "", "PostgreSQL URL: use PostgreSQL instead of SQLite")
 	fs.StringVar(&cfg.nats, "nats", "", "NATS URL: use JetStream instead of the in-process broker")
-	fs.DurationVar(&cfg.timeout, "timeout", 30*time.Second, "give up when the consumer has not caught up by then")
-	if err := fs.Parse(args); err != nil {
+	fs.DurationVar(&cfg.timeout, "timeout", 30*time.Second, "give up when the whole demo has not finished by then: opening the store and broker, writing the orders, the consumer catching up")
+	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
 	}
 	if cfg.orders < 1 {
-		return errors.New("demo: -orders must be at least 1")
+		return usagef("demo: -orders must be at least 1")
 	}
-	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	if cfg.timeout <= 0 {
+		return usagef("demo: -timeout must be positive")
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, cfg.timeout, fmt.Errorf("the demo did not finish within -timeout %v", cfg.timeout))
 	defer cancel()
+	if err := demo(ctx, cfg, stdout); err != nil {
+		if cause := context.Cause(ctx); ctx.Err() != nil && cause != nil && !errors.Is(err, cause) {
+			return fmt.Errorf("%w: %w", err, cause)
+		}
+		return err
+	}
+	return nil
+}
 
+// demo runs the demo within ctx.
+func demo(ctx context.Context, cfg demoConfig, stdout io.Writer) error {
 	env, err := openDemoEnv(ctx, cfg, stdout)
 	if err != nil {
 		return err

@@ -1,58 +1,148 @@
 // Command txm runs the transmanager demo and administers outbox stores.
 //
-//	txm demo     [-db path] [-postgres url] [-nats url] [-orders n]
-//	txm migrate  [-sqlite path | -postgres url] [-print]
-//	txm inspect  [-sqlite path | -postgres url]
-//	txm replay   [-sqlite path | -postgres url] [-id id]... [-topic t] [-all]
+//	txm demo     [-db path] [-postgres url] [-nats url] [-orders n] [-timeout d]
+//	txm migrate  [-sqlite path | -postgres url [-schema s]]
+//	txm migrate  -print [-sqlite path | -postgres url | -dialect sqlite|postgres] [-schema s]
+//	txm inspect  [-sqlite path | -postgres url [-schema s]] [-dead n] [-retrying n] [-json]
+//	txm replay   [-sqlite path | -postgres url [-schema s]] (-id id... | -topic t | -all) [-json]
 //
 // Without -postgres and -nats, demo runs on the embedded default: a SQLite
 // file and the in-process broker, with no service to start.
+//
+// "txm <command> -h" prints a command's flags. The exit status is 0 on
+// success (and for -h), 1 when the command failed, and 2 for a usage error:
+// an unknown command or flag, a missing or contradictory flag.
 package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"strings"
+)
+
+// Exit statuses.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "txm:", err)
-		os.Exit(1)
+	code := runMain(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// runMain runs the command args names, reports its error on stderr and
+// returns the exit status.
+func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	err := run(ctx, args, stdout, stderr)
+	var usage *usageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return exitOK
+	case errors.Is(err, errReported): // the flag set printed the error and the usage
+		return exitUsage
+	case errors.As(err, &usage):
+		fmt.Fprintln(stderr, "txm:", err)
+		if usage.help != "" {
+			fmt.Fprintln(stderr, usage.help)
+		}
+		return exitUsage
+	default:
+		fmt.Fprintln(stderr, "txm:", err)
+		return exitFailure
 	}
 }
+
+// usageError is a command line the command cannot run: exit status 2.
+type usageError struct {
+	msg  string
+	help string // printed after the message; "" for none
+}
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// errReported is a usage error already printed, with the command's usage.
+var errReported = errors.New("usage error reported")
 
 const usage = `usage: txm <command> [flags]
 
 commands:
   demo      run an order service, the relay and a consumer, and report what happened
   migrate   apply the store's schema, or print it with -print
-  inspect   show the outbox backlog, the oldest pending message and dead letters per topic
-  replay    move dead letters back to pending (-id, -topic or -all)
+  inspect   show the outbox: backlog and oldest pending message per topic, retrying
+            messages, parked partition keys and dead letters (-json for JSON)
+  replay    move dead letters back to pending (-id, -topic or -all; -json for JSON)
 
-Run "txm <command> -h" for a command's flags.`
+Run "txm <command> -h" for a command's flags. Exit status: 0 success, 1 failure, 2 usage error.`
 
-func run(ctx context.Context, args []string, stdout io.Writer) error {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("no command\n%s", usage)
+		return &usageError{msg: "no command", help: usage}
 	}
 	switch args[0] {
 	case "demo":
-		return runDemo(ctx, args[1:], stdout)
+		return runDemo(ctx, args[1:], stdout, stderr)
 	case "migrate":
-		return runMigrate(ctx, args[1:], stdout)
+		return runMigrate(ctx, args[1:], stdout, stderr)
 	case "inspect":
-		return runInspect(ctx, args[1:], stdout)
+		return runInspect(ctx, args[1:], stdout, stderr)
 	case "replay":
-		return runReplay(ctx, args[1:], stdout)
+		return runReplay(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
+		if len(args) > 1 && args[0] == "help" {
+			return run(ctx, []string{args[1], "-h"}, stdout, stderr)
+		}
 		fmt.Fprintln(stdout, usage)
 		return nil
 	default:
-		return fmt.Errorf("unknown command %q\n%s", args[0], usage)
+		return &usageError{msg: fmt.Sprintf("unknown command %q", args[0]), help: usage}
 	}
+}
+
+// newFlagSet returns the flag set of a command, whose usage prints synopsis
+// (the text after "txm <command> ") and the flags.
+func newFlagSet(name, synopsis, about string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.Usage = func() {
+		out := fs.Output()
+		fmt.Fprintf(out, "usage: txm %s %s\n\n%s\n\nflags:\n", name, synopsis, strings.TrimSpace(about))
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseFlags parses a command's flags. -h prints the usage on stdout and
+// returns flag.ErrHelp (exit status 0); a bad flag prints its error and the
+// usage once, on stderr, and returns errReported (exit status 2). A command
+// takes no positional arguments.
+func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) error {
+	fs.SetOutput(io.Discard) // the errors are printed here, once
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.SetOutput(stdout)
+		fs.Usage()
+		return flag.ErrHelp
+	case err == nil && fs.NArg() > 0:
+		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err != nil {
+		fs.SetOutput(stderr)
+		fmt.Fprintf(stderr, "txm %s: %v\n", fs.Name(), err)
+		fs.Usage()
+		return errReported
+	}
+	return nil
 }
