@@ -646,7 +646,11 @@ func (p *Processor) publishOne(ctx context.Context, msg async.Message) error {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.PublishTimeout)
 	defer cancel()
 	start := p.cfg.Clock.Now()
-	if err := p.pub.Publish(ctx, msg.Subject(), msg); err != nil {
+	err := func() (err error) {
+		defer async.RecoverPanic(&err) // a panicking publisher fails this attempt
+		return p.pub.Publish(ctx, msg.Subject(), msg)
+	}()
+	if err != nil {
 		return err
 	}
 	now := p.cfg.Clock.Now()
@@ -704,7 +708,11 @@ func (p *Processor) publishWaves(ctx context.Context, batch []Claimed, outcomes 
 		}
 		start := p.cfg.Clock.Now()
 		wctx, cancel := context.WithTimeout(ctx, p.cfg.PublishTimeout)
-		errs, err := p.apub.PublishBatch(wctx, msgs)
+		errs, err := func() (errs []error, err error) {
+			// A panicking publisher fails every message of the call.
+			defer async.RecoverPanic(&err)
+			return p.apub.PublishBatch(wctx, msgs)
+		}()
 		cancel()
 		if ctx.Err() != nil {
 			return // cut by a hard stop: released, not counted

@@ -65,8 +65,16 @@ type DeadLetter struct {
 	// subscription.
 	Group string
 	// Reason says why: "killed" for [async.IncomingMessage.Kill], or the
-	// exceeded redelivery limit followed by the last failure.
+	// exceeded redelivery limit followed by the last failure (the first
+	// line of the handler's error, "ack wait expired" or "nacked").
 	Reason string
+	// HandlerErr is the error the handler of the last delivery returned:
+	// the failure that used up the last redelivery, or, for a message
+	// killed by its handler, what the handler returned after Kill (a
+	// decode error of a typed inbox, for example). A handler that panicked
+	// left an [*async.PanicError]. nil when the last delivery's handler
+	// returned nil or did not return within its ack wait.
+	HandlerErr error
 	// Deliveries is how many times the group delivered the message.
 	Deliveries int
 	// At is when the message went to the dead letters, by [Config.Now].
@@ -283,7 +291,7 @@ func (b *Broker) addDeadLetter(dl DeadLetter) {
 	b.deadMu.Unlock()
 	b.log.Warn("memory: message went to dead letters",
 		"topic", dl.Topic, "group", dl.Group, "id", dl.Message.ID(),
-		"deliveries", dl.Deliveries, "reason", dl.Reason)
+		"deliveries", dl.Deliveries, "reason", dl.Reason, "error", dl.HandlerErr)
 }
 
 // Close stops the broker: it stops deliveries and timers, cancels the
@@ -380,12 +388,15 @@ func (s *subscription) work() {
 		if d == nil {
 			return
 		}
-		if err := s.handler.HandleMessage(s.ctx, d); err != nil {
-			s.b.log.Debug("memory: handler failed",
+		err := async.HandleSafely(s.ctx, s.handler, d)
+		if err != nil {
+			level := slog.LevelDebug
+			if perr := (*async.PanicError)(nil); errors.As(err, &perr) {
+				level = slog.LevelError
+			}
+			s.b.log.Log(s.ctx, level, "memory: handler failed",
 				"topic", s.g.topic, "group", s.g.name, "id", d.id, "delivery", d.gen, "error", err)
-			s.g.nack(d, "handler error: "+err.Error())
-			continue
 		}
-		s.g.ack(d)
+		s.g.handled(d, err)
 	}
 }

@@ -305,6 +305,8 @@ func TestDeadLetters(t *testing.T) {
 		handle    func(async.IncomingMessage) error
 		wantCount int // deliveries before the dead letter
 		reason    []string
+		// handlerErr checks DeadLetter.HandlerErr; nil wants nil.
+		handlerErr func(error) bool
 	}{
 		{
 			name:      "killed",
@@ -324,8 +326,34 @@ func TestDeadLetters(t *testing.T) {
 			group:     "billing",
 			opts:      []async.SubscriberOption{async.MaxRedeliveries(2), async.RedeliveryDelay(time.Millisecond)},
 			handle:    func(async.IncomingMessage) error { return fmt.Errorf("charge card: %w", boom) },
-			wantCount: 3,
-			reason:    []string{"exceeded 2 redeliveries", "handler error: charge card: boom"},
+			wantCount:  3,
+			reason:     []string{"exceeded 2 redeliveries", "handler error: charge card: boom"},
+			handlerErr: func(err error) bool { return errors.Is(err, boom) },
+		},
+		{
+			name:  "killed by a handler that then fails",
+			group: "billing",
+			handle: func(m async.IncomingMessage) error {
+				if err := m.Kill(); err != nil {
+					return err
+				}
+				return fmt.Errorf("decode: %w", boom)
+			},
+			wantCount:  1,
+			reason:     []string{"killed"},
+			handlerErr: func(err error) bool { return errors.Is(err, boom) && err.Error() == "decode: boom" },
+		},
+		{
+			name:      "panics past MaxRedeliveries",
+			group:     "billing",
+			opts:      []async.SubscriberOption{async.MaxRedeliveries(1), async.RedeliveryDelay(time.Millisecond)},
+			handle:    func(async.IncomingMessage) error { panic("nil map") },
+			wantCount: 2,
+			reason:    []string{"exceeded 1 redeliveries", "handler error: panic: nil map"},
+			handlerErr: func(err error) bool {
+				var perr *async.PanicError
+				return errors.As(err, &perr) && perr.Value == "nil map" && strings.Contains(string(perr.Stack), "broker_test.go")
+			},
 		},
 		{
 			name:      "NAcks past MaxRedeliveries",
@@ -389,6 +417,12 @@ func TestDeadLetters(t *testing.T) {
 				if !strings.Contains(dl.Reason, part) {
 					t.Errorf("dead letter Reason = %q, want it to contain %q", dl.Reason, part)
 				}
+			}
+			if tc.handlerErr == nil && dl.HandlerErr != nil || tc.handlerErr != nil && !tc.handlerErr(dl.HandlerErr) {
+				t.Errorf("dead letter HandlerErr = %v, unexpected", dl.HandlerErr)
+			}
+			if strings.Contains(dl.Reason, "\n") {
+				t.Errorf("dead letter Reason = %q, want one line", dl.Reason)
 			}
 			if !dl.At.Equal(at) {
 				t.Errorf("dead letter At = %v, want %v from Config.Now", dl.At, at)

@@ -44,7 +44,15 @@
 // handler that settled a message before returning an error is not
 // redelivered. A message that fails again after MaxRedeliveries
 // redeliveries goes to the dead letters instead, with a reason naming the
-// limit and the last failure; [Broker.DeadLetters] lists them.
+// limit and the last failure; [Broker.DeadLetters] lists them. A dead
+// letter keeps the error of the handler that gave up on it
+// ([DeadLetter.HandlerErr]): the last failure, or what a handler that
+// called Kill returned. Each dead letter is logged at WARN with its message
+// ID, topic, group and error.
+//
+// A handler that panics does not stop the broker: the panic is recovered
+// and counts as a failure of that delivery, with an [*async.PanicError]
+// (the panic value and stack) as its error, logged at ERROR.
 //
 // Each subscription runs Concurrency handlers (one by default). With one
 // handler a subscription sees messages in publish order, except that

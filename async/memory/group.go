@@ -2,6 +2,7 @@ package memory
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -133,7 +134,7 @@ func (g *group) onAckWait(e *entry, token uint64) {
 	if e.token != token || e.state != inFlight || g.closed {
 		return
 	}
-	g.retry(e, "ack wait expired", true)
+	g.retry(e, "ack wait expired", nil, true)
 }
 
 // onRedeliver runs when a redelivery delay ends.
@@ -148,11 +149,12 @@ func (g *group) onRedeliver(e *entry, token uint64) {
 }
 
 // retry hands e back for another delivery (at once, or after the
-// redelivery delay), or to the dead letters when it has no redelivery left.
-func (g *group) retry(e *entry, reason string, now bool) {
+// redelivery delay), or to the dead letters when it has no redelivery left;
+// err is the handler's error, nil when the delivery failed otherwise.
+func (g *group) retry(e *entry, reason string, err error, now bool) {
 	g.disarm(e)
 	if limit := e.cfg.maxRedeliveries; limit >= 0 && e.deliveries > limit {
-		g.kill(e, fmt.Sprintf("exceeded %d redeliveries: %s", limit, reason))
+		g.kill(e, fmt.Sprintf("exceeded %d redeliveries: %s", limit, reason), err)
 		return
 	}
 	switch {
@@ -178,17 +180,56 @@ func (g *group) finish(e *entry) {
 	e.state = done
 }
 
-// kill settles e for good and records it as a dead letter.
-func (g *group) kill(e *entry, reason string) {
+// kill settles e for good and records it as a dead letter with the
+// handler's error err.
+func (g *group) kill(e *entry, reason string, err error) {
 	g.finish(e)
+	g.deadLetter(e, reason, err)
+}
+
+func (g *group) deadLetter(e *entry, reason string, err error) {
 	g.b.addDeadLetter(DeadLetter{
 		Message:    e.msg,
 		Topic:      g.topic,
 		Group:      g.name,
 		Reason:     reason,
+		HandlerErr: err,
 		Deliveries: e.deliveries,
 		At:         g.b.now(),
 	})
+}
+
+// handled settles d after its handler returned err: a message the handler
+// killed goes to the dead letters with err; otherwise, unless the handler
+// settled d itself, nil acks it and an error asks for a redelivery.
+func (g *group) handled(d *delivery, err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	d.running = false
+	if d.killed {
+		g.deadLetter(d.e, "killed", err)
+		return
+	}
+	if d.settled {
+		return
+	}
+	d.settled = true
+	switch {
+	case err == nil:
+		if d.e.state != done {
+			g.finish(d.e)
+		}
+	case d.e.state == inFlight && d.e.deliveries == d.gen:
+		g.retry(d.e, "handler error: "+firstLine(err.Error()), err, false)
+	}
+}
+
+// firstLine returns s up to its first line break.
+func firstLine(s string) string {
+	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
+		return s[:i]
+	}
+	return s
 }
 
 // ack settles d's message as processed, unless d was settled already. A
@@ -207,7 +248,8 @@ func (g *group) ack(d *delivery) {
 }
 
 // killDelivery settles d's message as unprocessable, unless d was settled
-// already or another delivery settled the message.
+// already or another delivery settled the message. While d's handler runs,
+// the dead letter waits for it to return, so it keeps the handler's error.
 func (g *group) killDelivery(d *delivery) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -215,9 +257,15 @@ func (g *group) killDelivery(d *delivery) {
 		return
 	}
 	d.settled = true
-	if d.e.state != done {
-		g.kill(d.e, "killed")
+	if d.e.state == done {
+		return
 	}
+	if d.running {
+		g.finish(d.e)
+		d.killed = true
+		return
+	}
+	g.kill(d.e, "killed", nil)
 }
 
 // nack asks for a redelivery of d's message, unless d was settled already
@@ -232,7 +280,7 @@ func (g *group) nack(d *delivery, reason string) {
 	if d.e.state != inFlight || d.e.deliveries != d.gen {
 		return
 	}
-	g.retry(d.e, reason, false)
+	g.retry(d.e, reason, nil, false)
 }
 
 // extend pushes back the ack deadline of d's message.

@@ -24,6 +24,10 @@ type delivery struct {
 	// settled is guarded by g.mu: the first of Ack, NAck and Kill (or the
 	// automatic settlement after the handler returns) wins.
 	settled bool
+	// running (guarded by g.mu) is set while the handler runs; killed is
+	// set by a Kill during that time, whose dead letter is recorded when
+	// the handler returns.
+	running, killed bool
 }
 
 var _ async.IncomingMessage = (*delivery)(nil)
@@ -44,6 +48,7 @@ func newDelivery(g *group, e *entry, receivedAt time.Time) *delivery {
 		g:          g,
 		e:          e,
 		gen:        e.deliveries,
+		running:    true,
 	}
 }
 
@@ -88,8 +93,10 @@ func (d *delivery) NAck() error {
 func (d *delivery) Extend() error { return d.g.extend(d) }
 
 // Kill settles the message as unprocessable and records it in the dead
-// letters. It always returns nil; it does nothing when this delivery or
-// another one settled the message already.
+// letters. Called while the delivery's handler runs, the dead letter is
+// recorded when the handler returns, with the handler's error as
+// [DeadLetter.HandlerErr]. It always returns nil; it does nothing when this
+// delivery or another one settled the message already.
 func (d *delivery) Kill() error {
 	d.g.killDelivery(d)
 	return nil

@@ -360,6 +360,61 @@ func TestLogger(t *testing.T) {
 			t.Errorf("log lacks %q:\n%s", want, out)
 		}
 	}
+	for line := range strings.Lines(out) {
+		if strings.Contains(line, "level=WARN") && !strings.Contains(line, `error="database down"`) {
+			t.Errorf("the dead letter's warning lacks the handler's error: %s", line)
+		}
+	}
+}
+
+// TestHandlerPanic: a handler that panics fails its delivery, which is
+// redelivered; the broker and the other subscriptions go on.
+func TestHandlerPanic(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var buf bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, nil))
+	b := newBroker(t, memory.Config{Logger: logger, RedeliveryDelay: -1})
+	got := make(sink, 10)
+	panicked := false
+	subscribe(t, b, "orders", got.handler(func(m async.IncomingMessage) error {
+		if !panicked {
+			panicked = true
+			panic("handler bug")
+		}
+		return nil
+	}), async.GroupName("billing"))
+	other := make(sink, 10)
+	subscribe(t, b, "orders", other.handler(nil), async.GroupName("audit"))
+
+	msg := async.NewMessage("orders", "M", nil)
+	publish(t, b, "orders", msg)
+	if first, second := got.next(t), got.next(t); first.ID() != msg.ID() || second.ID() != msg.ID() {
+		t.Errorf("deliveries %s, %s; want %s twice (the panic redelivers it)", first.ID(), second.ID(), msg.ID())
+	}
+	if d := other.next(t); d.ID() != msg.ID() {
+		t.Errorf("the other group got %s, want %s", d.ID(), msg.ID())
+	}
+	// The broker still works after the panic.
+	after := async.NewMessage("orders", "M", nil)
+	publish(t, b, "orders", after)
+	if d := got.next(t); d.ID() != after.ID() {
+		t.Errorf("got %s after the panic, want %s", d.ID(), after.ID())
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if dls := b.DeadLetters("orders"); len(dls) != 0 {
+		t.Errorf("dead letters %+v, want none", dls)
+	}
+	mu.Lock()
+	out := buf.String()
+	mu.Unlock()
+	for _, want := range []string{"level=ERROR", "handler failed", "panic: handler bug", "id=" + msg.ID(), "semantics_test.go"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q:\n%s", want, out)
+		}
+	}
 }
 
 type lockedWriter struct {
