@@ -99,7 +99,12 @@ type ProcessorConfig struct {
 	// flight after its context is cancelled. Default 10s.
 	DrainTimeout time.Duration
 
-	// Logger receives the relay's logs. Default: slog.Default().
+	// Logger receives the relay's logs. Every record is logged with a
+	// context derived from the one given to Start (LogAttrs), so a
+	// trace-aware handler sees its values. The start record's claim_mode
+	// attribute says how the relay claims: "locked" ([ProcessorConfig.LockClaims]),
+	// "leases" (a [Claimer]) or "unpublished" (FindUnpublished, for a
+	// store without claims). Default: slog.Default().
 	Logger *slog.Logger
 
 	// Clock is the relay's time source. Default: the system clock.
