@@ -62,6 +62,9 @@ type statements struct {
 	// limit (1), $2 now.
 	claimable  string
 	published  string // $1 ids (SQLite: $2 now); a DELETE unless Config.KeepPublished
+	// publishedLocked is published for messages that a locked claim of
+	// the same transaction returned: $1 their seqs (PostgreSQL).
+	publishedLocked string
 	extend     string // $1 ids, $2 lease µs (SQLite: $3 now)
 	release    string // $1 ids
 	failed     string // $1 id, $2 retry µs, $3 cause (SQLite: $4 now)
@@ -243,8 +246,14 @@ RETURNING o.seq, o.id, o.topic, o.name, o.metadata, o.payload, o.sent_at, o.atte
 		s.published = f(`UPDATE {outbox} SET state = 'published', published_at = {now}, claimed_until = NULL,
         dead_at = NULL
     WHERE ` + byIDs + ` AND state <> 'published'`)
+		// A locked claim's messages are pending (their lock keeps them so):
+		// by seq they are found in pending_idx, a bigint index, where the
+		// text primary key costs a string comparison per level.
+		s.publishedLocked = f(`UPDATE {outbox} SET state = 'published', published_at = {now}, claimed_until = NULL
+    WHERE seq = ANY($1::bigint[]) AND state = 'pending'`)
 		if !cfg.KeepPublished {
 			s.published = f(`DELETE FROM {outbox} WHERE ` + byIDs + ` AND state <> 'published'`)
+			s.publishedLocked = f(`DELETE FROM {outbox} WHERE seq = ANY($1::bigint[]) AND state = 'pending'`)
 		}
 		s.extend = f(`UPDATE {outbox} SET claimed_until = {now} + $2::bigint * interval '1 microsecond'
     WHERE ` + byIDs + ` AND state = 'pending' AND claimed_until IS NOT NULL`)

@@ -522,3 +522,73 @@ func TestSQLiteLockClaimsStopsTheRelay(t *testing.T) {
 		t.Fatal("Start returned only when its context ended")
 	}
 }
+
+// TestPostgresMarkPublishedByLockedSeq: in a locked claim's transaction,
+// MarkPublished of the messages it returned deletes their rows through
+// pending_idx, by seq; a list with any other ID takes the primary key.
+// Both remove exactly the rows named.
+func TestPostgresMarkPublishedByLockedSeq(t *testing.T) {
+	forEachPGKind(t, func(t *testing.T, kind backendKind) {
+		ctx := context.Background()
+		s := newTestStore(t, kind, Config{PollOnly: true})
+		o := s.Outbox()
+		m1, m2, m3, m4 := newMsg("t", ""), newMsg("t", "k"), newMsg("t", ""), newMsg("t", "")
+		mustSave(t, o, m1, m2, m3)
+		err := s.InTx(ctx, func(ctx context.Context) error {
+			c := mustClaimLocked(t, ctx, o, 2)
+			if got := ids(c); !slices.Equal(got, []string{m1.ID(), m2.ID()}) {
+				t.Fatalf("claimed %v, want %s and %s", got, m1.ID(), m2.ID())
+			}
+			h := holderFrom(ctx)
+			seqs, ok := h.lockedSeqs(ids(c))
+			if !ok {
+				t.Fatal("the claimed messages' seqs were not recorded")
+			}
+			if _, ok := h.lockedSeqs([]string{m1.ID(), m3.ID()}); ok {
+				t.Fatal("an ID that was not claimed has a recorded seq")
+			}
+			var plan strings.Builder
+			q, _, err := s.querier(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows, err := q.query(ctx, "EXPLAIN "+s.stmts.publishedLocked, seqs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for rows.Next() {
+				var line string
+				if err := rows.Scan(&line); err != nil {
+					t.Fatal(err)
+				}
+				plan.WriteString(line + "\n")
+			}
+			_ = rows.Close()
+			if !strings.Contains(plan.String(), "txm_outbox_pending_idx") {
+				t.Errorf("the mark by seq does not use pending_idx:\n%s", plan.String())
+			}
+			if err := o.MarkPublished(ctx, m1.ID()); err != nil { // by seq
+				t.Fatal(err)
+			}
+			return o.MarkPublished(ctx, m2.ID(), m4.ID()) // m4 was not claimed: by ID
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var left []string
+		rows, err := s.pg.pool.Query(ctx, "SELECT id FROM txm_outbox ORDER BY seq")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			left = append(left, id)
+		}
+		if !slices.Equal(left, []string{m3.ID()}) {
+			t.Fatalf("rows left %v, want only %s", left, m3.ID())
+		}
+	})
+}

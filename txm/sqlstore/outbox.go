@@ -417,9 +417,10 @@ func (o *Outbox) ClaimLocked(ctx context.Context, limit int, idle time.Duration)
 		idleMs = strconv.FormatInt(max(idle.Milliseconds(), 1), 10)
 	}
 	var claimed []txm.Claimed
+	var seqs []int64
 	if h.pgx != nil && h.owner == s {
 		err = pgxBackend{b: h.pgx}.lockedQuery(ctx, s.stmts.pinLocked, []any{idleMs}, stmt, nil, func(r rows) (err error) {
-			claimed, err = scanLocked(r)
+			claimed, seqs, err = scanLocked(r)
 			return err
 		})
 	} else {
@@ -432,13 +433,14 @@ func (o *Outbox) ClaimLocked(ctx context.Context, limit int, idle time.Duration)
 		var r rows
 		if err == nil {
 			if r, err = q.query(ctx, stmt); err == nil {
-				claimed, err = scanLocked(r)
+				claimed, seqs, err = scanLocked(r)
 			}
 		}
 	}
 	if err != nil {
 		return nil, s.fail(ctx, op, err)
 	}
+	h.addLocked(seqs, claimed)
 	return claimed, nil
 }
 
@@ -446,15 +448,17 @@ func (o *Outbox) ClaimLocked(ctx context.Context, limit int, idle time.Duration)
 // message without a key, and each keyed message whose previous unpublished
 // message (prev_seq) it has none of or kept: a chain from the key's head.
 // The rows it drops stay locked, untouched, until the transaction ends.
-func scanLocked(rows rows) ([]txm.Claimed, error) {
+// It returns the seq of each message kept beside it.
+func scanLocked(rows rows) ([]txm.Claimed, []int64, error) {
 	defer rows.Close()
 	var out []txm.Claimed
+	var seqs []int64
 	var kept map[int64]bool // keyed messages kept, by seq
 	for rows.Next() {
 		var prev sql.NullInt64
 		seq, msg, attempts, err := scanMessage(rows, &prev)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if prev.Valid && !kept[prev.Int64] {
 			continue
@@ -466,11 +470,12 @@ func scanLocked(rows rows) ([]txm.Claimed, error) {
 			kept[seq] = true
 		}
 		out = append(out, txm.Claimed{Message: msg, Attempts: attempts})
+		seqs = append(seqs, seq)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return out, rows.Close()
+	return out, seqs, rows.Close()
 }
 
 // claimSQL returns the claim statement for limit. On PostgreSQL the limit
@@ -604,6 +609,13 @@ func scanMessage(rows rows, extra ...any) (seq int64, msg async.Message, attempt
 // rows, or, with [Config.KeepPublished], marks them published until Purge
 // deletes them. Unknown and already published IDs are ignored.
 func (o *Outbox) MarkPublished(ctx context.Context, ids ...string) error {
+	if h := holderFrom(ctx); h != nil && len(ids) > 0 {
+		// Messages locked by a claim of this transaction are pending and
+		// cannot change meanwhile: they are found by their seq.
+		if seqs, ok := h.lockedSeqs(ids); ok {
+			return o.s.update(ctx, "mark published", true, o.s.stmts.publishedLocked, seqs)
+		}
+	}
 	return o.s.update(ctx, "mark published", len(ids) > 0, o.s.stmts.published, o.s.idsArg(ids), sqliteNow)
 }
 

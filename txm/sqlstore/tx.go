@@ -3,9 +3,12 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"sync"
 	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/transmanager/transmanager/txm"
 )
 
 type txKey struct{}
@@ -23,6 +26,11 @@ type txHolder struct {
 	// lockedClaim records that a locked claim ran in the transaction, so
 	// ExtendClaims leases its messages.
 	lockedClaim atomic.Bool
+	// locked maps the IDs of the messages that locked claims of this
+	// transaction returned to their seq, so that MarkPublished finds
+	// their rows by the pending index instead of the text primary key.
+	lockedMu sync.Mutex
+	locked   map[string]int64
 	// owner is the store whose InTx began the transaction; nil for a
 	// transaction of the caller's (WithTx, WithPgxTx).
 	owner *Store
@@ -66,6 +74,37 @@ func PgxTxFromContext(ctx context.Context) (pgx.Tx, bool) {
 		return nil, false
 	}
 	return h.pgx, true
+}
+
+// addLocked records the seq of each message a locked claim returned.
+func (h *txHolder) addLocked(seqs []int64, claimed []txm.Claimed) {
+	h.lockedMu.Lock()
+	defer h.lockedMu.Unlock()
+	if h.locked == nil {
+		h.locked = make(map[string]int64, len(claimed))
+	}
+	for i, c := range claimed {
+		h.locked[c.Message.ID()] = seqs[i]
+	}
+}
+
+// lockedSeqs returns the seqs of ids when a locked claim of this
+// transaction returned every one of them.
+func (h *txHolder) lockedSeqs(ids []string) ([]int64, bool) {
+	h.lockedMu.Lock()
+	defer h.lockedMu.Unlock()
+	if len(h.locked) == 0 {
+		return nil, false
+	}
+	seqs := make([]int64, len(ids))
+	for i, id := range ids {
+		seq, ok := h.locked[id]
+		if !ok {
+			return nil, false
+		}
+		seqs[i] = seq
+	}
+	return seqs, true
 }
 
 func holderFrom(ctx context.Context) *txHolder {
