@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -13,7 +16,7 @@ import (
 	"github.com/transmanager/transmanager/async"
 )
 
-// DeadLetterReason says why JetStream gave up on a message.
+// DeadLetterReason says why a message became a dead letter.
 type DeadLetterReason string
 
 const (
@@ -25,26 +28,32 @@ const (
 	DeadLetterTerminated DeadLetterReason = "terminated"
 )
 
-// Advisory subjects JetStream publishes when a consumer gives up on a
-// message; the subscriber listens on them for each of its consumers.
-const (
-	advisoryMaxDeliveries = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."
-	advisoryTerminated    = "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED."
-)
+// advisoryMaxDeliveries is the prefix of the subject on which JetStream
+// publishes that a consumer gave up on a message after MaxDeliver
+// deliveries; the subscriber listens on it for each of its consumers.
+const advisoryMaxDeliveries = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."
 
-// DeadLetter is a message that a subscription's consumer gave up on, as
-// observed through the JetStream advisories (see the package documentation).
-// The message stays in its stream (unless the stream's retention removed it),
-// so it can be inspected or republished from there as well.
+// maxErrorHeader bounds the length of [HeaderDeadLetterError].
+const maxErrorHeader = 4096
+
+// DeadLetter is a message that a subscription's consumer gave up on (see
+// the package documentation). The message stays in its stream (unless the
+// stream's retention removed it), so it can be inspected or republished
+// from there as well.
 type DeadLetter struct {
 	// ID is the message's ID, "" when the message could not be read.
 	ID string
-	// Message is the message read back from the stream by sequence; nil
-	// when that failed (for example when the stream's limits already
-	// removed it), and then Err says why.
+	// Message is the message: the delivery itself when the subscriber
+	// gave up on it in a handler, or the message read back from the stream
+	// by sequence for a dead letter the server reported; nil when that
+	// failed (for example when the stream's limits already removed it),
+	// and then Err says why.
 	Message async.Message
-	// Topic is the topic of the subscription whose consumer gave up.
+	// Topic and Group are the topic and the consumer group of the
+	// subscription whose consumer gave up; Group is "" for a private
+	// subscription.
 	Topic string
+	Group string
 	// Stream and Sequence locate the message in JetStream.
 	Stream   string
 	Sequence uint64
@@ -54,8 +63,15 @@ type DeadLetter struct {
 	Reason DeadLetterReason
 	// Deliveries is how many times the message was delivered.
 	Deliveries uint64
-	// At is when the subscriber observed the advisory.
+	// At is when the subscriber recorded the dead letter.
 	At time.Time
+	// HandlerErr is the error of the handler that gave up on the message:
+	// what a handler that killed it returned (a decode error of a typed
+	// inbox, for example), or the failure of its last delivery (an
+	// [*async.PanicError] for a handler that panicked). nil when the
+	// handler returned nil, and for a dead letter the server reported (its
+	// last delivery ran out of its ack wait or was NAcked by its handler).
+	HandlerErr error
 	// Err reports what failed while handling the dead letter: reading the
 	// message from the stream, or republishing it to the dead-letter
 	// subject. nil when everything worked.
@@ -71,29 +87,19 @@ type advisory struct {
 	Deliveries uint64 `json:"deliveries"`
 }
 
-// subscribeAdvisories listens for the dead-letter advisories of the
+// subscribeAdvisories listens for the MAX_DELIVERIES advisories of the
 // subscription's consumer. Members of a group share one queue group, so each
 // advisory is handled once per group even across processes.
 func (s *subscription) subscribeAdvisories() error {
 	nc := s.sub.js.Conn()
 	queue := "natsjs-deadletters-" + s.consumer
-	for _, a := range []struct {
-		prefix string
-		reason DeadLetterReason
-	}{
-		{advisoryMaxDeliveries, DeadLetterMaxDeliveries},
-		{advisoryTerminated, DeadLetterTerminated},
-	} {
-		reason := a.reason
-		ns, err := nc.QueueSubscribe(a.prefix+s.stream+"."+s.consumer, queue, func(m *nats.Msg) {
-			s.onAdvisory(reason, m.Data)
-		})
-		if err != nil {
-			s.stopAdvisories()
-			return fmt.Errorf("natsjs: subscribe to dead-letter advisories of %s/%s: %w", s.stream, s.consumer, err)
-		}
-		s.advisories = append(s.advisories, ns)
+	ns, err := nc.QueueSubscribe(advisoryMaxDeliveries+s.stream+"."+s.consumer, queue, func(m *nats.Msg) {
+		s.onAdvisory(m.Data)
+	})
+	if err != nil {
+		return fmt.Errorf("natsjs: subscribe to dead-letter advisories of %s/%s: %w", s.stream, s.consumer, err)
 	}
+	s.advisories = append(s.advisories, ns)
 	// Make sure the server registered the interest before messages flow.
 	if err := nc.Flush(); err != nil {
 		s.stopAdvisories()
@@ -115,7 +121,9 @@ func (s *subscription) stopAdvisories() {
 	s.dlWG.Wait()
 }
 
-func (s *subscription) onAdvisory(reason DeadLetterReason, data []byte) {
+// onAdvisory records the dead letter of a MAX_DELIVERIES advisory, reading
+// the message back from the stream.
+func (s *subscription) onAdvisory(data []byte) {
 	s.dlMu.Lock()
 	if s.dlClosed {
 		s.dlMu.Unlock()
@@ -132,10 +140,11 @@ func (s *subscription) onAdvisory(reason DeadLetterReason, data []byte) {
 	}
 	dl := DeadLetter{
 		Topic:      s.topic,
+		Group:      s.group,
 		Stream:     adv.Stream,
 		Sequence:   adv.StreamSeq,
 		Consumer:   adv.Consumer,
-		Reason:     reason,
+		Reason:     DeadLetterMaxDeliveries,
 		Deliveries: adv.Deliveries,
 		At:         time.Now(),
 	}
@@ -149,14 +158,49 @@ func (s *subscription) onAdvisory(reason DeadLetterReason, data []byte) {
 		dl.ID = env.id
 		dl.Message = &env
 		if s.sub.cfg.DeadLetterPrefix != "" {
-			if err := s.republish(ctx, dl, raw); err != nil {
-				dl.Err = err
-			}
+			dl.Err = s.republish(ctx, dl, raw.Subject, raw.Header, raw.Data)
 		}
 	}
-	if dl.Err != nil {
-		s.sub.log.Warn("natsjs: dead letter", "topic", s.topic, "stream", dl.Stream, "sequence", dl.Sequence, "reason", string(reason), "error", dl.Err)
+	s.report(dl)
+}
+
+// deadLetter records the dead letter of a delivery the subscriber gave up
+// on (a Kill, or a failure of the last delivery), with the handler's error
+// herr.
+func (s *subscription) deadLetter(in *incoming, reason DeadLetterReason, herr error) {
+	env := in.envelope
+	env.metadata = maps.Clone(env.metadata)
+	dl := DeadLetter{
+		ID:         in.id,
+		Message:    &env,
+		Topic:      s.topic,
+		Group:      s.group,
+		Stream:     in.stream,
+		Sequence:   in.seq,
+		Consumer:   s.consumer,
+		Reason:     reason,
+		Deliveries: in.delivered,
+		At:         time.Now(),
+		HandlerErr: herr,
 	}
+	if s.sub.cfg.DeadLetterPrefix != "" {
+		ctx, cancel := context.WithTimeout(s.dlCtx, s.sub.requestTimeout)
+		dl.Err = s.republish(ctx, dl, in.jm.Subject(), in.jm.Headers(), in.jm.Data())
+		cancel()
+	}
+	s.report(dl)
+}
+
+// report logs dl at WARN, keeps it in the history and calls OnDeadLetter.
+func (s *subscription) report(dl DeadLetter) {
+	attrs := []any{"id", dl.ID, "topic", dl.Topic, "group", dl.Group, "stream", dl.Stream, "sequence", dl.Sequence,
+		"reason", string(dl.Reason), "deliveries", dl.Deliveries, "error", dl.HandlerErr}
+	if dl.Err != nil {
+		attrs = append(attrs, "dead_letter_error", dl.Err)
+	}
+	s.sub.log.Warn("natsjs: message went to dead letters", attrs...)
+	s.reportMu.Lock()
+	defer s.reportMu.Unlock()
 	s.sub.recordDeadLetter(dl)
 }
 
@@ -179,9 +223,9 @@ func (s *subscription) getMsg(ctx context.Context, seq uint64) (*jetstream.RawSt
 
 // republish sends a dead letter to DeadLetterPrefix + "." + its subject,
 // with its headers (its ID included) and the dead-letter headers.
-func (s *subscription) republish(ctx context.Context, dl DeadLetter, raw *jetstream.RawStreamMsg) error {
-	h := make(nats.Header, len(raw.Header)+6)
-	for k, vs := range raw.Header {
+func (s *subscription) republish(ctx context.Context, dl DeadLetter, subject string, header nats.Header, data []byte) error {
+	h := make(nats.Header, len(header)+8)
+	for k, vs := range header {
 		if k == HeaderMsgID || !reservedHeader(k) {
 			h[k] = vs
 		}
@@ -193,11 +237,41 @@ func (s *subscription) republish(ctx context.Context, dl DeadLetter, raw *jetstr
 	h[HeaderDeadLetterSequence] = []string{strconv.FormatUint(dl.Sequence, 10)}
 	h[HeaderDeadLetterConsumer] = []string{dl.Consumer}
 	h[HeaderDeadLetterDeliveries] = []string{strconv.FormatUint(dl.Deliveries, 10)}
-	subject := s.sub.cfg.DeadLetterPrefix + "." + raw.Subject
-	if _, err := s.sub.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: h, Data: raw.Data}); err != nil {
-		return fmt.Errorf("natsjs: republish dead letter %s to %q: %w", dl.ID, subject, err)
+	if dl.HandlerErr != nil {
+		h[HeaderDeadLetterError] = []string{errorHeader(dl.HandlerErr)}
+	} else {
+		delete(h, HeaderDeadLetterError)
+	}
+	dlSubject := s.sub.cfg.DeadLetterPrefix + "." + subject
+	if _, err := s.sub.js.PublishMsg(ctx, &nats.Msg{Subject: dlSubject, Header: h, Data: data}); err != nil {
+		return fmt.Errorf("natsjs: republish dead letter %s to %q: %w", dl.ID, dlSubject, err)
 	}
 	return nil
+}
+
+// errorHeader returns err's text as one header line: its lines trimmed and
+// joined with " | ", cut to maxErrorHeader bytes.
+func errorHeader(err error) string {
+	var b strings.Builder
+	for line := range strings.Lines(err.Error()) {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteString(" | ")
+		}
+		b.WriteString(line)
+	}
+	v := b.String()
+	if len(v) > maxErrorHeader {
+		cut := maxErrorHeader
+		for cut > 0 && !utf8.RuneStart(v[cut]) {
+			cut--
+		}
+		v = strings.TrimSpace(v[:cut])
+	}
+	return v
 }
 
 // recordDeadLetter keeps dl in the bounded history and calls OnDeadLetter.

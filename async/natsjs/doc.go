@@ -148,30 +148,56 @@
 // # Dead letters
 //
 // JetStream does not move messages anywhere when it gives up on them: the
-// message stays in the stream (under limits retention), the consumer stops
-// delivering it, and the server publishes an advisory on
-// $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer> (delivered
-// MaxDeliver times without an ack) or
-// $JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.<stream>.<consumer> (Term,
-// that is Kill). Each subscription listens to the advisories of its
-// consumer, reads the message back from the stream by sequence, and:
+// message stays in the stream (under limits retention) and the consumer
+// stops delivering it. The subscriber records a [DeadLetter] in two ways:
 //
-//   - keeps it in [Subscriber.DeadLetters] (the last
-//     [SubscriberConfig.DeadLetterHistory] of them) as a [DeadLetter];
-//   - calls [SubscriberConfig.OnDeadLetter], if set;
-//   - republishes it, if [SubscriberConfig.DeadLetterPrefix] is set, to
+//   - for the messages it gives up on itself, at once, in the process that
+//     handled the delivery, which knows the handler's error: a message a
+//     handler killed (Kill is a Term; called during the handler, the dead
+//     letter waits for the handler to return and keeps its error), and a
+//     message whose last delivery (MaxRedeliveries+1) failed in the
+//     handler, which it terminates instead of NAcking, with the failure as
+//     the error;
+//   - for the messages the server gives up on, from the advisory
+//     $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer>
+//     (the last delivery ran out of its ack wait, for example in a process
+//     that crashed, or its handler NAcked it). Each subscription listens to
+//     the advisories of its consumer and reads the message back from the
+//     stream by sequence. Such dead letters have no handler error.
+//
+// A handler's error is known only in the process that ran the handler,
+// while an advisory may reach any member of the group later; recording the
+// dead letter where the error is known keeps the two together without any
+// state shared between processes. This relies on the members of a group
+// agreeing on MaxRedeliveries, as the consumer has one MaxDeliver.
+//
+// Every dead letter is:
+//
+//   - logged at WARN with its message ID, topic, group, reason and the
+//     handler's error;
+//   - kept in [Subscriber.DeadLetters] (the last
+//     [SubscriberConfig.DeadLetterHistory] of them);
+//   - passed to [SubscriberConfig.OnDeadLetter], if set;
+//   - republished, if [SubscriberConfig.DeadLetterPrefix] is set, to
 //     DeadLetterPrefix + "." + its subject with its ID and the
-//     HeaderDeadLetter* headers; create a stream for those subjects, and
+//     HeaderDeadLetter* headers, the handler's error in
+//     [HeaderDeadLetterError]; create a stream for those subjects, and
 //     subscribe to it to inspect or replay dead letters.
 //
-// The members of a group listen in one NATS queue group, so each dead
-// letter is handled once per group. Advisories are not stored: one that
-// comes while no member of the group is subscribed (for example for a
-// message killed just before the last member unsubscribed) is lost, though
-// the message itself stays in the stream. A republished dead letter keeps
-// its ID, so the dead-letter
-// stream's duplicate window drops the same message dying in a second group
-// within the window; give groups different prefixes if that matters.
+// Each dead letter is recorded once per group: by the member that handled
+// its last delivery, or by one member of the group's NATS queue group for
+// the advisories. Advisories are not stored: one that comes while no member
+// of the group is subscribed is lost, though the message itself stays in
+// the stream. A handler that fails its last delivery after its ack wait
+// passed may see its message reported twice, by itself and by the
+// server's advisory. A republished dead letter keeps its ID, so the
+// dead-letter stream's duplicate window drops the same message dying in a
+// second group within the window; give groups different prefixes if that
+// matters.
+//
+// A handler that panics does not stop the subscriber: the panic is
+// recovered and fails the delivery, with an [*async.PanicError] (the panic
+// value and stack) as its error, logged at ERROR.
 //
 // # Clusters
 //

@@ -47,6 +47,10 @@ const (
 	HeaderDeadLetterConsumer = "dead-letter-consumer"
 	// HeaderDeadLetterDeliveries is how many times it was delivered.
 	HeaderDeadLetterDeliveries = "dead-letter-deliveries"
+	// HeaderDeadLetterError is [DeadLetter.HandlerErr]: the error of the
+	// handler that gave up on the message, on one line (line breaks become
+	// " | "), cut to 4096 bytes. It is omitted when there is none.
+	HeaderDeadLetterError = "dead-letter-error"
 )
 
 // invalidHeaderKeyChars are the printable ASCII characters that nats.go

@@ -19,8 +19,19 @@ type incoming struct {
 	delay       time.Duration
 	confirmAcks bool
 
+	s *subscription
+	// stream, seq and delivered are the delivery's JetStream metadata:
+	// where the message is and how many times it was delivered.
+	stream    string
+	seq       uint64
+	delivered uint64
+
 	mu      sync.Mutex
 	settled bool
+	// running is set while the handler runs; killed is set by a Kill
+	// during that time, whose dead letter is recorded when the handler
+	// returns, with its error.
+	running, killed bool
 }
 
 var _ async.IncomingMessage = (*incoming)(nil)
@@ -49,10 +60,37 @@ func (m *incoming) NAck() error {
 	})
 }
 
-// Kill terminates the delivery: JetStream does not redeliver it and emits a
-// MSG_TERMINATED advisory, which the subscriber turns into a dead letter.
+// Kill terminates the delivery (a JetStream Term): JetStream does not
+// redeliver it, and the subscriber records it as a dead letter. Called while
+// the delivery's handler runs, the dead letter is recorded when the handler
+// returns, with the handler's error as [DeadLetter.HandlerErr].
 func (m *incoming) Kill() error {
-	return m.settle("term", m.jm.Term)
+	m.mu.Lock()
+	if m.settled {
+		m.mu.Unlock()
+		return nil
+	}
+	if err := m.jm.Term(); err != nil {
+		m.mu.Unlock()
+		return fmt.Errorf("natsjs: term %s: %w", m.id, err)
+	}
+	m.settled = true
+	m.killed = m.running
+	running := m.running
+	m.mu.Unlock()
+	if !running {
+		m.s.deadLetter(m, DeadLetterTerminated, nil)
+	}
+	return nil
+}
+
+// handlerReturned records that the handler returned and reports whether it
+// killed the message meanwhile.
+func (m *incoming) handlerReturned() (killed bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.running = false
+	return m.killed
 }
 
 // Extend tells the server the message is in progress, which restarts its
@@ -70,16 +108,23 @@ func (m *incoming) Extend() error {
 }
 
 func (m *incoming) settle(op string, fn func() error) error {
+	_, err := m.settleOnce(op, fn)
+	return err
+}
+
+// settleOnce runs fn unless the delivery was settled, and reports whether
+// this call settled it.
+func (m *incoming) settleOnce(op string, fn func() error) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.settled {
-		return nil
+		return false, nil
 	}
 	if err := fn(); err != nil {
-		return fmt.Errorf("natsjs: %s %s: %w", op, m.id, err)
+		return false, fmt.Errorf("natsjs: %s %s: %w", op, m.id, err)
 	}
 	m.settled = true
-	return nil
+	return true, nil
 }
 
 func (m *incoming) isSettled() bool {

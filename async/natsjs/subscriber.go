@@ -89,8 +89,9 @@ type SubscriberConfig struct {
 
 	// DeadLetterPrefix, when set, republishes every dead letter to
 	// DeadLetterPrefix + "." + its subject, through JetStream, with its
-	// headers and ID and the HeaderDeadLetter* headers. A stream must
-	// capture those subjects. "" (the default) republishes nothing.
+	// headers and ID and the HeaderDeadLetter* headers, the handler's error
+	// in [HeaderDeadLetterError]. A stream must capture those subjects. ""
+	// (the default) republishes nothing.
 	DeadLetterPrefix string
 
 	// DeadLetterHistory is how many dead letters [Subscriber.DeadLetters]
@@ -98,15 +99,17 @@ type SubscriberConfig struct {
 	// (1000); a negative value keeps none.
 	DeadLetterHistory int
 
-	// OnDeadLetter, when set, is called with each dead letter observed,
-	// after it was read and republished. It runs on the advisory
-	// subscription's goroutine, one at a time per subscription, and must
-	// not block for long.
+	// OnDeadLetter, when set, is called with each dead letter recorded,
+	// after it was republished. It runs on the goroutine that recorded it
+	// (the handler's, or the advisory subscription's), one call at a time
+	// per subscription, and must not block for long.
 	OnDeadLetter func(DeadLetter)
 
-	// Logger receives the errors that have no caller to return to: failed
-	// automatic acks and naks, consumer errors and dead-letter failures.
-	// nil uses slog.Default().
+	// Logger receives what has no caller to return to: every dead letter
+	// (WARN, with its ID, topic, group and the handler's error), handler
+	// failures (DEBUG; ERROR for a panic, with its stack), failed automatic
+	// acks and naks, consumer errors and dead-letter failures. nil uses
+	// slog.Default().
 	Logger *slog.Logger
 }
 
@@ -226,7 +229,10 @@ func DefaultConsumerName(topic, group string) string {
 // zero options take the [SubscriberConfig] defaults.
 //
 // A handler that returns nil gets its message acked unless it settled it;
-// one that returns an error gets it NAcked with the redelivery delay.
+// one that returns an error gets it NAcked with the redelivery delay, or,
+// on the last delivery MaxRedeliveries allows, terminated and recorded as
+// a dead letter with the error. A handler that panics fails its delivery
+// the same way, with an [*async.PanicError].
 // Handlers receive a context that carries ctx's values but is not
 // cancelled with it. ctx bounds only the setup.
 //
@@ -254,6 +260,7 @@ func (sub *Subscriber) Subscribe(ctx context.Context, topicName string, handler 
 	s := &subscription{
 		sub:         sub,
 		topic:       topicName,
+		group:       sc.GroupName,
 		stream:      stream,
 		handler:     handler,
 		hctx:        context.WithoutCancel(ctx),
@@ -360,6 +367,7 @@ func (sub *Subscriber) Close() error {
 type subscription struct {
 	sub         *Subscriber
 	topic       string
+	group       string
 	stream      string
 	consumer    string
 	ephemeral   bool
@@ -384,6 +392,8 @@ type subscription struct {
 	dlCtx        context.Context
 	dlCancel     context.CancelFunc
 	streamHandle jetstream.Stream
+	// reportMu makes OnDeadLetter run one call at a time per subscription.
+	reportMu sync.Mutex
 
 	once sync.Once
 }
@@ -522,27 +532,55 @@ func (s *subscription) incoming(jm jetstream.Msg) *incoming {
 		jm:          jm,
 		delay:       s.delay,
 		confirmAcks: s.sub.cfg.ConfirmAcks,
+		s:           s,
+		running:     true,
 	}
-	var stream string
-	var seq uint64
 	var stored time.Time
 	if md, err := jm.Metadata(); err == nil {
-		stream, seq, stored = md.Stream, md.Sequence.Stream, md.Timestamp
+		in.stream, in.seq, in.delivered, stored = md.Stream, md.Sequence.Stream, md.NumDelivered, md.Timestamp
 	}
-	in.envelope = fromNats(jm.Subject(), jm.Headers(), jm.Data(), stream, seq, stored)
+	in.envelope = fromNats(jm.Subject(), jm.Headers(), jm.Data(), in.stream, in.seq, stored)
 	return in
 }
 
+// handle calls the handler, under recover, and settles the delivery: a
+// message the handler killed becomes a dead letter with the handler's
+// error; a failure of the last delivery the consumer allows terminates the
+// message and makes it a dead letter with the error (a NAck would leave the
+// server to report it, without the error); any other failure NAcks it; nil
+// acks it. The first settlement counts: a handler that settled the delivery
+// itself is left as it is.
 func (s *subscription) handle(in *incoming) {
-	err := s.handler.HandleMessage(s.hctx, in)
-	if err != nil {
-		if nerr := in.NAck(); nerr != nil {
-			s.sub.log.Warn("natsjs: nak after handler error", "topic", s.topic, "id", in.id, "handler_error", err, "error", nerr)
+	err := async.HandleSafely(s.hctx, s.handler, in)
+	if in.handlerReturned() {
+		s.deadLetter(in, DeadLetterTerminated, err)
+		return
+	}
+	if err == nil {
+		if aerr := in.Ack(); aerr != nil {
+			s.sub.log.Warn("natsjs: ack", "topic", s.topic, "id", in.id, "error", aerr)
 		}
 		return
 	}
-	if aerr := in.Ack(); aerr != nil {
-		s.sub.log.Warn("natsjs: ack", "topic", s.topic, "id", in.id, "error", aerr)
+	level := slog.LevelDebug
+	if perr := (*async.PanicError)(nil); errors.As(err, &perr) {
+		level = slog.LevelError
+	}
+	s.sub.log.Log(s.hctx, level, "natsjs: handler failed", "topic", s.topic, "group", s.group,
+		"id", in.id, "delivery", in.delivered, "error", err)
+	if limit := s.cc.MaxDeliver; limit > 0 && in.delivered >= uint64(limit) {
+		termed, terr := in.settleOnce("term", in.jm.Term)
+		switch {
+		case terr != nil:
+			// The server reports the message when its ack wait ends.
+			s.sub.log.Warn("natsjs: term after the last delivery failed", "topic", s.topic, "id", in.id, "handler_error", err, "error", terr)
+		case termed:
+			s.deadLetter(in, DeadLetterMaxDeliveries, err)
+		}
+		return
+	}
+	if nerr := in.NAck(); nerr != nil {
+		s.sub.log.Warn("natsjs: nak after handler error", "topic", s.topic, "id", in.id, "handler_error", err, "error", nerr)
 	}
 }
 

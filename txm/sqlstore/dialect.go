@@ -60,21 +60,21 @@ type statements struct {
 	claimByLimit string
 	// claimable reads whether a claim would find anything (SQLite): $1
 	// limit (1), $2 now.
-	claimable  string
-	published  string // $1 ids (SQLite: $2 now); a DELETE unless Config.KeepPublished
+	claimable string
+	published string // $1 ids (SQLite: $2 now); a DELETE unless Config.KeepPublished
 	// publishedLocked is published for messages that a locked claim of
 	// the same transaction returned: $1 their seqs (PostgreSQL).
 	publishedLocked string
-	extend     string // $1 ids, $2 lease µs (SQLite: $3 now)
-	release    string // $1 ids
-	failed     string // $1 id, $2 retry µs, $3 cause (SQLite: $4 now)
-	dead       string // $1 id, $2 cause (SQLite: $3 now)
-	dlq        string // $1 ids or NULL, $2 topic or '', $3 limit
-	replay     string // $1 ids or NULL, $2 topic or '', $3 limit
-	stats      string
-	purge      string // $1 age µs, $2 limit (SQLite: $3 now)
-	inboxSave  string // $1..$8 (SQLite: $9 now)
-	inboxPurge string // $1 group, $2 age µs, $3 limit (SQLite: $4 now)
+	extend          string // $1 ids, $2 lease µs (SQLite: $3 now)
+	release         string // $1 ids
+	failed          string // $1 id, $2 retry µs, $3 cause (SQLite: $4 now)
+	dead            string // $1 id, $2 cause (SQLite: $3 now)
+	dlq             string // $1 ids or NULL, $2 topic or '', $3 limit
+	replay          string // $1 ids or NULL, $2 topic or '', $3 limit
+	stats           string
+	purge           string // $1 age µs, $2 limit (SQLite: $3 now)
+	inboxSave       string // $1..$8 (SQLite: $9 now)
+	inboxPurge      string // $1 group, $2 age µs, $3 limit (SQLite: $4 now)
 }
 
 // The columns a message is read from, in the order scanMessage expects.
