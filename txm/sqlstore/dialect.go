@@ -62,19 +62,19 @@ type statements struct {
 	// limit (1), $2 now.
 	claimable string
 	published string // $1 ids (SQLite: $2 now); a DELETE unless Config.KeepPublished
-	// publishedLocked is published for messages that a locked claim of
-	// the same transaction returned: $1 their seqs (PostgreSQL).
-	publishedLocked string
-	extend          string // $1 ids, $2 lease µs (SQLite: $3 now)
-	release         string // $1 ids
-	failed          string // $1 id, $2 retry µs, $3 cause (SQLite: $4 now)
-	dead            string // $1 id, $2 cause (SQLite: $3 now)
-	dlq             string // $1 ids or NULL, $2 topic or '', $3 limit
-	replay          string // $1 ids or NULL, $2 topic or '', $3 limit
-	stats           string
-	purge           string // $1 age µs, $2 limit (SQLite: $3 now)
-	inboxSave       string // $1..$8 (SQLite: $9 now)
-	inboxPurge      string // $1 group, $2 age µs, $3 limit (SQLite: $4 now)
+	// publishedBySeq is published for pending messages by their seqs, $1:
+	// those a claim of this store returned (PostgreSQL).
+	publishedBySeq string
+	extend         string // $1 ids, $2 lease µs (SQLite: $3 now)
+	release        string // $1 ids
+	failed         string // $1 id, $2 retry µs, $3 cause (SQLite: $4 now)
+	dead           string // $1 id, $2 cause (SQLite: $3 now)
+	dlq            string // $1 ids or NULL, $2 topic or '', $3 limit
+	replay         string // $1 ids or NULL, $2 topic or '', $3 limit
+	stats          string
+	purge          string // $1 age µs, $2 limit (SQLite: $3 now)
+	inboxSave      string // $1..$8 (SQLite: $9 now)
+	inboxPurge     string // $1 group, $2 age µs, $3 limit (SQLite: $4 now)
 }
 
 // The columns a message is read from, in the order scanMessage expects.
@@ -249,11 +249,11 @@ RETURNING o.seq, o.id, o.topic, o.name, o.metadata, o.payload, o.sent_at, o.atte
 		// A locked claim's messages are pending (their lock keeps them so):
 		// by seq they are found in pending_idx, a bigint index, where the
 		// text primary key costs a string comparison per level.
-		s.publishedLocked = f(`UPDATE {outbox} SET state = 'published', published_at = {now}, claimed_until = NULL
+		s.publishedBySeq = f(`UPDATE {outbox} SET state = 'published', published_at = {now}, claimed_until = NULL
     WHERE seq = ANY($1::bigint[]) AND state = 'pending'`)
 		if !cfg.KeepPublished {
 			s.published = f(`DELETE FROM {outbox} WHERE ` + byIDs + ` AND state <> 'published'`)
-			s.publishedLocked = f(`DELETE FROM {outbox} WHERE seq = ANY($1::bigint[]) AND state = 'pending'`)
+			s.publishedBySeq = f(`DELETE FROM {outbox} WHERE seq = ANY($1::bigint[]) AND state = 'pending'`)
 		}
 		s.extend = f(`UPDATE {outbox} SET claimed_until = {now} + $2::bigint * interval '1 microsecond'
     WHERE ` + byIDs + ` AND state = 'pending' AND claimed_until IS NOT NULL`)

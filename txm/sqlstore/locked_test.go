@@ -552,7 +552,7 @@ func TestPostgresMarkPublishedByLockedSeq(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rows, err := q.query(ctx, "EXPLAIN "+s.stmts.publishedLocked, seqs)
+			rows, err := q.query(ctx, "EXPLAIN "+s.stmts.publishedBySeq, seqs)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -589,6 +589,50 @@ func TestPostgresMarkPublishedByLockedSeq(t *testing.T) {
 		}
 		if !slices.Equal(left, []string{m3.ID()}) {
 			t.Fatalf("rows left %v, want only %s", left, m3.ID())
+		}
+	})
+}
+
+// TestPostgresMarkPublishedByLeasedSeq: the store remembers the seqs of the
+// messages its lease claims returned until their outcome is recorded, and
+// MarkPublished of those deletes exactly their rows.
+func TestPostgresMarkPublishedByLeasedSeq(t *testing.T) {
+	forEachPGKind(t, func(t *testing.T, kind backendKind) {
+		ctx := context.Background()
+		s := newTestStore(t, kind, Config{PollOnly: true})
+		o := s.Outbox()
+		m1, m2, m3 := newMsg("t", ""), newMsg("t", ""), newMsg("t", "")
+		mustSave(t, o, m1, m2, m3)
+		c := mustClaim(t, o, 2, time.Minute)
+		if got := ids(c); !slices.Equal(got, []string{m1.ID(), m2.ID()}) {
+			t.Fatalf("claimed %v, want %s and %s", got, m1.ID(), m2.ID())
+		}
+		if err := o.ReleaseClaims(ctx, m2.ID()); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := s.leased.take([]string{m2.ID()}); ok {
+			t.Fatal("a released message's seq is still remembered")
+		}
+		if err := o.MarkPublished(ctx, m1.ID()); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := s.leased.take([]string{m1.ID()}); ok {
+			t.Fatal("a published message's seq is still remembered")
+		}
+		var left []string
+		rows, err := s.pg.pool.Query(ctx, "SELECT id FROM txm_outbox ORDER BY seq")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			left = append(left, id)
+		}
+		if !slices.Equal(left, []string{m2.ID(), m3.ID()}) {
+			t.Fatalf("rows left %v, want %s and %s", left, m2.ID(), m3.ID())
 		}
 	})
 }

@@ -364,6 +364,9 @@ func (o *Outbox) claim(ctx context.Context, op string, limit int, lease time.Dur
 		return nil, s.fail(ctx, op, err)
 	}
 	slices.SortFunc(out, func(a, b claimedRow) int { return cmp.Compare(a.seq, b.seq) })
+	if s.dialect == postgres {
+		s.leased.add(out)
+	}
 	claimed := make([]txm.Claimed, len(out))
 	for i, r := range out {
 		claimed[i] = r.Claimed
@@ -613,7 +616,14 @@ func (o *Outbox) MarkPublished(ctx context.Context, ids ...string) error {
 		// Messages locked by a claim of this transaction are pending and
 		// cannot change meanwhile: they are found by their seq.
 		if seqs, ok := h.lockedSeqs(ids); ok {
-			return o.s.update(ctx, "mark published", true, o.s.stmts.publishedLocked, seqs)
+			return o.s.update(ctx, "mark published", true, o.s.stmts.publishedBySeq, seqs)
+		}
+	}
+	if o.s.dialect == postgres && len(ids) > 0 {
+		// Leased by a claim of this store: pending unless marked since,
+		// which forgot them.
+		if seqs, ok := o.s.leased.take(ids); ok {
+			return o.s.update(ctx, "mark published", true, o.s.stmts.publishedBySeq, seqs)
 		}
 	}
 	return o.s.update(ctx, "mark published", len(ids) > 0, o.s.stmts.published, o.s.idsArg(ids), sqliteNow)
@@ -638,6 +648,7 @@ func (o *Outbox) ExtendClaims(ctx context.Context, lease time.Duration, ids ...s
 // ReleaseClaims ends the lease of messages without counting an attempt, so
 // they can be claimed again at once.
 func (o *Outbox) ReleaseClaims(ctx context.Context, ids ...string) error {
+	o.s.leased.forget(ids...)
 	if err := o.s.update(ctx, "release claims", len(ids) > 0, o.s.stmts.release, o.s.idsArg(ids)); err != nil {
 		return err
 	}
@@ -654,6 +665,7 @@ func (o *Outbox) ReleaseClaims(ctx context.Context, ids ...string) error {
 // are ignored. When the retry falls due, [Outbox.Wakeups] signals the relay
 // of this process.
 func (o *Outbox) MarkFailed(ctx context.Context, id string, retryAfter time.Duration, cause string) error {
+	o.s.leased.forget(id)
 	retryAfter = max(retryAfter, 0)
 	if err := o.s.update(ctx, "mark failed", true, o.s.stmts.failed, id, retryAfter.Microseconds(), cause, sqliteNow); err != nil {
 		return err
@@ -669,6 +681,7 @@ func (o *Outbox) MarkFailed(ctx context.Context, id string, retryAfter time.Dura
 // key stays parked behind it until it is replayed. Unknown IDs and messages
 // that are not pending are ignored.
 func (o *Outbox) MarkDead(ctx context.Context, id string, cause string) error {
+	o.s.leased.forget(id)
 	return o.s.update(ctx, "mark dead", true, o.s.stmts.dead, id, cause, sqliteNow)
 }
 

@@ -826,7 +826,7 @@ func TestPostgresNoStaleGenericPlans(t *testing.T) {
 		// concurrent DDL, is planned afresh under those settings, as the
 		// store's next execution would plan it.)
 		pinned := map[string]string{}
-		for _, stmt := range []string{s.stmts.published, s.stmts.extend, s.stmts.release, s.stmts.failed, s.stmts.dead} {
+		for _, stmt := range []string{s.stmts.published, s.stmts.publishedBySeq, s.stmts.extend, s.stmts.release, s.stmts.failed, s.stmts.dead} {
 			pinned[stmt] = s.stmts.pinByID
 		}
 		rows, err := pool.Query(ctx, `SELECT name, statement, cardinality(parameter_types) FROM pg_prepared_statements

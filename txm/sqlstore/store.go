@@ -35,6 +35,7 @@ type Store struct {
 	owns bool          // OpenSQLite: Close closes db
 
 	claimKey int64 // advisory lock key of claims (PostgreSQL)
+	leased   leasedSeqs
 	// claimByLimit caches the claim statement per limit (Store.claimSQL).
 	claimMu      sync.Mutex
 	claimByLimit map[claimKey]string
