@@ -95,6 +95,11 @@ func NewSubscriberConfig(opts ...SubscriberOption) (SubscriberConfig, error) {
 // confirmed it). The second result reports a failure of the whole call, such
 // as a cancelled context; then no message of the batch counts as confirmed.
 // The relay uses this capability when the publisher implements it.
+//
+// A middleware that wraps a publisher should implement AsyncPublisher
+// whenever the publisher it wraps does, or the relay silently publishes
+// through it one message at a time; the publisher middleware of this module
+// (retry.Publisher, the txmotel middleware) do.
 type AsyncPublisher interface {
 	PublishBatch(ctx context.Context, msgs []Message) ([]error, error)
 }

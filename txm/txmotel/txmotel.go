@@ -18,7 +18,8 @@
 // [Telemetry.PublishMiddleware] wraps the relay's publisher in a producer
 // span continuing that context; [Telemetry.HandlerMiddleware] continues it
 // on the consumer side with a consumer span. One trace spans save, publish
-// and handle.
+// and handle. The save and publish middleware keep the batch publishing
+// ([async.AsyncPublisher]) of the publisher they wrap.
 //
 //	tel, err := txmotel.New(txmotel.Config{Stats: store.Outbox()})
 //	save := async.ChainPublisher(txm.OutboxPublisher(store.Outbox())(nil), tel.SaveMiddleware())
@@ -205,43 +206,125 @@ func (c metadataCarrier) Keys() []string {
 }
 
 // SaveMiddleware stores the trace context of the saving call in the
-// message's metadata (a copy: the caller's message is not changed).
+// message's metadata (a copy: the caller's message is not changed). When
+// the publisher it wraps implements [async.AsyncPublisher], so does the
+// publisher it returns, storing the trace context in each message of a
+// batch.
 func (t *Telemetry) SaveMiddleware() async.MessagePublisherMiddleware {
 	return func(next async.MessagePublisher) async.MessagePublisher {
-		return async.MessagePublisherFunc(func(ctx context.Context, topic string, msg async.Message) error {
-			if !trace.SpanContextFromContext(ctx).IsValid() {
-				return next.Publish(ctx, topic, msg)
-			}
-			md := make(async.Metadata, len(msg.Metadata())+2)
-			for k, v := range msg.Metadata() {
-				md[k] = v
-			}
-			t.prop.Inject(ctx, metadataCarrier(md))
-			copied := async.NewMessage(msg.Subject(), msg.MessageName(), msg.Data(),
-				async.WithID(msg.ID()), async.WithSentAt(msg.SentAt()), async.WithMetadata(md))
-			return next.Publish(ctx, topic, copied)
-		})
+		p := savePublisher{t: t, next: next}
+		if apub, ok := next.(async.AsyncPublisher); ok {
+			return saveBatchPublisher{savePublisher: p, apub: apub}
+		}
+		return p
 	}
 }
 
+type savePublisher struct {
+	t    *Telemetry
+	next async.MessagePublisher
+}
+
+func (p savePublisher) Publish(ctx context.Context, topic string, msg async.Message) error {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return p.next.Publish(ctx, topic, msg)
+	}
+	return p.next.Publish(ctx, topic, p.t.withTrace(ctx, msg))
+}
+
+type saveBatchPublisher struct {
+	savePublisher
+	apub async.AsyncPublisher
+}
+
+func (p saveBatchPublisher) PublishBatch(ctx context.Context, msgs []async.Message) ([]error, error) {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return p.apub.PublishBatch(ctx, msgs)
+	}
+	traced := make([]async.Message, len(msgs))
+	for i, m := range msgs {
+		traced[i] = p.t.withTrace(ctx, m)
+	}
+	return p.apub.PublishBatch(ctx, traced)
+}
+
+// withTrace returns a copy of msg whose metadata holds ctx's trace context.
+func (t *Telemetry) withTrace(ctx context.Context, msg async.Message) async.Message {
+	md := make(async.Metadata, len(msg.Metadata())+2)
+	for k, v := range msg.Metadata() {
+		md[k] = v
+	}
+	t.prop.Inject(ctx, metadataCarrier(md))
+	return async.NewMessage(msg.Subject(), msg.MessageName(), msg.Data(),
+		async.WithID(msg.ID()), async.WithSentAt(msg.SentAt()), async.WithMetadata(md))
+}
+
 // PublishMiddleware wraps the relay's publisher: each publish runs in a
-// producer span that continues the trace stored in the message.
+// producer span that continues the trace stored in the message. When the
+// publisher it wraps implements [async.AsyncPublisher] (JetStream), so does
+// the publisher it returns, so the relay keeps publishing in batches: each
+// message of a batch gets its own span, ended with its own result.
 func (t *Telemetry) PublishMiddleware() async.MessagePublisherMiddleware {
 	return func(next async.MessagePublisher) async.MessagePublisher {
-		return async.MessagePublisherFunc(func(ctx context.Context, topic string, msg async.Message) error {
-			ctx = t.prop.Extract(ctx, metadataCarrier(msg.Metadata()))
-			ctx, span := t.tracer.Start(ctx, "publish "+topic, trace.WithSpanKind(trace.SpanKindProducer),
-				trace.WithAttributes(attribute.String("messaging.destination.name", topic),
-					attribute.String("messaging.message.id", msg.ID())))
-			defer span.End()
-			err := next.Publish(ctx, topic, msg)
-			if err != nil {
-				span.RecordError(err)
-				span.SetStatus(codes.Error, err.Error())
-			}
-			return err
-		})
+		p := tracedPublisher{t: t, next: next}
+		if apub, ok := next.(async.AsyncPublisher); ok {
+			return tracedBatchPublisher{tracedPublisher: p, apub: apub}
+		}
+		return p
 	}
+}
+
+type tracedPublisher struct {
+	t    *Telemetry
+	next async.MessagePublisher
+}
+
+func (p tracedPublisher) Publish(ctx context.Context, topic string, msg async.Message) error {
+	ctx, span := p.t.startPublish(ctx, topic, msg)
+	err := p.next.Publish(ctx, topic, msg)
+	endSpan(span, err)
+	return err
+}
+
+type tracedBatchPublisher struct {
+	tracedPublisher
+	apub async.AsyncPublisher
+}
+
+func (p tracedBatchPublisher) PublishBatch(ctx context.Context, msgs []async.Message) ([]error, error) {
+	spans := make([]trace.Span, len(msgs))
+	for i, m := range msgs {
+		_, spans[i] = p.t.startPublish(ctx, m.Subject(), m)
+	}
+	errs, err := p.apub.PublishBatch(ctx, msgs)
+	for i, span := range spans {
+		serr := err
+		if serr == nil && i < len(errs) {
+			serr = errs[i]
+		} else if serr == nil {
+			serr = errors.New("txmotel: the publisher returned no result for the message")
+		}
+		endSpan(span, serr)
+	}
+	return errs, err
+}
+
+// startPublish starts the producer span of msg's publish to topic, a child
+// of the trace stored in msg's metadata.
+func (t *Telemetry) startPublish(ctx context.Context, topic string, msg async.Message) (context.Context, trace.Span) {
+	ctx = t.prop.Extract(ctx, metadataCarrier(msg.Metadata()))
+	return t.tracer.Start(ctx, "publish "+topic, trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(attribute.String("messaging.destination.name", topic),
+			attribute.String("messaging.message.id", msg.ID())))
+}
+
+// endSpan records err, if any, and ends span.
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
 }
 
 // HandlerMiddleware continues the message's trace on the consumer side: the
