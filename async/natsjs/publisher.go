@@ -13,16 +13,17 @@ import (
 )
 
 // DefaultMaxPending is the default of [PublisherConfig.MaxPending].
-const DefaultMaxPending = 256
+const DefaultMaxPending = 1024
 
 // PublisherConfig configures a [Publisher]. The zero value is ready to use.
 type PublisherConfig struct {
 	// MaxPending is how many messages of one [Publisher.PublishBatch] call
 	// may wait for their PubAck at once; the call sends the next message
 	// only when the oldest one is confirmed or failed. 0 uses
-	// DefaultMaxPending (256). Keep it below the JetStream context's own
-	// limit (jetstream.WithPublishAsyncMaxPending, 4000 by default) when
-	// several batches share one context.
+	// DefaultMaxPending (1024: a relay batch of up to 1000 goes out in one
+	// wave). Keep it below the JetStream context's own limit
+	// (jetstream.WithPublishAsyncMaxPending, 4000 by default) when several
+	// batches share one context.
 	MaxPending int
 
 	// AckTimeout bounds the wait for each PubAck when the call's context
