@@ -8,16 +8,36 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
+
+	"github.com/transmanager/transmanager/internal/scenario"
+	"github.com/transmanager/transmanager/internal/testenv"
 )
 
 // TestDrainBaselines checks the hand-written loops that the drain and
 // latency benchmarks measure the relay against: each publishes every
 // message of the outbox to the stream once and marks it published, and the
-// loop that waits on LISTEN is woken by another store's commits.
+// loop that waits on LISTEN is woken by another store's commits. The
+// strong loop on its own table (scenario.Loop) and the relay run as
+// drainrun runs them, which checks the same after each drain.
 func TestDrainBaselines(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t) }) // runs last: after the env closes
 	e := newPGJSEnv(t)
 	const n = 1200
+	for _, impl := range scenario.Impls {
+		t.Run("drainrun/"+impl, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			r, err := scenario.Drain(ctx, scenario.DrainSpec{PostgresURL: e.url, NATSURL: testenv.URL(t, testenv.NATS),
+				Impl: impl, Batch: 500, Messages: n, PayloadSize: pgjsPayloadSize})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Messages != n || r.MsgsPerSec <= 0 || r.RelayUS <= 0 {
+				t.Fatalf("result %+v: want %d messages, a rate and the relay's CPU", r, n)
+			}
+		})
+	}
+
 	for _, oneTx := range []bool{false, true} {
 		t.Run(fmt.Sprintf("oneTx=%v", oneTx), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
