@@ -79,7 +79,12 @@
 // (claimed_until, from the database clock), then published, or back to
 // pending with attempts+1 and a next_attempt_at after a failure, or dead
 // with its last error after too many; [Outbox.Replay] makes dead messages
-// pending again. Published messages stay until [Outbox.Purge] deletes them.
+// pending again. [Outbox.MarkPublished] deletes a published message's row,
+// which writes no new row version and no index entry; with
+// [Config.KeepPublished] it marks the row published instead, and the row
+// stays until [Outbox.Purge] deletes it. Messages that a claim of the same
+// store returned are marked by their seq, found in pending_idx, rather than
+// by their text ID.
 //
 // IDs are text: UUIDv7 strings by default, but [async.WithID] allows any
 // string, so a uuid column would reject valid IDs. The payload is bytea
@@ -108,7 +113,8 @@
 //   - unpublished_key_idx (partition_key, seq) over unpublished keyed
 //     messages: the locked claim's lookup of each keyed message's
 //     predecessor (see Locked claims). Saves of keyed messages add to it.
-//   - published_idx (published_at) WHERE state = 'published': Purge, which
+//   - published_idx (published_at) WHERE state = 'published' (rows kept with
+//     Config.KeepPublished): Purge, which
 //     therefore reads only the rows it deletes. Without it, purging would
 //     scan the young published rows on every batch.
 //
