@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/transmanager/transmanager/async"
 	"github.com/transmanager/transmanager/txm"
 )
@@ -575,18 +577,7 @@ func TestPostgresMarkPublishedByLockedSeq(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var left []string
-		rows, err := s.pg.pool.Query(ctx, "SELECT id FROM txm_outbox ORDER BY seq")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				t.Fatal(err)
-			}
-			left = append(left, id)
-		}
+		left := outboxIDs(t, s)
 		if !slices.Equal(left, []string{m3.ID()}) {
 			t.Fatalf("rows left %v, want only %s", left, m3.ID())
 		}
@@ -619,20 +610,23 @@ func TestPostgresMarkPublishedByLeasedSeq(t *testing.T) {
 		if _, ok := s.leased.take([]string{m1.ID()}); ok {
 			t.Fatal("a published message's seq is still remembered")
 		}
-		var left []string
-		rows, err := s.pg.pool.Query(ctx, "SELECT id FROM txm_outbox ORDER BY seq")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				t.Fatal(err)
-			}
-			left = append(left, id)
-		}
+		left := outboxIDs(t, s)
 		if !slices.Equal(left, []string{m2.ID(), m3.ID()}) {
 			t.Fatalf("rows left %v, want %s and %s", left, m2.ID(), m3.ID())
 		}
 	})
+}
+
+// outboxIDs returns the IDs of the outbox's rows in save order.
+func outboxIDs(t *testing.T, s *testStore) []string {
+	t.Helper()
+	rows, err := s.pg.pool.Query(context.Background(), "SELECT id FROM txm_outbox ORDER BY seq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
 }
