@@ -64,7 +64,13 @@
 // ()/,:;<=>?@[\]{}),
 // a key that NATS interprets itself (any key starting with "Nats-", and
 // "Status" and "Description", in any case), a value (or ID or name) with a
-// line break or with spaces or tabs around it, and an empty ID.
+// line break or with spaces or tabs around it, and an empty ID. It also
+// refuses a message whose payload and headers exceed the connection's
+// maximum payload (the server's max_payload, 1 MiB by default), with an
+// error that matches nats.ErrMaxPayload and gives the size and the limit.
+// Retrying either can never succeed: the errors are permanent
+// (retry.IsPermanent), on [Publisher.Publish] and [Publisher.PublishBatch]
+// alike, so the outbox relay moves such a message to dead letters at once.
 //
 // # Deduplication and the relay
 //

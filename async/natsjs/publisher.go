@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/transmanager/transmanager/async"
@@ -73,13 +74,21 @@ func NewPublisher(js jetstream.JetStream, cfg PublisherConfig) *Publisher {
 // ID within its duplicate window) is a success. Errors wrap
 // [ErrInvalidMessage], [ErrNotConnected] or the jetstream error, for
 // example jetstream.ErrNoStreamResponse when no stream captures topicName.
+//
+// A message the server can never accept is a permanent failure (marked
+// with backoff.Permanent, which retry.IsPermanent recognises, so the relay
+// dead-letters it at once): one that cannot be carried as NATS headers
+// ([ErrInvalidMessage]), and one whose payload and headers exceed the
+// connection's maximum payload (the server's max_payload, 1 MiB by
+// default), whose error matches nats.ErrMaxPayload and gives the size and
+// the limit.
 func (p *Publisher) Publish(ctx context.Context, topicName string, msg async.Message) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("natsjs: publish %s to %q: %w", msg.ID(), topicName, err)
 	}
-	m, err := toNatsMsg(topicName, msg)
+	m, err := p.natsMsg(topicName, msg)
 	if err != nil {
-		return backoff.Permanent(fmt.Errorf("natsjs: publish to %q: %w", topicName, err))
+		return err
 	}
 	if err := p.connected(); err != nil {
 		return fmt.Errorf("natsjs: publish %s to %q: %w", msg.ID(), topicName, err)
@@ -93,9 +102,55 @@ func (p *Publisher) Publish(ctx context.Context, topicName string, msg async.Mes
 		if cerr := p.connected(); cerr != nil {
 			err = errors.Join(cerr, err)
 		}
-		return fmt.Errorf("natsjs: publish %s to %q: %w", msg.ID(), topicName, err)
+		return publishError(msg.ID(), topicName, err)
 	}
 	return nil
+}
+
+// natsMsg builds the NATS message of msg, or returns the permanent error of
+// a message the server can never accept.
+func (p *Publisher) natsMsg(subject string, msg async.Message) (*nats.Msg, error) {
+	m, err := toNatsMsg(subject, msg)
+	if err != nil {
+		return nil, backoff.Permanent(fmt.Errorf("natsjs: publish to %q: %w", subject, err))
+	}
+	if err := p.checkSize(m); err != nil {
+		return nil, backoff.Permanent(fmt.Errorf("natsjs: publish %s to %q: %w", msg.ID(), subject, err))
+	}
+	return m, nil
+}
+
+// checkSize refuses a message whose payload and headers exceed the
+// connection's maximum payload, as nats.go would (with a bare
+// nats.ErrMaxPayload), but saying by how much. A connection that has not
+// yet learnt the limit (0) checks nothing.
+func (p *Publisher) checkSize(m *nats.Msg) error {
+	nc := p.js.Conn()
+	if nc == nil {
+		return nil
+	}
+	limit := nc.MaxPayload()
+	if limit <= 0 {
+		return nil
+	}
+	// Size is subject + reply + encoded headers + data; the server's limit
+	// counts headers and data.
+	size := m.Size() - len(m.Subject) - len(m.Reply)
+	if int64(size) <= limit {
+		return nil
+	}
+	return fmt.Errorf("%w: message is %d bytes (payload %d, headers %d), the server's max_payload is %d",
+		nats.ErrMaxPayload, size, len(m.Data), size-len(m.Data), limit)
+}
+
+// publishError wraps the error of a failed publish, marking permanent the
+// errors of a message the server can never accept.
+func publishError(id, subject string, err error) error {
+	err = fmt.Errorf("natsjs: publish %s to %q: %w", id, subject, err)
+	if errors.Is(err, nats.ErrMaxPayload) {
+		return backoff.Permanent(err)
+	}
+	return err
 }
 
 func (p *Publisher) connected() error {
@@ -118,7 +173,10 @@ type inflight struct {
 // PubAcks. The result has one entry per message: nil where the stream
 // confirmed it (a duplicate counts as confirmed), otherwise the error, which
 // wraps [ErrInvalidMessage], [ErrNotConnected], [ErrAckTimeout] or the
-// jetstream error. When ctx ends first, PublishBatch returns a nil slice and
+// jetstream error. As for [Publisher.Publish], the error of a message the
+// server can never accept ([ErrInvalidMessage], or larger than the
+// connection's maximum payload: nats.ErrMaxPayload with the size and the
+// limit) is permanent, and that message is not sent. When ctx ends first, PublishBatch returns a nil slice and
 // an error wrapping ctx.Err(): no message counts as confirmed, although the
 // server may have stored some (their retries are dropped as duplicates
 // within the stream's duplicate window).
@@ -147,7 +205,7 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs []async.Message) ([]e
 		select {
 		case <-f.paf.Ok():
 		case err := <-f.paf.Err():
-			errs[f.idx] = fmt.Errorf("natsjs: publish %s to %q: %w", msg.ID(), msg.Subject(), err)
+			errs[f.idx] = publishError(msg.ID(), msg.Subject(), err)
 		case <-timer.C:
 			errs[f.idx] = fmt.Errorf("natsjs: publish %s to %q: %w after %v", msg.ID(), msg.Subject(), ErrAckTimeout, p.ackTimeout)
 		case <-ctx.Done():
@@ -160,9 +218,9 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs []async.Message) ([]e
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("natsjs: publish batch: %w", err)
 		}
-		m, err := toNatsMsg(msg.Subject(), msg)
+		m, err := p.natsMsg(msg.Subject(), msg)
 		if err != nil {
-			errs[i] = backoff.Permanent(fmt.Errorf("natsjs: publish to %q: %w", msg.Subject(), err))
+			errs[i] = err
 			continue
 		}
 		for len(queue) >= p.maxPending {
@@ -176,7 +234,7 @@ func (p *Publisher) PublishBatch(ctx context.Context, msgs []async.Message) ([]e
 		}
 		paf, err := p.js.PublishMsgAsync(m)
 		if err != nil {
-			errs[i] = fmt.Errorf("natsjs: publish %s to %q: %w", msg.ID(), msg.Subject(), err)
+			errs[i] = publishError(msg.ID(), msg.Subject(), err)
 			continue
 		}
 		queue = append(queue, inflight{idx: i, paf: paf, sent: time.Now()})
