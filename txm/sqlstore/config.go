@@ -15,8 +15,10 @@ import (
 type Config struct {
 	// Schema is the PostgreSQL schema that holds the tables. "" means no
 	// schema qualification: the tables are found through the connection's
-	// search_path (normally "public"). The schema must exist; Migrate does
-	// not create it. It must be "" for SQLite.
+	// search_path (normally "public"). [Store.Migrate] creates the schema
+	// when it does not exist (CREATE SCHEMA IF NOT EXISTS), as do
+	// [Store.MigrationSQL] and [Store.MigrationFS]. It must be "" for
+	// SQLite.
 	Schema string
 
 	// OutboxTable names the outbox table. Default "txm_outbox".

@@ -66,12 +66,17 @@
 //
 // The schema is a list of versioned SQL files embedded in the package
 // (migrations/postgres/*.sql, migrations/sqlite/*.sql), templated with the
-// configured table names. [Store.Migrate] applies the versions that the
-// migrations table does not record yet, in one transaction, and records
-// them; processes that start together may all call it (PostgreSQL: a
-// transaction-scoped advisory lock; SQLite: BEGIN IMMEDIATE).
-// [Store.MigrationSQL] returns the same statements for your own migration
-// tool; they are idempotent, so Migrate after them changes nothing.
+// configured table names. [Store.Migrate] creates [Config.Schema] when it
+// does not exist, applies the versions that the migrations table does not
+// record yet, in one transaction, and records them; processes that start
+// together may all call it (PostgreSQL: a transaction-scoped advisory lock;
+// SQLite: BEGIN IMMEDIATE). [Store.MigrationSQL] returns the same
+// statements for your own migration tool, as one script, and
+// [Store.MigrationFS] as one file per version (golang-migrate, goose,
+// Atlas); they are idempotent, so Migrate after them changes nothing.
+//
+// An outbox or inbox operation on a database without the store's tables
+// fails with an error matching [ErrNotMigrated], which says to run Migrate.
 //
 // # The outbox table
 //

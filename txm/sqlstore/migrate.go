@@ -8,6 +8,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"testing/fstest"
 	"text/template"
 
 	"github.com/transmanager/transmanager/async"
@@ -77,7 +78,16 @@ func (s *Store) migrations() ([]migration, error) {
 	return out, nil // fs.ReadDir sorts by name, so by version
 }
 
-// migrationsTableSQL creates the table where Migrate records versions.
+// schemaSQL creates Config.Schema (PostgreSQL), or is "" without one.
+func (s *Store) schemaSQL() string {
+	if s.cfg.Schema == "" || s.dialect != postgres {
+		return ""
+	}
+	return "CREATE SCHEMA IF NOT EXISTS " + quoteIdent(s.cfg.Schema) + ";\n"
+}
+
+// migrationsTableSQL creates the schema, if the store has one, and the
+// table where Migrate records versions.
 func (s *Store) migrationsTableSQL() string {
 	t := s.cfg.qualified(s.cfg.MigrationsTable)
 	if s.dialect == sqlite {
@@ -90,7 +100,7 @@ func (s *Store) migrationsTableSQL() string {
 ) STRICT;
 `
 	}
-	return `CREATE TABLE IF NOT EXISTS ` + t + ` (
+	return s.schemaSQL() + `CREATE TABLE IF NOT EXISTS ` + t + ` (
     tables     text        NOT NULL,
     version    integer     NOT NULL,
     name       text        NOT NULL,
@@ -107,33 +117,84 @@ func (s *Store) recordSQL(m migration) string {
 		s.cfg.qualified(s.cfg.MigrationsTable), s.tables, m.version, strings.ReplaceAll(m.name, "'", "''"))
 }
 
-// MigrationSQL returns the SQL that [Store.Migrate] applies, for users of
-// their own migration tool: the table of applied versions, then each
-// version's statements followed by the insert that records it. Every
-// statement is idempotent (IF NOT EXISTS, ON CONFLICT DO NOTHING), so
-// running Migrate after applying it changes nothing. Run it in one
-// transaction.
-func (s *Store) MigrationSQL() string {
+// versionFiles returns, in version order, the name and text of each
+// version as a file of [Store.MigrationFS]: the version's statements and
+// the insert that records it, the first also creating the schema and the
+// table of applied versions.
+func (s *Store) versionFiles() ([]migrationFile, error) {
 	ms, err := s.migrations()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]migrationFile, 0, len(ms))
+	for i, m := range ms {
+		var b strings.Builder
+		fmt.Fprintf(&b, "-- +goose Up\n-- transmanager sqlstore (%s), version %d: %s\n", s.dialect, m.version, m.name)
+		if i == 0 {
+			b.WriteString(s.migrationsTableSQL())
+		}
+		b.WriteString(m.sql)
+		b.WriteString(s.recordSQL(m))
+		out = append(out, migrationFile{name: fmt.Sprintf("%04d_%s.up.sql", m.version, m.name), text: b.String()})
+	}
+	return out, nil
+}
+
+// migrationFile is one file of [Store.MigrationFS].
+type migrationFile struct{ name, text string }
+
+// MigrationSQL returns the SQL that [Store.Migrate] applies, for users of
+// their own migration tool: the schema ([Config.Schema], PostgreSQL) and
+// the table of applied versions, then each version's statements followed
+// by the insert that records it. Every statement is idempotent (IF NOT
+// EXISTS, ON CONFLICT DO NOTHING), so running Migrate after applying it
+// changes nothing. Run it in one transaction. It is the concatenation of
+// the files of [Store.MigrationFS].
+func (s *Store) MigrationSQL() string {
+	files, err := s.versionFiles()
 	if err != nil {
 		// The migrations are embedded and tested: this cannot happen in a
 		// released build. Return the error as SQL that fails loudly.
 		return "-- sqlstore: " + err.Error() + "\nSELECT sqlstore_migrations_are_broken;\n"
 	}
 	var b strings.Builder
-	b.WriteString("-- transmanager sqlstore schema (" + s.dialect.String() + ")\n\n")
-	b.WriteString(s.migrationsTableSQL())
-	for _, m := range ms {
-		fmt.Fprintf(&b, "\n-- version %d: %s\n", m.version, m.name)
-		b.WriteString(m.sql)
-		b.WriteString(s.recordSQL(m))
+	b.WriteString("-- transmanager sqlstore schema (" + s.dialect.String() + ")\n")
+	for _, f := range files {
+		b.WriteString("\n")
+		b.WriteString(f.text)
 	}
 	return b.String()
 }
 
-// Migrate creates or updates the store's tables: it applies, in one
-// transaction, the versions that the migrations table does not record yet,
-// and records them. Processes that start at once may all call it: on
+// MigrationFS returns the statements of [Store.MigrationSQL] as versioned
+// files, one per version, for migration tools that read a directory: at
+// its root, VERSION_NAME.up.sql (0001_init.up.sql, ...), with the store's
+// table names (and schema) filled in. The names suit golang-migrate
+// (iofs.New(fsys, ".")), goose (each file starts with "-- +goose Up";
+// goose.SetBaseFS(fsys) and the directory ".") and Atlas
+// (format=golang-migrate). Each file also records its version in
+// [Config.MigrationsTable], so a [Store.Migrate] after the tool's run
+// changes nothing, and the tool may apply a file again: every statement is
+// idempotent. Future versions come as new files; applied ones never
+// change.
+func (s *Store) MigrationFS() fs.FS {
+	files, err := s.versionFiles()
+	if err != nil {
+		// As in MigrationSQL: a file that fails loudly.
+		return fstest.MapFS{"0000_broken.up.sql": {Data: []byte("-- sqlstore: " + err.Error() + "\nSELECT sqlstore_migrations_are_broken;\n")}}
+	}
+	fsys := fstest.MapFS{}
+	for _, f := range files {
+		fsys[f.name] = &fstest.MapFile{Data: []byte(f.text), Mode: 0o444}
+	}
+	return fsys
+}
+
+// Migrate creates or updates the store's tables: in one transaction, it
+// creates [Config.Schema] if the store has one and it does not exist
+// (PostgreSQL; the role then needs the CREATE privilege on the database),
+// applies the versions that the migrations table does not record yet, and
+// records them. Processes that start at once may all call it: on
 // PostgreSQL a transaction-scoped advisory lock makes them take turns, on
 // SQLite the transaction takes the write lock at BEGIN (BEGIN IMMEDIATE),
 // so each version is applied once.

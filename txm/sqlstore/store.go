@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	// The pure-Go SQLite driver, registered as "sqlite".
@@ -417,9 +418,34 @@ func (s *Store) signal() {
 	}
 }
 
+// ErrNotMigrated reports that an outbox or inbox statement found its table
+// missing (PostgreSQL's undefined_table, SQLSTATE 42P01, or SQLite's "no
+// such table"): the store's tables were not created. Run [Store.Migrate]
+// (or `txm migrate`), or apply [Store.MigrationSQL] or [Store.MigrationFS]
+// with your migration tool. The error wraps the driver's; check it with
+// errors.Is.
+var ErrNotMigrated = errors.New("sqlstore: the store's tables do not exist (run Store.Migrate or `txm migrate`)")
+
+// undefinedTable is PostgreSQL's SQLSTATE for a missing table.
+const undefinedTable = "42P01"
+
+// isUndefinedTable reports whether err says that a table does not exist.
+func isUndefinedTable(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == undefinedTable
+	}
+	// modernc.org/sqlite reports "SQL logic error: no such table: NAME (1)".
+	return strings.Contains(err.Error(), "no such table")
+}
+
 // fail wraps err with the operation's name. When ctx is done, the result
-// matches ctx's error as well, whatever the driver returned.
+// matches ctx's error as well, whatever the driver returned. A missing
+// table, outside Migrate, matches [ErrNotMigrated] as well.
 func (s *Store) fail(ctx context.Context, op string, err error) error {
+	if op != "migrate" && !errors.Is(err, ErrNotMigrated) && isUndefinedTable(err) {
+		err = fmt.Errorf("%w: %w", ErrNotMigrated, err)
+	}
 	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
 		return fmt.Errorf("sqlstore: %s: %w: %w", op, cerr, err)
 	}
