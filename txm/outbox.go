@@ -28,7 +28,38 @@ import (
 //
 // With a nil store, every Publish returns an error matching
 // [ErrNilArgument]. next may be nil: it is never called.
+//
+// Before saving, it refuses, with nothing saved, a message the relay could
+// never deliver: metadata that cannot be a header ([ErrInvalidMetadata])
+// and a message larger than [DefaultMaxMessageSize] ([ErrMessageTooLarge]).
+// [OutboxPublisherWithConfig] sets another limit.
 func OutboxPublisher(store OutboxStore) async.MessagePublisherMiddleware {
+	return OutboxPublisherWithConfig(store, OutboxConfig{})
+}
+
+// OutboxConfig configures the publisher built by
+// [OutboxPublisherWithConfig]. The zero value is the configuration of
+// [OutboxPublisher].
+type OutboxConfig struct {
+	// MaxMessageSize is the largest message the outbox saves, in bytes; a
+	// larger one fails with an error matching [ErrMessageTooLarge] and is
+	// not saved. A message's size counts its payload, its ID and name, its
+	// metadata as headers (each key and value plus 4 bytes) and 84 bytes
+	// for the JetStream envelope's own headers: at least what the
+	// JetStream publisher sends, so a saved message fits a server whose
+	// max_payload is MaxMessageSize. 0 uses [DefaultMaxMessageSize]
+	// (1 MiB, NATS's default max_payload); a negative value checks no
+	// size. Metadata is checked whatever the value ([ErrInvalidMetadata]).
+	MaxMessageSize int
+}
+
+// OutboxPublisherWithConfig is [OutboxPublisher] with a configuration: the
+// same middleware, refusing messages larger than cfg.MaxMessageSize.
+func OutboxPublisherWithConfig(store OutboxStore, cfg OutboxConfig) async.MessagePublisherMiddleware {
+	maxSize := cfg.MaxMessageSize
+	if maxSize == 0 {
+		maxSize = DefaultMaxMessageSize
+	}
 	var nilStore error
 	if isNil(store) {
 		nilStore = nilArgument("OutboxPublisher", "store")
@@ -40,6 +71,9 @@ func OutboxPublisher(store OutboxStore) async.MessagePublisherMiddleware {
 			}
 			if isNil(msg) {
 				return errors.New("txm: outbox: nil message")
+			}
+			if err := checkMessage(msg, maxSize); err != nil {
+				return err
 			}
 			if topicName != "" && topicName != msg.Subject() {
 				msg = retopic{Message: msg, topic: topicName}
