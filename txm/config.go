@@ -112,6 +112,16 @@ type ProcessorConfig struct {
 
 	// Observer receives the relay's events, for metrics. Default: none.
 	Observer Observer
+
+	// Retention makes the relay delete old published messages, off the
+	// hot path: in a goroutine of its own that Start starts and stops, a
+	// pass at start and one every Retention.Interval, each deleting those
+	// published more than Retention.Published ago in batches of
+	// Retention.BatchSize through the store's [Purger]. The zero value
+	// (Published 0) turns it off, the default: sqlstore deletes published
+	// messages as it marks them, unless its Config.KeepPublished is set.
+	// Inbox records are not the relay's: see [RunRetention].
+	Retention RetentionConfig
 }
 
 const (
@@ -143,6 +153,11 @@ func (c ProcessorConfig) withDefaults() (ProcessorConfig, error) {
 	case c.DrainTimeout < 0:
 		return c, fmt.Errorf("txm: ProcessorConfig.DrainTimeout must not be negative, got %v", c.DrainTimeout)
 	}
+	ret, err := c.Retention.withDefaults("ProcessorConfig.Retention")
+	if err != nil {
+		return c, err
+	}
+	c.Retention = ret
 	if c.Workers == 0 {
 		c.Workers = defaultWorkers
 	}

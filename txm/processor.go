@@ -57,6 +57,7 @@ type Processor struct {
 	claimer Claimer
 	locker  LockingClaimer // set when cfg.LockClaims
 	dead    DeadLetterStore
+	purger  Purger // set when cfg.Retention.Published > 0
 	waker   Waker
 	full    FullWaker // the waker, when it can tell that it covers every save
 	cfg     ProcessorConfig
@@ -130,6 +131,11 @@ func NewOutboxProcessorWithConfig(publisher async.MessagePublisher, store Outbox
 			return nil, fmt.Errorf("txm: ProcessorConfig.LockClaims: the store (%T) does not implement LockingClaimer", store)
 		}
 	}
+	if cfg.Retention.Published > 0 {
+		if p.purger, _ = store.(Purger); p.purger == nil {
+			return nil, fmt.Errorf("txm: ProcessorConfig.Retention: the store (%T) does not implement Purger", store)
+		}
+	}
 	return p, nil
 }
 
@@ -158,6 +164,7 @@ func (p *Processor) Start(ctx context.Context) error {
 	p.mu.Unlock()
 	defer close(p.stopped)
 	defer cancelWork()
+	defer p.startRetention(ctx)() // ProcessorConfig.Retention, in its own goroutine
 
 	// After ctx ends, in-flight work gets DrainTimeout before it is cut.
 	loopDone := make(chan struct{})

@@ -3,6 +3,8 @@ package memstore
 import (
 	"context"
 	"fmt"
+	"slices"
+	"time"
 
 	"github.com/transmanager/transmanager/async"
 	"github.com/transmanager/transmanager/txm"
@@ -65,4 +67,41 @@ func (in *Inbox) Save(ctx context.Context, msg async.IncomingMessage) error {
 // InTx runs fn in a transaction of the inbox's store; see [Store.InTx].
 func (in *Inbox) InTx(ctx context.Context, fn func(ctx context.Context) error) error {
 	return in.s.InTx(ctx, fn)
+}
+
+// PurgeInbox deletes at most limit records of the inbox's group saved more
+// than olderThan ago (on the store's clock), oldest first, and returns how
+// many it deleted; a limit of zero or less deletes nothing. Its shape is
+// [txm.PurgeFunc], for [txm.RunRetention]. Keep records longer than the
+// broker may redeliver a message: a purged record's message is handled
+// again if it comes back.
+func (in *Inbox) PurgeInbox(ctx context.Context, olderThan time.Duration, limit int) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("memstore: purge inbox: %w", err)
+	}
+	if limit <= 0 {
+		return 0, nil
+	}
+	s := in.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cutoff := s.now().Add(-olderThan)
+	type rec struct {
+		k  inboxKey
+		at time.Time
+	}
+	var old []rec
+	for k, at := range s.inbox {
+		if k.group == in.group && at.Before(cutoff) {
+			old = append(old, rec{k, at})
+		}
+	}
+	slices.SortFunc(old, func(a, b rec) int { return a.at.Compare(b.at) })
+	if len(old) > limit {
+		old = old[:limit]
+	}
+	for _, r := range old {
+		delete(s.inbox, r.k)
+	}
+	return len(old), nil
 }
