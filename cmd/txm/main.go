@@ -5,6 +5,7 @@
 //	txm migrate  -print [-sqlite path | -postgres url | -dialect sqlite|postgres] [-schema s]
 //	txm inspect  [-sqlite path | -postgres url [-schema s]] [-dead n] [-retrying n] [-json]
 //	txm replay   [-sqlite path | -postgres url [-schema s]] (-id id... | -topic t | -all) [-json]
+//	txm purge    [-sqlite path | -postgres url [-schema s]] [-published age] [-inbox-group g -inbox age] [-batch n]
 //
 // Without -postgres and -nats, demo runs on the embedded default: a SQLite
 // file and the in-process broker, with no service to start.
@@ -84,6 +85,8 @@ commands:
   inspect   show the outbox: backlog and oldest pending message per topic, retrying
             messages, parked partition keys and dead letters (-json for JSON)
   replay    move dead letters back to pending (-id, -topic or -all; -json for JSON)
+  purge     delete old published outbox messages (-published AGE) and inbox records
+            (-inbox-group G -inbox AGE), in batches (-batch N)
 
 Run "txm <command> -h" for a command's flags. Exit status: 0 success, 1 failure, 2 usage error.`
 
@@ -100,6 +103,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runInspect(ctx, args[1:], stdout, stderr)
 	case "replay":
 		return runReplay(ctx, args[1:], stdout, stderr)
+	case "purge":
+		return runPurge(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		if len(args) > 1 && args[0] == "help" {
 			return run(ctx, []string{args[1], "-h"}, stdout, stderr)
