@@ -24,6 +24,20 @@ func TestDrainBaselines(t *testing.T) {
 	e := newPGJSEnv(t)
 	const n = 1200
 	for _, impl := range scenario.Impls {
+		// The latency runs: every committed message reaches JetStream,
+		// with only the producers' NOTIFY to wake the relay or loop.
+		t.Run("drainrun-latency/"+impl, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			r, err := scenario.Latency(ctx, scenario.LatencySpec{PostgresURL: e.url, NATSURL: testenv.URL(t, testenv.NATS),
+				Impl: impl, Rate: 400, Duration: 500 * time.Millisecond, Warmup: 100 * time.Millisecond, PayloadSize: pgjsPayloadSize})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Messages < 100 || r.P50 <= 0 || r.P99 < r.P50 || r.Max < r.P99 {
+				t.Fatalf("result %+v: want about 200 messages and ordered percentiles", r)
+			}
+		})
 		t.Run("drainrun/"+impl, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()

@@ -44,6 +44,8 @@ func run(args []string, stdout io.Writer) error {
 	messages := fs.Int("messages", 100_000, "messages per drain")
 	payload := fs.Int("payload", 256, "payload bytes")
 	raw := fs.String("raw", "", "append every drain's result to this file as a JSON line")
+	latency := fs.String("latency", "", "measure commit → PubAck latency at these rates (messages/s, comma-separated) instead of drains")
+	seconds := fs.Duration("duration", 10*time.Second, "with -latency: how long each run commits, after a 1s warm-up")
 	one := fs.Bool("one", false, "run a single drain (-impls names one, -batch one) and print its result as JSON")
 	cpuProfile := fs.String("cpuprofile", "", "with -one: write the drain's CPU profile to this file")
 	memProfile := fs.String("memprofile", "", "with -one: write the drain's allocation profile to this file")
@@ -92,6 +94,18 @@ func run(args []string, stdout io.Writer) error {
 				}
 			}
 		}
+		if *latency != "" {
+			rates, err := ints(*latency)
+			if err != nil {
+				return fmt.Errorf("-latency: %w", err)
+			}
+			r, err := scenario.Latency(ctx, scenario.LatencySpec{PostgresURL: pgURL, NATSURL: natsURL,
+				Impl: is[0], Rate: rates[0], Duration: *seconds, Warmup: time.Second, Batch: bs[0], PayloadSize: *payload})
+			if err != nil {
+				return err
+			}
+			return json.NewEncoder(stdout).Encode(r)
+		}
 		r, err := scenario.Drain(ctx, scenario.DrainSpec{PostgresURL: pgURL, NATSURL: natsURL,
 			Impl: is[0], Batch: bs[0], Messages: *messages, PayloadSize: *payload, Timed: timed})
 		if err != nil {
@@ -112,6 +126,13 @@ func run(args []string, stdout io.Writer) error {
 		}
 		defer f.Close()
 		rawOut = f
+	}
+	if *latency != "" {
+		rates, err := ints(*latency)
+		if err != nil {
+			return fmt.Errorf("-latency: %w", err)
+		}
+		return latencyRounds(stdout, rawOut, self, *rounds, rates, bs[0], is, *seconds, *payload)
 	}
 	results := map[string][]scenario.DrainResult{} // by impl/batch
 	for r := range *rounds {
@@ -143,6 +164,65 @@ func run(args []string, stdout io.Writer) error {
 	return nil
 }
 
+// latencyRounds runs the latency measurement of every implementation at
+// every rate, each in a fresh process, rounds times, interleaved as the
+// drains are, and prints the medians and spreads with the ratios to the
+// loop's.
+func latencyRounds(stdout, rawOut io.Writer, self string, rounds int, rates []int, batch int, impls []string, d time.Duration, payload int) error {
+	results := map[string][]scenario.LatencyResult{} // by impl/rate
+	for r := range rounds {
+		for _, rate := range rates {
+			order := append(slices.Clone(impls[r%len(impls):]), impls[:r%len(impls)]...)
+			for _, impl := range order {
+				cmd := exec.Command(self, "-one", "-impls", impl, "-batch", strconv.Itoa(batch), "-latency", strconv.Itoa(rate),
+					"-duration", d.String(), "-payload", strconv.Itoa(payload))
+				cmd.Stderr = os.Stderr
+				out, err := cmd.Output()
+				if err != nil {
+					return fmt.Errorf("round %d, %s at %d/s: %w", r+1, impl, rate, err)
+				}
+				var res scenario.LatencyResult
+				if err := json.Unmarshal(out, &res); err != nil {
+					return fmt.Errorf("round %d, %s at %d/s: %w (%q)", r+1, impl, rate, err, out)
+				}
+				fmt.Fprintf(os.Stderr, "round %d  %5d/s %-14s p50 %6.2f  p90 %6.2f  p99 %6.2f  max %7.2f  gap %7.2f ms  (%d messages, %.0f/s)\n",
+					r+1, rate, impl, res.P50, res.P90, res.P99, res.Max, res.MaxGap, res.Messages, res.Achieved)
+				_, _ = rawOut.Write(out)
+				key := impl + "/" + strconv.Itoa(rate)
+				results[key] = append(results[key], res)
+			}
+		}
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "rate/s\timpl\tp50 ms\t[min–max]\tvs loop\tp99 ms\t[min–max]\tvs loop\tmax ms (worst)\tmax gap ms (worst)\trounds\t")
+	for _, rate := range rates {
+		loop := results[scenario.ImplLoop+"/"+strconv.Itoa(rate)]
+		p50 := func(r scenario.LatencyResult) float64 { return r.P50 }
+		p99 := func(r scenario.LatencyResult) float64 { return r.P99 }
+		for _, impl := range impls {
+			rs := results[impl+"/"+strconv.Itoa(rate)]
+			if len(rs) == 0 {
+				continue
+			}
+			lo50, hi50 := spreadOf(rs, p50)
+			lo99, hi99 := spreadOf(rs, p99)
+			_, worst := spreadOf(rs, func(r scenario.LatencyResult) float64 { return r.Max })
+			_, gap := spreadOf(rs, func(r scenario.LatencyResult) float64 { return r.MaxGap })
+			fmt.Fprintf(tw, "%d\t%s\t%.2f\t[%.2f–%.2f]\t%s\t%.2f\t[%.2f–%.2f]\t%s\t%.1f\t%.1f\t%d\t\n",
+				rate, impl, medianOf(rs, p50), lo50, hi50, ratio(medianOf(rs, p50), medianOf(loop, p50)),
+				medianOf(rs, p99), lo99, hi99, ratio(medianOf(rs, p99), medianOf(loop, p99)), worst, gap, len(rs))
+		}
+	}
+	return tw.Flush()
+}
+
+func ratio(v, base float64) string {
+	if base == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", v/base)
+}
+
 // summarize prints, per batch size and implementation, the median and
 // range of throughput and CPU per message, and the ratio of the medians to
 // the loop's.
@@ -151,26 +231,20 @@ func summarize(w io.Writer, impls []string, batches []int, results map[string][]
 	fmt.Fprintln(tw, "batch\timpl\tmsgs/s median\t[min–max]\tvs loop\tcpu µs/msg median\t[min–max]\tvs loop\trelay\tpostgres\tnats\trounds\t")
 	for _, b := range batches {
 		loop := results[scenario.ImplLoop+"/"+strconv.Itoa(b)]
-		loopRate, loopCPU := median(loop, rate), median(loop, total)
+		loopRate, loopCPU := medianOf(loop, rate), medianOf(loop, total)
 		for _, impl := range impls {
 			rs := results[impl+"/"+strconv.Itoa(b)]
 			if len(rs) == 0 {
 				continue
 			}
-			lo, hi := spread(rs, rate)
-			clo, chi := spread(rs, total)
-			ratio := func(v, base float64) string {
-				if base == 0 {
-					return "-"
-				}
-				return fmt.Sprintf("%.2f", v/base)
-			}
+			lo, hi := spreadOf(rs, rate)
+			clo, chi := spreadOf(rs, total)
 			fmt.Fprintf(tw, "%d\t%s\t%.0f\t[%.0f–%.0f]\t%s\t%.1f\t[%.1f–%.1f]\t%s\t%.1f\t%.1f\t%.1f\t%d\t\n",
-				b, impl, median(rs, rate), lo, hi, ratio(median(rs, rate), loopRate),
-				median(rs, total), clo, chi, ratio(median(rs, total), loopCPU),
-				median(rs, func(r scenario.DrainResult) float64 { return r.RelayUS }),
-				median(rs, func(r scenario.DrainResult) float64 { return r.PostgresUS }),
-				median(rs, func(r scenario.DrainResult) float64 { return r.NATSUS }), len(rs))
+				b, impl, medianOf(rs, rate), lo, hi, ratio(medianOf(rs, rate), loopRate),
+				medianOf(rs, total), clo, chi, ratio(medianOf(rs, total), loopCPU),
+				medianOf(rs, func(r scenario.DrainResult) float64 { return r.RelayUS }),
+				medianOf(rs, func(r scenario.DrainResult) float64 { return r.PostgresUS }),
+				medianOf(rs, func(r scenario.DrainResult) float64 { return r.NATSUS }), len(rs))
 		}
 	}
 	tw.Flush()
@@ -179,7 +253,7 @@ func summarize(w io.Writer, impls []string, batches []int, results map[string][]
 func rate(r scenario.DrainResult) float64  { return r.MsgsPerSec }
 func total(r scenario.DrainResult) float64 { return r.TotalUS }
 
-func median(rs []scenario.DrainResult, f func(scenario.DrainResult) float64) float64 {
+func medianOf[R any](rs []R, f func(R) float64) float64 {
 	if len(rs) == 0 {
 		return 0
 	}
@@ -194,7 +268,7 @@ func median(rs []scenario.DrainResult, f func(scenario.DrainResult) float64) flo
 	return (vs[len(vs)/2-1] + vs[len(vs)/2]) / 2
 }
 
-func spread(rs []scenario.DrainResult, f func(scenario.DrainResult) float64) (lo, hi float64) {
+func spreadOf[R any](rs []R, f func(R) float64) (lo, hi float64) {
 	for i, r := range rs {
 		v := f(r)
 		if i == 0 || v < lo {
