@@ -457,9 +457,11 @@ func scanLocked(rows rows) ([]txm.Claimed, []int64, error) {
 	var out []txm.Claimed
 	var seqs []int64
 	var kept map[int64]bool // keyed messages kept, by seq
+	var prev sql.NullInt64
+	scanner := newMessageScanner(&prev)
 	for rows.Next() {
-		var prev sql.NullInt64
-		seq, msg, attempts, err := scanMessage(rows, &prev)
+		prev = sql.NullInt64{}
+		seq, msg, attempts, err := scanner.scan(rows)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -571,10 +573,11 @@ type claimedRow struct {
 func scanClaimed(rows rows) ([]claimedRow, error) {
 	defer rows.Close()
 	var out []claimedRow
+	scanner := newMessageScanner()
 	for rows.Next() {
 		var r claimedRow
 		var err error
-		r.seq, r.Message, r.Attempts, err = scanMessage(rows)
+		r.seq, r.Message, r.Attempts, err = scanner.scan(rows)
 		if err != nil {
 			return nil, err
 		}
@@ -586,25 +589,46 @@ func scanClaimed(rows rows) ([]claimedRow, error) {
 	return out, rows.Close()
 }
 
-// scanMessage reads the messageColumns, then extra.
-func scanMessage(rows rows, extra ...any) (seq int64, msg async.Message, attempts int, err error) {
-	var id, topic, name string
-	var metadata, payload []byte
-	var sentAt dbTime
-	dest := append([]any{&seq, &id, &topic, &name, &metadata, &payload, &sentAt, &attempts}, extra...)
-	if err := rows.Scan(dest...); err != nil {
+// messageScanner reads messages from rows of messageColumns followed by
+// extra columns. One scanner serves every row of a result, so that its
+// destinations are allocated once per result instead of once per row; a
+// message it returns shares nothing with the next.
+type messageScanner struct {
+	seq, attempts     int64
+	id, topic, name   string
+	metadata, payload []byte
+	sentAt            dbTime
+	dest              []any
+}
+
+func newMessageScanner(extra ...any) *messageScanner {
+	m := &messageScanner{}
+	m.dest = append([]any{&m.seq, &m.id, &m.topic, &m.name, &m.metadata, &m.payload, &m.sentAt, &m.attempts}, extra...)
+	return m
+}
+
+// scan reads the current row.
+func (m *messageScanner) scan(rows rows) (seq int64, msg async.Message, attempts int, err error) {
+	m.payload = nil // the message keeps it: the next row gets its own
+	if err := rows.Scan(m.dest...); err != nil {
 		return 0, nil, 0, err
 	}
-	md, err := decodeMetadata(metadata)
+	md, err := decodeMetadata(m.metadata) // copies what it keeps: the buffer is reused
 	if err != nil {
-		return 0, nil, 0, fmt.Errorf("message %s: %w", id, err)
+		return 0, nil, 0, fmt.Errorf("message %s: %w", m.id, err)
 	}
+	payload := m.payload
 	if payload == nil {
 		payload = []byte{}
 	}
 	// md is this message's own: the envelope takes it over without a copy.
-	msg = async.NewMessageFromEnvelope(async.Envelope{ID: id, Subject: topic, Name: name, Metadata: md, SentAt: sentAt.t, Data: payload})
-	return seq, msg, attempts, nil
+	msg = async.NewMessageFromEnvelope(async.Envelope{ID: m.id, Subject: m.topic, Name: m.name, Metadata: md, SentAt: m.sentAt.t, Data: payload})
+	return m.seq, msg, int(m.attempts), nil
+}
+
+// scanMessage reads one row with a scanner of its own.
+func scanMessage(rows rows, extra ...any) (seq int64, msg async.Message, attempts int, err error) {
+	return newMessageScanner(extra...).scan(rows)
 }
 
 // MarkPublished records that the broker confirmed the messages: they leave
