@@ -17,6 +17,14 @@
 // A broker hands a subscriber an [IncomingMessage], which adds the delivery
 // controls Ack, NAck, Extend and Kill.
 //
+// # Consumer groups
+//
+// A subscription with [SubscriberConfig.GroupName] belongs to a consumer
+// group. The subscribers of this module call their handlers with a context
+// that says which ([WithGroup], read with [GroupFromContext]), so that
+// middleware can check it is wired for the group it runs in; txm.InboxHandler
+// refuses the messages of a subscription whose group is not its inbox's.
+//
 // # Middleware
 //
 // [MessagePublisherMiddleware] and [MessageHandlerMiddleware] wrap a

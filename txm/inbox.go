@@ -3,9 +3,33 @@ package txm
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
 
 	"github.com/transmanager/transmanager/async"
 )
+
+// ErrGroupMismatch reports a message that [InboxHandler] refused because
+// the subscription that delivered it belongs to another consumer group than
+// the inbox the handler was built on: a handler on store.Inbox("billing")
+// subscribed with async.GroupName("shipping"). Such a handler would find
+// every message billing handled already recorded and skip it as a
+// duplicate, so shipping would silently never see it. The error names both
+// groups and the message. Checked with errors.Is.
+var ErrGroupMismatch = errors.New("txm: the subscription's consumer group is not the inbox's")
+
+// GroupedInbox is an optional capability of an [InboxStore] that keeps the
+// records of one consumer group: Group returns that group, which must not
+// change. The inboxes of memstore and sqlstore implement it. [InboxHandler]
+// compares it with the group of the subscription that delivered each
+// message (see [async.GroupFromContext]) and refuses a mismatch with
+// [ErrGroupMismatch]. An inbox without it, or whose Group is "", is not
+// checked. A wrapper of an inbox store should implement GroupedInbox when
+// the store it wraps does, or the check silently turns off.
+type GroupedInbox interface {
+	Group() string
+}
 
 // InboxHandler returns a new instance of MessageHandlerMiddleware that uses
 // the provided InboxStore to save incoming messages before passing them to
@@ -28,6 +52,30 @@ import (
 // On a duplicate (an error matching [ErrDuplicateMessage]) the middleware
 // acks the message and returns nil without calling next.
 //
+// # Consumer groups
+//
+// An inbox records the messages of one consumer group, and each group
+// receives every message, so the inbox a handler uses must be the group's it
+// is subscribed as. When the store reports its group ([GroupedInbox]) and the
+// handler's context carries the subscription's ([async.GroupFromContext]; the
+// memory broker and natsjs put it there), the middleware compares them for
+// each message. On a mismatch it neither saves the message nor calls next:
+// it returns an error matching [ErrGroupMismatch] that names both groups,
+// and logs it at ERROR on the first such message of the handler (once, not
+// per message; see [InboxConfig.Logger]). The subscriber treats the error as
+// any failure: the message is NAcked and redelivered per the subscription's
+// policy (perhaps to a rightly wired subscription of the group), and after
+// its last delivery it becomes a dead letter that carries the error, to be
+// replayed once the wiring is fixed. The error is not permanent, so that the
+// redeliveries have that chance; it costs no store call. A mismatch is never
+// a duplicate: nothing is acked.
+//
+// A private subscription (no group) carries no group and is not checked: it
+// receives every message of the topic, and an inbox of any group absorbs its
+// redeliveries. Two private subscriptions, or two handlers of different
+// groups called directly, sharing one inbox are not detected: give each its
+// own group and inbox.
+//
 // With a nil store, or wrapped around a nil next, the handler returns an
 // error matching [ErrNilArgument] for every message, without saving it or
 // settling it.
@@ -42,6 +90,11 @@ type InboxConfig struct {
 	// absorbs, for metrics or logs. It must be quick and safe for concurrent
 	// use.
 	OnDuplicate func(ctx context.Context, msg async.IncomingMessage)
+
+	// Logger receives the ERROR record of a consumer group mismatch
+	// ([ErrGroupMismatch]), logged once per handler, with the context of
+	// the message. Default: slog.Default().
+	Logger *slog.Logger
 }
 
 // InboxHandlerWithConfig is [InboxHandler] with hooks.
@@ -49,6 +102,14 @@ func InboxHandlerWithConfig(store InboxStore, cfg InboxConfig) async.MessageHand
 	var nilStore error
 	if isNil(store) {
 		nilStore = nilArgument("InboxHandler", "store")
+	}
+	var inboxGroup string
+	if g, ok := store.(GroupedInbox); ok && nilStore == nil {
+		inboxGroup = g.Group()
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
 	}
 	return func(next async.MessageHandler) async.MessageHandler {
 		err := nilStore
@@ -58,9 +119,22 @@ func InboxHandlerWithConfig(store InboxStore, cfg InboxConfig) async.MessageHand
 		if err != nil {
 			return async.MessageHandlerFunc(func(context.Context, async.IncomingMessage) error { return err })
 		}
+		var logged atomic.Bool
 		return async.MessageHandlerFunc(func(ctx context.Context, msg async.IncomingMessage) error {
 			if isNil(msg) {
 				return errNilMessage
+			}
+			if inboxGroup != "" {
+				if sub, ok := async.GroupFromContext(ctx); ok && sub != inboxGroup {
+					err := fmt.Errorf("txm: InboxHandler: message %s of %q was delivered to a subscription of group %q, but the handler's inbox is group %q's (subscribe with async.GroupName(%q) or use the store's Inbox(%q)): %w",
+						msg.ID(), msg.Subject(), sub, inboxGroup, inboxGroup, sub, ErrGroupMismatch)
+					if logged.CompareAndSwap(false, true) {
+						logger.LogAttrs(ctx, slog.LevelError, "txm: inbox handler subscribed as another consumer group; its messages are refused (logged once)",
+							slog.String("subscription_group", sub), slog.String("inbox_group", inboxGroup),
+							slog.String("topic", msg.Subject()), slog.String("id", msg.ID()), slog.Any("error", err))
+					}
+					return err
+				}
 			}
 			duplicate := false
 			handle := func(ctx context.Context) error {

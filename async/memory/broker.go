@@ -204,8 +204,10 @@ func (b *Broker) Publish(ctx context.Context, topicName string, msg async.Messag
 // on to handler, with the options opts (see [async.SubscriberConfig]; zero
 // options take the broker's [Config]). It starts Concurrency handler
 // goroutines (one when 0). ctx bounds the call only: handlers receive a
-// context that keeps ctx's values, is not cancelled with ctx, and is
-// cancelled by [Broker.Close]. Subscribe fails on invalid options, and
+// context that keeps ctx's values, is not cancelled with ctx, is
+// cancelled by [Broker.Close], and carries the subscription's group
+// ([async.GroupFromContext]; none for a private subscription), which
+// txm.InboxHandler checks against its inbox's. Subscribe fails on invalid options, and
 // with an error matching [async.ErrClosed] after Close.
 //
 // The subscription's Unsubscribe stops its deliveries and waits for its
@@ -250,7 +252,7 @@ func (b *Broker) Subscribe(ctx context.Context, topicName string, handler async.
 		t.groups[key] = g
 	}
 
-	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	hctx, cancel := context.WithCancel(async.WithGroup(context.WithoutCancel(ctx), cfg.GroupName))
 	s := &subscription{b: b, g: g, handler: handler, cfg: b.resolve(cfg), ctx: hctx, cancel: cancel}
 	g.mu.Lock()
 	g.subs++

@@ -234,7 +234,9 @@ func DefaultConsumerName(topic, group string) string {
 // a dead letter with the error. A handler that panics fails its delivery
 // the same way, with an [*async.PanicError].
 // Handlers receive a context that carries ctx's values but is not
-// cancelled with it. ctx bounds only the setup.
+// cancelled with it, and carries the subscription's group
+// ([async.GroupFromContext]; none for a private subscription), which
+// txm.InboxHandler checks against its inbox's. ctx bounds only the setup.
 //
 // Errors wrap [ErrNoStream] when no stream captures topicName, and
 // [async.ErrClosed] after Close.
@@ -263,7 +265,7 @@ func (sub *Subscriber) Subscribe(ctx context.Context, topicName string, handler 
 		group:       sc.GroupName,
 		stream:      stream,
 		handler:     handler,
-		hctx:        context.WithoutCancel(ctx),
+		hctx:        async.WithGroup(context.WithoutCancel(ctx), sc.GroupName),
 		delay:       sc.RedeliveryDelay,
 		concurrency: max(sc.Concurrency, 1),
 	}

@@ -19,8 +19,9 @@ type Inbox struct {
 }
 
 var (
-	_ txm.InboxStore = (*Inbox)(nil)
-	_ txm.Transactor = (*Inbox)(nil)
+	_ txm.InboxStore   = (*Inbox)(nil)
+	_ txm.Transactor   = (*Inbox)(nil)
+	_ txm.GroupedInbox = (*Inbox)(nil)
 )
 
 // Save records msg's ID in the group's inbox. Inside [Store.InTx] (or
@@ -105,3 +106,7 @@ func (in *Inbox) PurgeInbox(ctx context.Context, olderThan time.Duration, limit 
 	}
 	return len(old), nil
 }
+
+// Group returns the consumer group of the inbox; [txm.InboxHandler] checks
+// it against the group of the subscription ([txm.GroupedInbox]).
+func (in *Inbox) Group() string { return in.group }

@@ -17,11 +17,13 @@ type Inbox struct {
 }
 
 var (
-	_ txm.InboxStore = (*Inbox)(nil)
-	_ txm.Transactor = (*Inbox)(nil)
+	_ txm.InboxStore   = (*Inbox)(nil)
+	_ txm.Transactor   = (*Inbox)(nil)
+	_ txm.GroupedInbox = (*Inbox)(nil)
 )
 
-// Group returns the consumer group of the inbox.
+// Group returns the consumer group of the inbox; [txm.InboxHandler] checks
+// it against the group of the subscription ([txm.GroupedInbox]).
 func (i *Inbox) Group() string { return i.group }
 
 // InTx is [Store.InTx]: the outbox and every inbox of a store share its
