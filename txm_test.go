@@ -164,10 +164,11 @@ func TestEndToEnd(t *testing.T) {
 			committed = append(committed, id)
 		}
 	}
-	// A poison message: JSON content type, bytes that are not JSON.
+	// A poison message: JSON content type, bytes that are not JSON, saved
+	// on its own (no business change goes with it).
 	poison := async.NewMessage(topicPlaced, "OrderPlaced", []byte("{not json"),
 		async.WithMetadata(async.Metadata{async.MetaContentType: codec.ContentTypeJSON}))
-	if err := save.Publish(ctx, topicPlaced, poison); err != nil {
+	if err := save.Publish(txm.Standalone(ctx), topicPlaced, poison); err != nil {
 		t.Fatal(err)
 	}
 

@@ -126,11 +126,16 @@ func TestOutboxPublisher(t *testing.T) {
 	})
 	pub := txm.OutboxPublisher(store.Outbox())(next)
 	m := async.NewMessage("orders", "Test", []byte("x"))
-	if err := pub.Publish(ctx, "orders.eu", m); err != nil {
+	if err := store.InTx(ctx, func(ctx context.Context) error {
+		if err := pub.Publish(ctx, "orders.eu", m); err != nil {
+			t.Fatal(err)
+		}
+		if err := pub.Publish(ctx, "orders.eu", m); err != nil {
+			t.Fatalf("duplicate publish = %v, want nil", err)
+		}
+		return nil
+	}); err != nil {
 		t.Fatal(err)
-	}
-	if err := pub.Publish(ctx, "orders.eu", m); err != nil {
-		t.Fatalf("duplicate publish = %v, want nil", err)
 	}
 	if nextCalled {
 		t.Error("OutboxPublisher called next: it must only save, the relay publishes after commit")

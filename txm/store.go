@@ -14,12 +14,16 @@ import (
 // Save uses the transaction carried by ctx when the store supports one (see
 // the store's package); without one it commits on its own. Saving an ID that
 // is already stored returns an error that matches [ErrDuplicateMessage] and
-// leaves the stored message and any transaction in ctx intact.
+// leaves the stored message and any transaction in ctx intact. Save is the
+// lower-level API and makes no transaction check: [OutboxPublisher], the
+// way applications save, refuses a save outside a transaction with
+// [ErrNoTransaction] when the store implements [TxReporter].
 //
-// A store may implement the optional capabilities [Transactor], [Claimer],
-// [LockingClaimer], [DeadLetterStore], [BatchSaver], [StatsReporter],
-// [Purger] and [Waker];
-// the relay discovers them by type assertion and falls back to the three
+// A store may implement the optional capabilities [Transactor],
+// [TxReporter], [Claimer], [LockingClaimer], [DeadLetterStore],
+// [BatchSaver], [StatsReporter], [Purger] and [Waker];
+// the relay (and [OutboxPublisher], for TxReporter) discovers them by type
+// assertion and falls back to the three
 // methods here when they are missing.
 type OutboxStore interface {
 	// Save persists a message in the outbox store and returns an error
@@ -57,6 +61,20 @@ type InboxStore interface {
 // transaction of the store, InTx reuses it and leaves commit to its owner.
 type Transactor interface {
 	InTx(ctx context.Context, fn func(ctx context.Context) error) error
+}
+
+// TxReporter is the capability of a store that can tell whether a context
+// carries one of its transactions, one that its Save would use. InTransaction
+// reports true inside the store's InTx and, for SQL stores, for a
+// transaction of the caller's put in the context by the store package's
+// helper (sqlstore.WithPgxTx, sqlstore.WithTx); false otherwise.
+//
+// [OutboxPublisher] uses it to refuse, with [ErrNoTransaction], a save that
+// would commit on its own. A store without it cannot be checked: the
+// publisher saves through it as before, in whatever transaction the store
+// finds in the context or on its own.
+type TxReporter interface {
+	InTransaction(ctx context.Context) bool
 }
 
 // Claimed is a message handed to one relay by [Claimer.Claim].

@@ -19,8 +19,10 @@ import (
 //	out := txm.NewOutbox[OrderPlaced](txm.OutboxPublisher(store)(nil), txm.WithCodecs(codecs))
 //	err := out.Publish(ctx, "orders.placed", OrderPlaced{ID: id}, txm.WithPartitionKey(id))
 //
-// The message carries the codec's content type and the partition key in its
-// metadata. An Outbox is safe for concurrent use.
+// On [OutboxPublisher], a Publish whose ctx carries no transaction of the
+// store fails with an error matching [ErrNoTransaction] unless ctx is marked
+// by [Standalone]. The message carries the codec's content type and the
+// partition key in its metadata. An Outbox is safe for concurrent use.
 type Outbox[T any] struct {
 	pub    async.MessagePublisher
 	codecs *codec.Registry

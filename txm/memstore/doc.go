@@ -21,7 +21,10 @@
 // Saves made through that context, in the outbox and in any inbox of the
 // store, are buffered and applied together when the function returns nil,
 // and discarded when it returns an error or panics. Without a transaction
-// in the context a save commits at once. Nested calls reuse the outer
+// in the context [Outbox.Save] commits at once, but [txm.OutboxPublisher]
+// refuses such a save with [txm.ErrNoTransaction] (the outbox implements
+// [txm.TxReporter]) unless the context is marked by [txm.Standalone].
+// Nested calls reuse the outer
 // transaction. An ID saved by a live transaction is reserved: a save of the
 // same ID elsewhere waits for that transaction to end, as it would on a
 // database's unique index.

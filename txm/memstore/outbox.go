@@ -25,6 +25,7 @@ type Outbox struct{ s *Store }
 var (
 	_ txm.OutboxStore     = (*Outbox)(nil)
 	_ txm.Transactor      = (*Outbox)(nil)
+	_ txm.TxReporter      = (*Outbox)(nil)
 	_ txm.Claimer         = (*Outbox)(nil)
 	_ txm.DeadLetterStore = (*Outbox)(nil)
 	_ txm.BatchSaver      = (*Outbox)(nil)
@@ -165,6 +166,12 @@ func (o *Outbox) SaveMany(ctx context.Context, msgs []async.Message) (int, error
 	}
 	return n, nil
 }
+
+// InTransaction reports whether ctx carries a transaction of the outbox's
+// store, begun by [Store.InTx] (or [Outbox.InTx], [Inbox.InTx]). It
+// implements [txm.TxReporter], so [txm.OutboxPublisher] refuses a save
+// outside a transaction with [txm.ErrNoTransaction].
+func (o *Outbox) InTransaction(ctx context.Context) bool { return o.s.txFrom(ctx) != nil }
 
 // InTx runs fn in a transaction of the outbox's store; see [Store.InTx].
 func (o *Outbox) InTx(ctx context.Context, fn func(ctx context.Context) error) error {

@@ -56,7 +56,13 @@
 // [PgxTxFromContext] or [TxFromContext]. [txm.InboxHandler] uses InTx to
 // record an incoming message and run the handler in one transaction.
 //
-// Without a transaction in the context, each call commits on its own.
+// Without a transaction in the context, each call commits on its own. A
+// Publish through [txm.OutboxPublisher] (or a typed [txm.Outbox] on it)
+// refuses that, with an error matching [txm.ErrNoTransaction] and nothing
+// saved, since the outbox implements [txm.TxReporter] ([Outbox.InTransaction]):
+// a forgotten WithPgxTx would otherwise commit the event of a business
+// change that rolls back. Mark a save meant to commit on its own with
+// [txm.Standalone].
 //
 // A duplicate ID does not break the transaction: saves insert with ON
 // CONFLICT DO NOTHING and report [txm.ErrDuplicateMessage] when nothing was

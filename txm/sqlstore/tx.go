@@ -13,6 +13,8 @@ import (
 
 type txKey struct{}
 
+var _ txm.TxReporter = (*Outbox)(nil)
+
 // txHolder carries a transaction in a context.
 type txHolder struct {
 	sql *sql.Tx
@@ -53,6 +55,15 @@ func WithTx(ctx context.Context, tx *sql.Tx) context.Context {
 func WithPgxTx(ctx context.Context, tx pgx.Tx) context.Context {
 	return context.WithValue(ctx, txKey{}, &txHolder{pgx: tx})
 }
+
+// InTransaction reports whether ctx carries a transaction the outbox's
+// Save would run in: one begun by [Store.InTx], or the caller's, put there
+// by [WithPgxTx] or [WithTx] (the typed way to hand the store a
+// transaction). It implements [txm.TxReporter], so [txm.OutboxPublisher]
+// refuses a save outside a transaction with [txm.ErrNoTransaction]. A
+// transaction of the other driver than the store's counts too: Save then
+// fails on it.
+func (o *Outbox) InTransaction(ctx context.Context) bool { return holderFrom(ctx) != nil }
 
 // TxFromContext returns the database/sql transaction carried by ctx, put
 // there by [WithTx] or by [Store.InTx] of a database/sql store. A function

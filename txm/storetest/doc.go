@@ -1,7 +1,8 @@
 // Package storetest is the conformance suite of transmanager's stores. Every
 // store, in memory or in a database, runs the same tests, and they are the
 // specification of the [txm.OutboxStore] and [txm.InboxStore] contracts and
-// of the optional capabilities [txm.Transactor], [txm.Claimer],
+// of the optional capabilities [txm.Transactor], [txm.TxReporter] (with
+// [txm.OutboxPublisher]'s [txm.ErrNoTransaction]), [txm.Claimer],
 // [txm.DeadLetterStore], [txm.BatchSaver], [txm.StatsReporter],
 // [txm.Purger] and [txm.Waker].
 //

@@ -21,6 +21,7 @@ func RunOutbox(t *testing.T, h Harness) {
 	t.Run("Outbox", func(t *testing.T) {
 		t.Run("Seed", func(t *testing.T) { testSeed(t, h) })
 		t.Run("Transactor", func(t *testing.T) { testTransactor(t, h) })
+		t.Run("TxReporter", func(t *testing.T) { testTxReporter(t, h) })
 		t.Run("Claimer", func(t *testing.T) { testClaimer(t, h) })
 		t.Run("DeadLetterStore", func(t *testing.T) { testDeadLetters(t, h) })
 		t.Run("BatchSaver", func(t *testing.T) { testBatchSaver(t, h) })

@@ -59,10 +59,15 @@ func TestMetricsAndTrace(t *testing.T) {
 	good := async.NewMessage("orders", "OrderPlaced", []byte("{}"))
 	flaky := async.NewMessage("orders", "OrderPlaced", []byte("{}"))
 	poison := async.NewMessage("payments", "Charge", []byte("{}"))
-	for _, m := range []async.Message{good, flaky, poison} {
-		if err := save.Publish(reqCtx, m.Subject(), m); err != nil {
-			t.Fatal(err)
+	if err := store.InTx(reqCtx, func(ctx context.Context) error {
+		for _, m := range []async.Message{good, flaky, poison} {
+			if err := save.Publish(ctx, m.Subject(), m); err != nil {
+				return err
+			}
 		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 	reqSpan.End()
 
