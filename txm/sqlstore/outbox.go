@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/transmanager/transmanager/async"
 	"github.com/transmanager/transmanager/txm"
@@ -1095,6 +1096,22 @@ func (d *dbTime) Scan(v any) error {
 		d.t = time.UnixMicro(x)
 	default:
 		return fmt.Errorf("sqlstore: cannot scan %T as a time", v)
+	}
+	return nil
+}
+
+// ScanTimestamptz is how pgx scans a timestamptz into a dbTime: directly,
+// without boxing the time into an any for Scan (one allocation per row).
+func (d *dbTime) ScanTimestamptz(v pgtype.Timestamptz) error {
+	if !v.Valid {
+		d.t = time.Time{}
+		return nil
+	}
+	switch v.InfinityModifier {
+	case pgtype.Finite:
+		d.t = v.Time
+	default:
+		return fmt.Errorf("sqlstore: cannot scan an infinite timestamptz as a time")
 	}
 	return nil
 }
