@@ -46,6 +46,7 @@ func run(args []string, stdout io.Writer) error {
 	raw := fs.String("raw", "", "append every drain's result to this file as a JSON line")
 	latency := fs.String("latency", "", "measure commit → PubAck latency at these rates (messages/s, comma-separated) instead of drains")
 	seconds := fs.Duration("duration", 10*time.Second, "with -latency: how long each run commits, after a 1s warm-up")
+	notifyInterval := fs.Duration("notify-interval", 0, "with -latency: the library producers' sqlstore.Config.NotifyInterval (0: its default; negative: a NOTIFY with every save)")
 	one := fs.Bool("one", false, "run a single drain (-impls names one, -batch one) and print its result as JSON")
 	cpuProfile := fs.String("cpuprofile", "", "with -one: write the drain's CPU profile to this file")
 	memProfile := fs.String("memprofile", "", "with -one: write the drain's allocation profile to this file")
@@ -100,7 +101,7 @@ func run(args []string, stdout io.Writer) error {
 				return fmt.Errorf("-latency: %w", err)
 			}
 			r, err := scenario.Latency(ctx, scenario.LatencySpec{PostgresURL: pgURL, NATSURL: natsURL,
-				Impl: is[0], Rate: rates[0], Duration: *seconds, Warmup: time.Second, Batch: bs[0], PayloadSize: *payload})
+				Impl: is[0], Rate: rates[0], Duration: *seconds, Warmup: time.Second, Batch: bs[0], PayloadSize: *payload, NotifyInterval: *notifyInterval})
 			if err != nil {
 				return err
 			}
