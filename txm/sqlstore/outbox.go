@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/transmanager/transmanager/async"
+	"github.com/transmanager/transmanager/codec"
 	"github.com/transmanager/transmanager/txm"
 )
 
@@ -1017,7 +1018,7 @@ func decodeFlatStrings(b []byte) (async.Metadata, bool) {
 		if !ok {
 			return nil, false
 		}
-		md[key] = value
+		md[internKey(key)] = internValue(value)
 		i = skipSpace(b, next)
 		if i >= len(b) {
 			return nil, false
@@ -1034,25 +1035,51 @@ func decodeFlatStrings(b []byte) (async.Metadata, bool) {
 }
 
 // plainString reads the JSON string at b[i:] if it has no escape and no
-// control character and is valid UTF-8, and returns it and the index after
-// its closing quote.
-func plainString(b []byte, i int) (s string, next int, ok bool) {
+// control character and is valid UTF-8, and returns its bytes (within b)
+// and the index after its closing quote.
+func plainString(b []byte, i int) (s []byte, next int, ok bool) {
 	if i >= len(b) || b[i] != '"' {
-		return "", 0, false
+		return nil, 0, false
 	}
 	for j := i + 1; j < len(b); j++ {
 		switch c := b[j]; {
 		case c == '"':
 			v := b[i+1 : j]
 			if !utf8.Valid(v) {
-				return "", 0, false
+				return nil, 0, false
 			}
-			return string(v), j + 1, true
+			return v, j + 1, true
 		case c == '\\' || c < 0x20:
-			return "", 0, false
+			return nil, 0, false
 		}
 	}
-	return "", 0, false
+	return nil, 0, false
+}
+
+// The metadata keys and values that nearly every message carries: decoded
+// to these, they cost no allocation per message (a string stored in an
+// any is otherwise allocated, key and value alike).
+var (
+	commonKeys   = []string{async.MetaContentType, async.MetaPartitionKey, async.MetaTraceParent, async.MetaTraceState}
+	commonValues = []any{codec.ContentTypeJSON, codec.ContentTypeMsgpack, codec.ContentTypeProtobuf}
+)
+
+func internKey(b []byte) string {
+	for _, k := range commonKeys {
+		if string(b) == k { // compared without a conversion
+			return k
+		}
+	}
+	return string(b)
+}
+
+func internValue(b []byte) any {
+	for _, v := range commonValues {
+		if string(b) == v.(string) {
+			return v
+		}
+	}
+	return string(b)
 }
 
 func skipSpace(b []byte, i int) int {
