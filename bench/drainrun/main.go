@@ -20,7 +20,6 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/pprof"
-	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -140,7 +139,7 @@ func run(args []string, stdout io.Writer) error {
 		for _, b := range bs {
 			// Rotate the order every round, so no implementation always
 			// runs first or right after another.
-			order := append(slices.Clone(is[r%len(is):]), is[:r%len(is)]...)
+			order := scenario.Rotate(is, r)
 			for _, impl := range order {
 				cmd := exec.Command(self, "-one", "-impls", impl, "-batch", strconv.Itoa(b),
 					"-messages", strconv.Itoa(*messages), "-payload", strconv.Itoa(*payload))
@@ -173,7 +172,7 @@ func latencyRounds(stdout, rawOut io.Writer, self string, rounds int, rates []in
 	results := map[string][]scenario.LatencyResult{} // by impl/rate
 	for r := range rounds {
 		for _, rate := range rates {
-			order := append(slices.Clone(impls[r%len(impls):]), impls[:r%len(impls)]...)
+			order := scenario.Rotate(impls, r)
 			for _, impl := range order {
 				cmd := exec.Command(self, "-one", "-impls", impl, "-batch", strconv.Itoa(batch), "-latency", strconv.Itoa(rate),
 					"-duration", d.String(), "-payload", strconv.Itoa(payload))
@@ -205,13 +204,13 @@ func latencyRounds(stdout, rawOut io.Writer, self string, rounds int, rates []in
 			if len(rs) == 0 {
 				continue
 			}
-			lo50, hi50 := spreadOf(rs, p50)
-			lo99, hi99 := spreadOf(rs, p99)
-			_, worst := spreadOf(rs, func(r scenario.LatencyResult) float64 { return r.Max })
-			_, gap := spreadOf(rs, func(r scenario.LatencyResult) float64 { return r.MaxGap })
+			lo50, hi50 := scenario.Spread(rs, p50)
+			lo99, hi99 := scenario.Spread(rs, p99)
+			_, worst := scenario.Spread(rs, func(r scenario.LatencyResult) float64 { return r.Max })
+			_, gap := scenario.Spread(rs, func(r scenario.LatencyResult) float64 { return r.MaxGap })
 			fmt.Fprintf(tw, "%d\t%s\t%.2f\t[%.2f–%.2f]\t%s\t%.2f\t[%.2f–%.2f]\t%s\t%.1f\t%.1f\t%d\t\n",
-				rate, impl, medianOf(rs, p50), lo50, hi50, ratio(medianOf(rs, p50), medianOf(loop, p50)),
-				medianOf(rs, p99), lo99, hi99, ratio(medianOf(rs, p99), medianOf(loop, p99)), worst, gap, len(rs))
+				rate, impl, scenario.Median(rs, p50), lo50, hi50, ratio(scenario.Median(rs, p50), scenario.Median(loop, p50)),
+				scenario.Median(rs, p99), lo99, hi99, ratio(scenario.Median(rs, p99), scenario.Median(loop, p99)), worst, gap, len(rs))
 		}
 	}
 	return tw.Flush()
@@ -232,20 +231,20 @@ func summarize(w io.Writer, impls []string, batches []int, results map[string][]
 	fmt.Fprintln(tw, "batch\timpl\tmsgs/s median\t[min–max]\tvs loop\tcpu µs/msg median\t[min–max]\tvs loop\trelay\tpostgres\tnats\trounds\t")
 	for _, b := range batches {
 		loop := results[scenario.ImplLoop+"/"+strconv.Itoa(b)]
-		loopRate, loopCPU := medianOf(loop, rate), medianOf(loop, total)
+		loopRate, loopCPU := scenario.Median(loop, rate), scenario.Median(loop, total)
 		for _, impl := range impls {
 			rs := results[impl+"/"+strconv.Itoa(b)]
 			if len(rs) == 0 {
 				continue
 			}
-			lo, hi := spreadOf(rs, rate)
-			clo, chi := spreadOf(rs, total)
+			lo, hi := scenario.Spread(rs, rate)
+			clo, chi := scenario.Spread(rs, total)
 			fmt.Fprintf(tw, "%d\t%s\t%.0f\t[%.0f–%.0f]\t%s\t%.1f\t[%.1f–%.1f]\t%s\t%.1f\t%.1f\t%.1f\t%d\t\n",
-				b, impl, medianOf(rs, rate), lo, hi, ratio(medianOf(rs, rate), loopRate),
-				medianOf(rs, total), clo, chi, ratio(medianOf(rs, total), loopCPU),
-				medianOf(rs, func(r scenario.DrainResult) float64 { return r.RelayUS }),
-				medianOf(rs, func(r scenario.DrainResult) float64 { return r.PostgresUS }),
-				medianOf(rs, func(r scenario.DrainResult) float64 { return r.NATSUS }), len(rs))
+				b, impl, scenario.Median(rs, rate), lo, hi, ratio(scenario.Median(rs, rate), loopRate),
+				scenario.Median(rs, total), clo, chi, ratio(scenario.Median(rs, total), loopCPU),
+				scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.RelayUS }),
+				scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.PostgresUS }),
+				scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.NATSUS }), len(rs))
 		}
 	}
 	tw.Flush()
@@ -253,34 +252,6 @@ func summarize(w io.Writer, impls []string, batches []int, results map[string][]
 
 func rate(r scenario.DrainResult) float64  { return r.MsgsPerSec }
 func total(r scenario.DrainResult) float64 { return r.TotalUS }
-
-func medianOf[R any](rs []R, f func(R) float64) float64 {
-	if len(rs) == 0 {
-		return 0
-	}
-	vs := make([]float64, len(rs))
-	for i, r := range rs {
-		vs[i] = f(r)
-	}
-	slices.Sort(vs)
-	if len(vs)%2 == 1 {
-		return vs[len(vs)/2]
-	}
-	return (vs[len(vs)/2-1] + vs[len(vs)/2]) / 2
-}
-
-func spreadOf[R any](rs []R, f func(R) float64) (lo, hi float64) {
-	for i, r := range rs {
-		v := f(r)
-		if i == 0 || v < lo {
-			lo = v
-		}
-		if i == 0 || v > hi {
-			hi = v
-		}
-	}
-	return lo, hi
-}
 
 func ints(s string) ([]int, error) {
 	var out []int
