@@ -5,9 +5,10 @@
 //	txm migrate  -print [-sqlite path | -postgres url | -dialect sqlite|postgres] [-schema s]
 //	txm inspect  [-sqlite path | -postgres url [-schema s]] [-dead n] [-retrying n] [-json]
 //	txm replay   [-sqlite path | -postgres url [-schema s]] (-id id... | -topic t | -all) [-json]
+//	txm bench    [-postgres url -nats url] [-workers n,...] [-batch n,...] [-claims lease,lock] [-messages n] [-count n] [-json | -csv]
 //	txm purge    [-sqlite path | -postgres url [-schema s]] [-published age] [-inbox-group g -inbox age] [-batch n]
 //
-// Without -postgres and -nats, demo runs on the embedded default: a SQLite
+// Without -postgres and -nats, demo and bench run on the embedded default: a SQLite
 // file and the in-process broker, with no service to start.
 //
 // "txm <command> -h" prints a command's flags. The exit status is 0 on
@@ -87,6 +88,8 @@ commands:
   replay    move dead letters back to pending (-id, -topic or -all; -json for JSON)
   purge     delete old published outbox messages (-published AGE) and inbox records
             (-inbox-group G -inbox AGE), in batches (-batch N)
+  bench     size the relay: sweep workers, batch sizes and claim modes, and
+            recommend the smallest configuration within 5% of the best throughput
 
 Run "txm <command> -h" for a command's flags. Exit status: 0 success, 1 failure, 2 usage error.`
 
@@ -105,6 +108,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runReplay(ctx, args[1:], stdout, stderr)
 	case "purge":
 		return runPurge(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return runBench(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		if len(args) > 1 && args[0] == "help" {
 			return run(ctx, []string{args[1], "-h"}, stdout, stderr)

@@ -45,6 +45,7 @@ type DrainSpec struct {
 type DrainResult struct {
 	Impl       string  `json:"impl"`
 	Batch      int     `json:"batch"`
+	Workers    int     `json:"workers,omitempty"` // set by callers that sweep ProcessorConfig.Workers
 	Messages   int     `json:"messages"`
 	Seconds    float64 `json:"seconds"`
 	MsgsPerSec float64 `json:"msgs_per_s"`

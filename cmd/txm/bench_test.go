@@ -1,0 +1,205 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/transmanager/transmanager/internal/testenv"
+)
+
+func TestBenchUsageErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-workers", "0"}, "-workers"},
+		{[]string{"-workers", "1,x"}, "-workers"},
+		{[]string{"-workers", "2,2"}, "given twice"},
+		{[]string{"-batch", ""}, "-batch"},
+		{[]string{"-batch", "100,,500"}, "-batch"},
+		{[]string{"-claims", "leases"}, "-claims"},
+		{[]string{"-claims", "lock"}, "needs PostgreSQL"},
+		{[]string{"-claims", "lease,lease"}, "given twice"},
+		{[]string{"-postgres", "postgres://x"}, "together"},
+		{[]string{"-nats", "nats://x"}, "together"},
+		{[]string{"-json", "-csv"}, "not both"},
+		{[]string{"-count", "0"}, "-count"},
+		{[]string{"-messages", "-5"}, "-messages"},
+		{[]string{"-broker-latency", "1ms", "-postgres", "postgres://x", "-nats", "nats://x"}, "in-process"},
+		{[]string{"-p99", "10ms"}, "flag provided but not defined"},
+		{[]string{"extra"}, "unexpected argument"},
+	} {
+		code, out, errOut := cli(context.Background(), append([]string{"bench"}, tc.args...)...)
+		if code != exitUsage || !strings.Contains(errOut, tc.want) || out != "" {
+			t.Errorf("bench %v: exit %d, stderr %q, stdout %q; want exit 2 with %q", tc.args, code, errOut, out, tc.want)
+		}
+	}
+	if code, out, _ := cli(context.Background(), "bench", "-h"); code != exitOK || !strings.Contains(out, "-workers") {
+		t.Errorf("bench -h: exit %d:\n%s", code, out)
+	}
+}
+
+func TestParseGrid(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in   string
+		want []int
+	}{
+		{"1", []int{1}},
+		{"1,2,4,8,16", []int{1, 2, 4, 8, 16}},
+		{" 100, 500 ,1000", []int{100, 500, 1000}},
+		{"0", nil},
+		{"-1", nil},
+		{"1.5", nil},
+		{"1,", nil},
+	} {
+		got, err := parseGrid("batch", tc.in)
+		if !slices.Equal(got, tc.want) || (err == nil) != (tc.want != nil) {
+			t.Errorf("parseGrid(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestRecommend(t *testing.T) {
+	t.Parallel()
+	relay := func(w, b int, claims string, rate float64) benchRow {
+		return benchRow{benchPoint: benchPoint{Impl: "relay", Workers: w, Batch: b, Claims: claims}, MsgsPerSec: rate}
+	}
+	loop := func(b int, rate float64) benchRow {
+		return benchRow{benchPoint: benchPoint{Impl: "loop", Batch: b}, MsgsPerSec: rate}
+	}
+	for _, tc := range []struct {
+		name string
+		rows []benchRow
+		want *benchPoint // nil: no recommendation
+	}{
+		{"none", nil, nil},
+		{"only the loop", []benchRow{loop(100, 1000)}, nil},
+		{"the best alone", []benchRow{relay(1, 100, "lease", 500), relay(4, 100, "lease", 1000)},
+			&benchPoint{"relay", 4, 100, "lease"}},
+		{"fewer workers within 5%", []benchRow{relay(4, 100, "lease", 1000), relay(1, 500, "lease", 960)},
+			&benchPoint{"relay", 1, 500, "lease"}},
+		{"exactly 5% below", []benchRow{relay(4, 100, "lease", 1000), relay(2, 100, "lease", 950)},
+			&benchPoint{"relay", 2, 100, "lease"}},
+		{"just over 5% below", []benchRow{relay(4, 100, "lease", 1000), relay(2, 100, "lease", 949)},
+			&benchPoint{"relay", 4, 100, "lease"}},
+		{"then the smaller batch", []benchRow{relay(2, 1000, "lock", 1000), relay(2, 500, "lock", 990), relay(2, 100, "lock", 900)},
+			&benchPoint{"relay", 2, 500, "lock"}},
+		{"leases before locks", []benchRow{relay(1, 500, "lock", 1000), relay(1, 500, "lease", 970)},
+			&benchPoint{"relay", 1, 500, "lease"}},
+		{"workers before batch", []benchRow{relay(2, 100, "lease", 1000), relay(1, 1000, "lock", 990)},
+			&benchPoint{"relay", 1, 1000, "lock"}},
+		{"the loop is not a candidate", []benchRow{loop(100, 5000), relay(1, 100, "lease", 1000), relay(2, 100, "lease", 1020)},
+			&benchPoint{"relay", 1, 100, "lease"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := recommend(tc.rows)
+			switch {
+			case tc.want == nil && got != nil:
+				t.Fatalf("recommend = %+v, want none", got)
+			case tc.want == nil:
+				return
+			case got == nil:
+				t.Fatalf("recommend = none, want %v", *tc.want)
+			case got.benchPoint != *tc.want:
+				t.Fatalf("recommend = %v, want %v", got.benchPoint, *tc.want)
+			case got.Reason == "" || strings.Count(got.Reason, ".") > 1 && !strings.HasSuffix(got.Reason, "."):
+				t.Errorf("reason %q", got.Reason)
+			}
+		})
+	}
+}
+
+// TestBenchEmbedded runs a tiny sweep on the embedded default in each
+// output format and decodes the JSON back.
+func TestBenchEmbedded(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	grid := []string{"bench", "-messages", "200", "-workers", "1,2", "-batch", "50,100", "-count", "2"}
+
+	code, out, errOut := cli(ctx, append(grid, "-json")...)
+	if code != exitOK {
+		t.Fatalf("bench -json: exit %d: %s", code, errOut)
+	}
+	if n := strings.Count(errOut, "msgs/s"); n != 8 {
+		t.Errorf("%d progress lines, want 8 (4 points × 2):\n%s", n, errOut)
+	}
+	var r benchReport
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("decode: %v\n%s", err, out)
+	}
+	if len(r.Rows) != 4 || r.Recommendation == nil || r.Machine.Cores <= 0 || r.Machine.GoVersion == "" || r.Messages != 200 {
+		t.Fatalf("report %+v", r)
+	}
+	var seen []int // the first runs' order: the warm-up aside, repetitions rotate
+	for _, row := range r.Rows {
+		if len(row.Runs) != 2 || row.MsgsPerSec <= 0 || row.MinMsgsPerSec > row.MsgsPerSec || row.MaxMsgsPerSec < row.MsgsPerSec ||
+			row.RelayUS <= 0 || row.Claims != claimLease || row.Runs[0].Workers != row.Workers {
+			t.Errorf("row %+v", row)
+		}
+		seen = append(seen, row.Workers*1000+row.Batch)
+	}
+	if !slices.Equal(seen, []int{1050, 1100, 2050, 2100}) {
+		t.Errorf("rows %v", seen)
+	}
+	var again bytes.Buffer
+	enc := json.NewEncoder(&again)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(&r); err != nil || again.String() != out {
+		t.Errorf("JSON round trip differs (%v):\n%s\nwant\n%s", err, again.String(), out)
+	}
+
+	code, out, errOut = cli(ctx, append(grid[:len(grid)-2], "-count", "1", "-csv")...)
+	if code != exitOK {
+		t.Fatalf("bench -csv: exit %d: %s", code, errOut)
+	}
+	recs, err := csv.NewReader(strings.NewReader(out)).ReadAll()
+	if err != nil || len(recs) != 5 || recs[0][0] != "impl" || strings.Count(out, ",true\n") != 1 {
+		t.Errorf("csv (%v):\n%s", err, out)
+	}
+
+	code, out, errOut = cli(ctx, append(grid[:len(grid)-2], "-count", "1")...)
+	if code != exitOK {
+		t.Fatalf("bench: exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{"cores", "go1.", "SQLite", "in-process", "msgs/s", "recommended: workers", "because "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestBenchOnPostgresAndNATS(t *testing.T) {
+	pg := testenv.URL(t, testenv.Postgres)
+	nats := testenv.URL(t, testenv.NATS)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	code, out, errOut := cli(ctx, "bench", "-postgres", pg, "-nats", nats, "-messages", "300", "-workers", "1",
+		"-batch", "100", "-count", "1", "-json")
+	if code != exitOK {
+		t.Fatalf("bench: exit %d: %s", code, errOut)
+	}
+	var r benchReport
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("decode: %v\n%s", err, out)
+	}
+	var impls []string
+	for _, row := range r.Rows {
+		impls = append(impls, row.Impl+"/"+row.Claims)
+		if row.VsLoop <= 0 {
+			t.Errorf("row %+v has no ratio to the loop", row)
+		}
+	}
+	if !slices.Equal(impls, []string{"loop/", "relay/lease", "relay/lock"}) || r.Recommendation == nil ||
+		r.Recommendation.Impl != "relay" || r.Machine.Postgres == "" || r.Machine.NATS == "" {
+		t.Errorf("report %+v (rows %v)", r, impls)
+	}
+}
