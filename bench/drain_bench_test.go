@@ -18,8 +18,8 @@ import (
 // relay drains a backlog next to a hand-written pgx + jetstream loop on the
 // same rows, and how long a committed message takes to reach JetStream when
 // the relay is woken by LISTEN/NOTIFY. They skip unless TXM_POSTGRES_URL
-// and TXM_NATS_URL are set. DRAIN.md has the commands and the figures; run
-// them under the benchmark lock:
+// and TXM_NATS_URL are set. bench/README.md has the commands and the
+// figures; run them under the benchmark lock:
 //
 //	flock /tmp/txm-bench.lock go test ./bench -run '^$' -bench 'DrainJetStream/batch=500/' -benchtime 1x -count 6
 //	flock /tmp/txm-bench.lock go test ./bench -run '^$' -bench 'DrainLatency' -benchtime 1x
@@ -95,9 +95,9 @@ func pgjsBenchDrain(b *testing.B, e *pgjsEnv, n int, drain func()) {
 
 // BenchmarkDrainLatency measures commit-to-PubAck latency under a steady
 // load: a producer commits TXM_DRAIN_RATE messages per second (default
-// 13,000, about half of the relay's peak drain rate on the reference
-// machine, see DRAIN.md) in small transactions (store.InTx + SaveMany,
-// one every 2ms) for TXM_DRAIN_SECONDS (default 10) after a 1s warm-up,
+// 13,000; about half of the relay's peak drain rate is a useful setting,
+// and bench/README.md shows how to measure that rate) in small
+// transactions (store.InTx + SaveMany, one every 2ms) for TXM_DRAIN_SECONDS (default 10) after a 1s warm-up,
 // while a relay with LISTEN/NOTIFY wake-ups (PollOnly false, the default
 // 1s poll interval as a fallback only) publishes them to JetStream.
 // TXM_DRAIN_INFLIGHT sets the relay's BatchesInFlight (default: the

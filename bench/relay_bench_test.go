@@ -11,7 +11,7 @@ import (
 // (txm.Processor) drains from a pre-filled outbox, for every combination
 // of store, publisher latency, workers and batch size, next to a
 // hand-written minimal relay loop (the baseline) that does the same store
-// and publisher work. RELAY.md has the command, the figures and the advice
+// and publisher work. bench/README.md has the commands and the advice
 // drawn from them. Run them one at a time on a quiet machine:
 //
 //	flock /tmp/txm-bench.lock go test ./bench -run '^$' -bench 'Relay(Baseline)?$' -benchtime 1x -count 6

@@ -12,18 +12,18 @@ import (
 	"testing"
 )
 
-// TestRelayTable turns the output of the relay benchmarks into the
-// markdown tables of RELAY.md. It runs only when TXM_RELAY_RESULTS names
+// TestRelayTable turns the output of the relay benchmarks into markdown
+// tables (see bench/README.md). It runs only when TXM_RELAY_RESULTS names
 // one or more files (separated by commas) of `go test -bench` output:
 //
-//	TXM_RELAY_RESULTS=/tmp/relay.txt go test ./bench -run TestRelayTable -v
+//	TXM_RELAY_RESULTS=/tmp/relay-bench.txt go test ./bench -run TestRelayTable -v
 //
 // For every cell it prints the median msgs/s of the relay and of the
 // baseline over the counts, and their ratio.
 func TestRelayTable(t *testing.T) {
 	files := os.Getenv("TXM_RELAY_RESULTS")
 	if files == "" {
-		t.Skip("set TXM_RELAY_RESULTS to benchmark output files to print the RELAY.md tables")
+		t.Skip("set TXM_RELAY_RESULTS to benchmark output files to print the relay tables")
 	}
 	res := relayResults{}
 	for _, f := range strings.Split(files, ",") {

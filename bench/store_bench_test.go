@@ -18,7 +18,8 @@ import (
 // against hand-written SQL on the same database, in the same run. Every
 // PostgreSQL sub-benchmark works in a schema of its own, created and
 // migrated with sqlstore's Migrate and dropped afterwards; they skip
-// without TXM_POSTGRES_URL. See STORES.md for the commands and figures.
+// without TXM_POSTGRES_URL. bench/README.md has the commands and what each
+// one measures.
 
 // storeCustomers is how many customers (and partition keys) the business
 // transactions spread over.

@@ -6,7 +6,8 @@
 --   b: held_idx without claimed_until in its predicate, fillfactor 60, so the
 --      lease write can stay on its page with no index entries.
 -- Run: psql 'postgres://postgres@127.0.0.1:5432/test' -f bench/sql/lease-hot.sql
--- It creates and drops the schema txm_hotx. See DRAIN.md.
+-- It creates and drops the schema txm_hotx. See "Why the defaults are what
+-- they are" in bench/README.md (a heap-only lease was tried and not merged).
 \set QUIET on
 DROP SCHEMA IF EXISTS txm_hotx CASCADE;
 CREATE SCHEMA txm_hotx;

@@ -208,8 +208,8 @@ func newStatements(d dialect, cfg Config) statements {
 		// a nested loop, O(limit²)), the per-key window runs only when
 		// some candidate could not be locked, and the lease is written by
 		// TID as well: the version locked is the one the scan found, so no
-		// primary-key lookup is needed (claim + mark 94% against 88–95% of
-		// the hand-written loop without keys at batch 500, bench/STORES.md).
+		// primary-key lookup is needed (BenchmarkStoreClaim compares claim +
+		// mark with the hand-written loop, see bench/README.md).
 		s.claim = f(`WITH cand AS MATERIALIZED (
     ` + pgCandidates + `
 ), locked AS (

@@ -133,8 +133,8 @@
 // deduplication, and (consumer_group, created_at) for [Inbox.PurgeInbox].
 //
 // [Outbox.SaveMany] on a pgx store writes a batch of 32 messages or more
-// with COPY, as fast as a raw COPY of the same rows (1000 messages:
-// 101–111% of its throughput in bench/STORES.md). COPY cannot skip a
+// with COPY, as fast as a raw COPY of the same rows (BenchmarkStoreSaveMany
+// compares them, see bench/README.md). COPY cannot skip a
 // duplicate ID: the whole COPY fails, under a savepoint when it runs in a
 // transaction so that the transaction stays usable, and SaveMany inserts
 // the batch again from unnest() over one array per column with ON CONFLICT
