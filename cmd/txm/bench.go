@@ -108,12 +108,14 @@ type benchConfig struct {
 	payload        int
 	brokerLatency  time.Duration
 	json, csv      bool
+	chart          chartConfig
+	compare        string // a previous -json output
 }
 
 func (c benchConfig) services() bool { return c.postgres != "" }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("bench", "[-postgres URL -nats URL] [-workers N,...] [-batch N,...] [-claims lease,lock] [-messages N] [-count N] [-json | -csv]", `
+	fs := newFlagSet("bench", "[-postgres URL -nats URL] [-workers N,...] [-batch N,...] [-claims lease,lock] [-messages N] [-count N] [-json | -csv] [-chart out.png|out.svg] [-compare old.json]", `
 Size the relay: drain a backlog of -messages messages once per point of the
 grid (-workers × -batch × -claims), -count times with the points' order
 rotating between repetitions, and print per point the median throughput
@@ -126,7 +128,12 @@ Without -postgres and -nats it runs on the embedded default: a SQLite file
 in a temporary directory and the in-process broker, no service needed.
 With both it drains a schema and a stream of its own on those services,
 and runs the strong hand-written loop at every batch size as the baseline
-(the "vs loop" column). Progress goes to stderr, one line per drain.`)
+(the "vs loop" column). Progress goes to stderr, one line per drain.
+
+-chart draws the median throughput against workers or batch size (-chart-x),
+one line per remaining setting. -compare reads an earlier -json output and
+prints, per point in both runs, the old and new medians, the change and "~"
+when their [min–max] ranges overlap (no clear change).`)
 	var cfg benchConfig
 	fs.StringVar(&cfg.postgres, "postgres", "", "PostgreSQL URL (with -nats)")
 	fs.StringVar(&cfg.nats, "nats", "", "NATS URL with JetStream (with -postgres)")
@@ -139,7 +146,14 @@ and runs the strong hand-written loop at every batch size as the baseline
 	fs.DurationVar(&cfg.brokerLatency, "broker-latency", 0, "embedded default only: how long each publish to the in-process broker waits, to stand for a network")
 	fs.BoolVar(&cfg.json, "json", false, "print the report as JSON")
 	fs.BoolVar(&cfg.csv, "csv", false, "print one CSV line per point")
+	fs.StringVar(&cfg.chart.path, "chart", "", "also draw the median throughput to this file, a .png or a .svg")
+	fs.StringVar(&cfg.chart.x, "chart-x", "", `the chart's x axis: "workers" or "batch" (default: the one with more values in the grid)`)
+	chartSize := fs.String("chart-size", "800x500", "the chart's WIDTHxHEIGHT in pixels")
+	fs.StringVar(&cfg.compare, "compare", "", "compare every point with a previous -json output (to stderr with -json or -csv)")
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
+		return err
+	}
+	if err := cfg.chart.check(*chartSize); err != nil {
 		return err
 	}
 	var err error
@@ -152,19 +166,42 @@ and runs the strong hand-written loop at every batch size as the baseline
 	if err := cfg.check(*claims); err != nil {
 		return err
 	}
+	var old *benchReport
+	if cfg.compare != "" {
+		if old, err = readBenchReport(cfg.compare); err != nil {
+			return err
+		}
+	}
 	report, err := sweep(ctx, cfg, stderr)
 	if err != nil {
 		return err
 	}
+	if cfg.chart.path != "" {
+		if err := saveBenchChart(report, cfg.chart); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "bench: chart written to %s\n", cfg.chart.path)
+	}
+	compareTo := stdout
 	switch {
 	case cfg.json:
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(report)
+		err = enc.Encode(report)
+		compareTo = stderr
 	case cfg.csv:
-		return writeBenchCSV(stdout, report)
+		err = writeBenchCSV(stdout, report)
+		compareTo = stderr
+	default:
+		err = writeBenchTable(stdout, report)
+		if old != nil {
+			fmt.Fprintln(stdout)
+		}
 	}
-	return writeBenchTable(stdout, report)
+	if err != nil || old == nil {
+		return err
+	}
+	return writeBenchCompare(compareTo, cfg.compare, old, report)
 }
 
 // parseGrid parses a comma-separated list of distinct positive integers.
