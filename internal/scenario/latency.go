@@ -38,9 +38,9 @@ type LatencySpec struct {
 	// DurableCommits makes the producers' commits wait for their WAL
 	// flush. By default they do not (synchronous_commit off, for the
 	// producers only): a transaction that notifies holds a lock of the
-	// whole database through its commit, so with flushes of about half a
-	// millisecond durable notifying commits top out near 2,000 per second
-	// on a small machine, whatever the relay.
+	// whole database through its commit, so durable notifying commits top
+	// out at one WAL flush each, one after another, on a small machine,
+	// whatever the relay (see "Latency" in bench/README.md).
 	DurableCommits bool
 	// NotifyInterval is the producers' store's sqlstore.Config.NotifyInterval
 	// (0: its default).

@@ -101,12 +101,12 @@ const holdsKey = `h.state <> 'published'
 // PostgreSQL looks the first holder of each key up in held_idx with a
 // LATERAL join, which it memoizes per key: scanning the pending messages
 // from the oldest, it stops after {limit} candidates. (An anti-join on the
-// same condition was planned as a nested loop over all holders, 30 times
-// slower with 800 parked keys.) The probe is not skipped when no message
+// same condition was planned as a nested loop over all holders, many
+// times slower with hundreds of parked keys.) The probe is not skipped when no message
 // holds a key: finding that out scans held_idx from its start, through the
 // entries of every message claimed since the last vacuum, which under a
-// steady load made each claim O(throughput × vacuum interval) (the median
-// commit-to-publish latency at 6,500 messages/s went from 2 ms to 11).
+// steady load made each claim O(throughput × vacuum interval), which the
+// commit-to-publish latency showed at once.
 // A probe for a message without a key costs nothing: NULL matches no key.
 const pgCandidates = `SELECT o.id, o.seq, o.partition_key, o.ctid
     FROM {outbox} o
@@ -174,16 +174,15 @@ func newStatements(d dialect, cfg Config) statements {
 		// bitmap scan of the pending index and a sort of every pending
 		// row, and pgx and database/sql prepare statements, whose generic
 		// plan (built once, with the statistics of the moment, for any
-		// limit) took 2.5 s for a claim of 500 on a backlog of 20,000.
+		// limit) read the whole backlog for every claim.
 		// With bitmap and sequential scans off, the only plan left reads
 		// pending_idx in save order and stops at the limit, and the lock
 		// and the update go by TID and primary key, whatever the
 		// statistics say (TestPostgresClaimPlan checks the plan). So the
 		// claim runs its one generic plan, with no planning per call (a
-		// custom plan costs 0.4–0.6 ms per claim); its text carries the
-		// limit (Store.claimSQL), because a generic plan for LIMIT $1 does
-		// not know it and made a drain of 100,000 messages claim at half
-		// the speed (claims of 500 in 31 ms instead of 12–15).
+		// custom plan's planning is a large share of a claim); its text
+		// carries the limit (Store.claimSQL), because a generic plan for
+		// LIMIT $1 does not know it and made a drain's claims much slower.
 		// The claim also commits without waiting for the WAL flush: a lease
 		// lost in a database crash only lets the message be published again
 		// (see the package documentation).
@@ -195,8 +194,8 @@ func newStatements(d dialect, cfg Config) statements {
 		// per candidate: with stale statistics a set-based lock was planned
 		// as a scan of every pending row, and a probe by id with the state
 		// in its condition as a scan of pending_idx per candidate; a TID
-		// probe also saves the primary key's descent, 4% of a keyed claim
-		// and mark). A row updated since the snapshot is locked in its
+		// probe also saves the primary key's descent, a measurable share of
+		// a keyed claim and mark). A row updated since the snapshot is locked in its
 		// latest version or, when the TID recheck rejects that version,
 		// not at all. Availability is checked on the row as locked: a
 		// candidate that another transaction changed since (a late
@@ -238,9 +237,10 @@ RETURNING o.seq, o.id, o.topic, o.name, o.metadata, o.payload, o.sent_at, o.atte
 		// The statements by a list of IDs run pinned generic plans on pgx
 		// and are planned on every call elsewhere (see Store.update and
 		// Store.planned). Given the array itself, the planner estimates
-		// each element's selectivity: 0.15–0.3 ms of planning for 500 IDs.
+		// each element's selectivity, so planning grows with the batch.
 		// Behind a subquery the array is one value it cannot look into,
-		// 0.09 ms, and the plan is the same primary-key lookup.
+		// planned at a small fixed cost, and the plan is the same
+		// primary-key lookup.
 		const byIDs = `id = ANY(ARRAY(SELECT unnest($1::text[])))`
 		s.claimByLimit = strings.Replace(strings.Replace(s.claim, "LIMIT $1", "LIMIT {limit}", 1), "$2::bigint", "$1::bigint", 1)
 		s.published = f(`UPDATE {outbox} SET state = 'published', published_at = {now}, claimed_until = NULL,
@@ -419,7 +419,7 @@ SELECT (SELECT count(*) FROM ins),
 // sqliteSaveMany returns the multi-row insert of n messages, with eight
 // anonymous parameters per message: the seven of statements.save, then the
 // time. (Numbered or named parameters make SQLite's parser look each one up
-// in a list, quadratic in their number: 1000 messages took 120 ms.)
+// in a list, quadratic in their number, which a batch of 1000 felt.)
 func sqliteSaveMany(cfg Config, n int) string {
 	var b strings.Builder
 	b.WriteString("INSERT INTO ")

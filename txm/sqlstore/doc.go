@@ -105,12 +105,11 @@
 // key is also kept in a column of its own.
 //
 // Save order is a sequence: an identity column on PostgreSQL, the rowid on
-// SQLite. We measured it against a clock_timestamp() column ordered with the
-// ID: inserts cost the same or less (57–92 µs against 58–114 µs, 4
-// concurrent savers) and the index is smaller (8 bytes against a timestamp
-// and the text ID). jsonb metadata costs no more to insert than bytea within
-// the noise of the measurement (57–92 µs against 57–128 µs), and can be
-// queried.
+// SQLite. Measured against a clock_timestamp() column ordered with the ID,
+// inserts cost the same or less with concurrent savers and the index is
+// smaller (8 bytes against a timestamp and the text ID). jsonb metadata
+// costs no more to insert than bytea within the noise of the measurement,
+// and can be queried.
 //
 // Four partial indexes, besides the primary key, each serve one query of
 // the relay:
@@ -141,12 +140,12 @@
 // DO NOTHING, which skips the duplicates. A batch with a duplicate thus
 // costs a failed COPY more. Smaller batches, and every batch of a
 // database/sql store (which has no COPY), take the unnest() insert at once:
-// it runs at 65–70% of COPY, and as a single statement it needs no
-// savepoint and NOTIFYs in the same round trip. On SQLite SaveMany runs
-// multi-row inserts of 500 messages in one transaction: 14 ms for 1000.
+// it is slower than COPY, but as a single statement it needs no savepoint
+// and NOTIFYs in the same round trip. On SQLite SaveMany runs multi-row
+// inserts of 500 messages in one transaction.
 //
-// The numbers in this documentation come from a 2-core machine; the
-// benchmarks in bench_test.go reproduce the ones that are not query plans.
+// The benchmarks in bench/ measure these paths against hand-written SQL;
+// bench/README.md has the commands and the current figures.
 //
 // # Claiming
 //
@@ -175,10 +174,10 @@
 //
 // The claim scans pending messages from the oldest, looks up each key's
 // first holding message in held_idx (memoized per key), and stops after
-// limit messages: on 300,000 rows with 100,000 pending, 2,000 leased and 800
-// parked keys, a claim of 100 takes 4–8 ms. Messages parked behind a dead or
-// retrying message are scanned past on every claim (50,000 of them cost
-// about 30 ms), so replay dead letters rather than let their keys grow.
+// limit messages, so its cost grows with the limit and the parked keys it
+// meets, not with the backlog. Messages parked behind a dead or retrying
+// message are scanned past on every claim, so replay dead letters rather
+// than let their keys grow.
 //
 // pgx and database/sql prepare statements, and after five executions
 // PostgreSQL may switch to a generic plan: planned without the parameters
@@ -189,26 +188,26 @@
 // with it. So every statement that reads or changes existing rows either
 // runs a generic plan pinned to index scans (the claim, and on pgx the
 // updates by ID, below) or runs unnamed (pgx's QueryExecModeCacheDescribe),
-// planned for its arguments and the table as it is on each call, about
-// 0.1 ms of planning; TestPostgresNoStaleGenericPlans EXPLAINs every cached
+// planned for its arguments and the table as it is on each call, at a
+// small planning cost per call; TestPostgresNoStaleGenericPlans EXPLAINs every cached
 // generic plan of the store and fails on a sequential scan. Inserts keep
 // their prepared statements. The statements
 // also select the rows to change first and change them through
 // id = ANY(ARRAY(subquery)), an index lookup. (Written as IN or a join, the
-// generic plan of the claim scanned the whole table, 113 ms instead of 4.)
+// generic plan of the claim scanned the whole table.)
 // The claim was not robust enough for generic plans under load: with a
 // producer saving 4,000 messages a second, its generic plan (built once per
 // connection, with the statistics of the moment, for any limit) and, with
 // statistics taken while the relay was caught up, a bitmap scan of every
-// pending row made each claim O(backlog), 2.5 s for 500 messages on a
-// backlog of 20,000, so a relay once behind never caught up. A claim the
+// pending row made each claim O(backlog), so a relay once behind never
+// caught up. A claim the
 // store runs in its own transaction therefore turns bitmap and sequential
 // scans off for that transaction and locks and leases each candidate by
 // TID: the only
 // plan left reads pending_idx in save order and stops at the limit,
 // whatever the statistics. It then runs one cached generic plan
 // (plan_cache_mode force_generic_plan), not planned again on every call (a
-// custom plan costs 0.4–0.6 ms per claim, half of an idle relay's claim),
+// custom plan's planning is a large share of an idle relay's claim),
 // and the limit is written into the statement's text, one statement per
 // limit (the relay's batch size): a generic plan for LIMIT $1, not knowing
 // the limit, halved the speed of a drain. A claim in a
@@ -220,8 +219,8 @@
 // looked empty.
 //
 // That transaction also commits with synchronous_commit off: it does not
-// wait for its lease to reach the disk (about a millisecond of the
-// commit-to-publish latency on a busy machine). If the database crashes
+// wait for its lease to reach the disk, which would add to the
+// commit-to-publish latency on a busy machine. If the database crashes
 // before the WAL writer flushes it (within 3 × wal_writer_delay, 600 ms by
 // default) the lease is lost and the message can be claimed and published
 // a second time, as after a relay crash; JetStream's duplicate window or
@@ -229,8 +228,8 @@
 // synchronous, so nothing saved is lost and nothing is recorded as
 // published that was not, and a later synchronous commit (the batch's
 // MarkPublished) flushes the lease with it.
-// Purge and PurgeInbox take their oldest rows by index, 0.7 ms for 100 rows
-// of 300,000.
+// Purge and PurgeInbox take their oldest rows by index, so a batch costs
+// the rows it deletes, not the size of the table.
 //
 // # Locked claims
 //
@@ -288,10 +287,10 @@
 // transaction; it reconnects with exponential backoff and stops on Close.
 //
 // NOTIFY has a cost: PostgreSQL serialises the commits of notifying
-// transactions. We measured single-message saves at 179–222 µs with a
-// NOTIFY in every save against 152–168 µs without for one saver, and, with
-// 8 concurrent savers, 4,300–6,400 saves/s against 12,500–18,000. So saves
-// notify at most once per [Config.NotifyInterval] (2ms) per store: a save
+// transactions, so a NOTIFY in every save slows a single saver and costs
+// concurrent savers much of their throughput (BenchmarkStoreWrite; see
+// "Write path" in bench/README.md). So saves notify at most once per
+// [Config.NotifyInterval] (2ms) per store: a save
 // within the interval of the last notification does not notify, and one
 // trailing NOTIFY follows at the end of the interval for the saves that
 // did not. Set PollOnly behind a pooler in transaction mode, which cannot

@@ -488,9 +488,9 @@ func scanLocked(rows rows) ([]txm.Claimed, []int64, error) {
 // claimSQL returns the claim statement for limit. On PostgreSQL the limit
 // is written into the statement's text, one statement per limit (the
 // relay's batch size), so that its one cached generic plan knows the limit:
-// a generic plan for LIMIT $1 assumes a tenth of the table and halved the
-// drain of a backlog, and planning every claim for its arguments cost
-// 0.4–0.6 ms per claim.
+// a generic plan for LIMIT $1 assumes a tenth of the table and slowed the
+// drain of a backlog, and planning every claim for its arguments is a
+// large share of a claim's cost.
 func (s *Store) claimSQL(limit int) string {
 	if s.dialect != postgres {
 		return s.stmts.claim
@@ -761,7 +761,7 @@ func (s *Store) update(ctx context.Context, op string, run bool, stmt string, ar
 // planned on a freshly migrated, analysed table kept a sequential scan
 // while the table grew to 100,000 rows, and the relay fell behind.
 // pgx's QueryExecModeCacheDescribe runs the statement unnamed, planned on
-// each call (about 0.1 ms for these statements), in one round trip with
+// each call (a small planning cost for these statements), in one round trip with
 // binary parameters (QueryExecModeExec's text parameters measured slower
 // with 500 IDs). The claim (claimLockOwn) and, on pgx, the updates by ID
 // (pinByID) pin their plans instead. SQLite plans every statement for its
@@ -992,8 +992,8 @@ func decodeMetadata(b []byte) (async.Metadata, error) {
 
 // decodeFlatStrings decodes the common shape of stored metadata, a JSON
 // object whose values are all strings without escapes, as jsonb prints it
-// or encoding/json writes it, about four times faster than json.Unmarshal
-// (a claim decodes the metadata of every message). It reports false for
+// or encoding/json writes it, much faster than json.Unmarshal (a claim
+// decodes the metadata of every message). It reports false for
 // anything else, which decodeMetadata leaves to json.Unmarshal.
 func decodeFlatStrings(b []byte) (async.Metadata, bool) {
 	i := skipSpace(b, 0)
