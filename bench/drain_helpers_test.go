@@ -24,6 +24,7 @@ import (
 
 	"github.com/transmanager/transmanager/async"
 	"github.com/transmanager/transmanager/async/natsjs"
+	"github.com/transmanager/transmanager/internal/scenario"
 	"github.com/transmanager/transmanager/internal/testenv"
 	"github.com/transmanager/transmanager/txm"
 	"github.com/transmanager/transmanager/txm/sqlstore"
@@ -607,54 +608,11 @@ func (l *pgjsLoop) batch(ctx context.Context) (int, error) {
 	return len(l.ids), nil
 }
 
-// listenLoop runs l as a relay in its own process would: it drains the
-// outbox one batch at a time until a claim comes back empty, then waits
-// for a NOTIFY on the env's channel (a connection of its own LISTENs) or
-// for poll (the benchmark gives the relay's default, a second), and drains
-// again. It returns nil when ctx ends.
+// listenLoop runs l as a relay in its own process would
+// (scenario.ListenAndDrain): it drains the outbox until a claim comes back
+// empty, then waits for a NOTIFY on the env's channel or for poll.
 func (e *pgjsEnv) listenLoop(ctx context.Context, l *pgjsLoop, poll time.Duration) error {
-	conn, err := pgx.Connect(ctx, e.url)
-	if err != nil {
-		return fmt.Errorf("baseline listen: %w", err)
-	}
-	if _, err := conn.Exec(ctx, `LISTEN "`+e.schema+`"`); err != nil {
-		_ = conn.Close(context.WithoutCancel(ctx))
-		return fmt.Errorf("baseline listen: %w", err)
-	}
-	wake := make(chan struct{}, 1)
-	listening := make(chan struct{})
-	go func() {
-		defer close(listening)
-		defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
-		for {
-			if _, err := conn.WaitForNotification(ctx); err != nil {
-				return // ctx ended (or the connection failed: the poll goes on)
-			}
-			select {
-			case wake <- struct{}{}:
-			default:
-			}
-		}
-	}()
-	defer func() { <-listening }()
-	timer := time.NewTimer(poll)
-	defer timer.Stop()
-	for {
-		_, err := l.drain(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		timer.Reset(poll)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-wake:
-		case <-timer.C:
-		}
-	}
+	return scenario.ListenAndDrain(ctx, e.url, e.schema, poll, l.drain)
 }
 
 // pgjsAckTimes records when the JetStream client received each message's

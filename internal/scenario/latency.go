@@ -159,7 +159,7 @@ func Latency(ctx context.Context, s LatencySpec) (LatencyResult, error) {
 			return LatencyResult{}, err
 		}
 		loop := newLoop(e.Pool, js, LoopTable(e.Schema), s.Batch)
-		relay = func(ctx context.Context) error { return e.listenLoop(ctx, loop, time.Second) }
+		relay = func(ctx context.Context) error { return ListenAndDrain(ctx, e.URL, e.Schema, time.Second, loop.Drain) }
 		// What a user writes: the insert and the NOTIFY in the business
 		// transaction.
 		insert := `INSERT INTO ` + LoopTable(e.Schema) + ` (subject, payload) VALUES ($1, $2) RETURNING id`
@@ -302,16 +302,16 @@ func Latency(ctx context.Context, s LatencySpec) (LatencyResult, error) {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// listenLoop runs l as a relay in its own process would: it drains until a
-// claim comes back empty, then waits for a NOTIFY on the schema's channel
-// (a connection of its own LISTENs) or for poll, and drains again. It
-// returns nil when ctx ends.
-func (e *Env) listenLoop(ctx context.Context, l *Loop, poll time.Duration) error {
-	conn, err := pgx.Connect(ctx, e.URL)
+// ListenAndDrain runs drain as a hand-written relay in its own process
+// would: it drains until drain finds nothing, then waits for a NOTIFY on
+// channel (a connection of its own to pgURL LISTENs) or for poll, and
+// drains again. It returns nil when ctx ends.
+func ListenAndDrain(ctx context.Context, pgURL, channel string, poll time.Duration, drain func(context.Context) (int, error)) error {
+	conn, err := pgx.Connect(ctx, pgURL)
 	if err != nil {
 		return fmt.Errorf("loop: listen: %w", err)
 	}
-	if _, err := conn.Exec(ctx, `LISTEN "`+e.Schema+`"`); err != nil {
+	if _, err := conn.Exec(ctx, `LISTEN "`+channel+`"`); err != nil {
 		_ = conn.Close(context.WithoutCancel(ctx))
 		return fmt.Errorf("loop: listen: %w", err)
 	}
@@ -322,7 +322,7 @@ func (e *Env) listenLoop(ctx context.Context, l *Loop, poll time.Duration) error
 		defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 		for {
 			if _, err := conn.WaitForNotification(ctx); err != nil {
-				return // ctx ended
+				return // ctx ended (or the connection failed: the poll goes on)
 			}
 			select {
 			case wake <- struct{}{}:
@@ -334,7 +334,7 @@ func (e *Env) listenLoop(ctx context.Context, l *Loop, poll time.Duration) error
 	timer := time.NewTimer(poll)
 	defer timer.Stop()
 	for {
-		_, err := l.Drain(ctx)
+		_, err := drain(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
