@@ -85,42 +85,19 @@ func DrainEmbedded(ctx context.Context, s EmbeddedDrainSpec) (_ DrainResult, err
 
 	cfg := s.Relay
 	cfg.BatchSize = s.Batch
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	out := &countingOutbox{Outbox: store.Outbox(), target: int64(s.Messages), done: make(chan struct{})}
-	relay, err := txm.NewOutboxProcessorWithConfig(pub, out, cfg)
-	if err != nil {
-		return DrainResult{}, err
-	}
-
 	runtime.GC() // the fill's garbage is not the drain's
 	before, err := ReadCPU()
 	if err != nil {
 		return DrainResult{}, err
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	stopped := make(chan error, 1)
-	start := time.Now()
-	go func() { stopped <- relay.Start(runCtx) }()
-	select {
-	case <-out.done:
-	case err := <-stopped:
-		return DrainResult{}, fmt.Errorf("the relay stopped after %d of %d messages: %v", out.marked.Load(), s.Messages, err)
-	case <-ctx.Done():
-		stop()
-		<-stopped
-		return DrainResult{}, fmt.Errorf("the relay marked %d of %d messages: %w", out.marked.Load(), s.Messages, ctx.Err())
-	}
-	took := time.Since(start)
-	after, err := ReadCPU()
+	var after CPU
+	var afterErr error
+	took, err := drainWith(ctx, pub, store, s.Messages, cfg, func() { after, afterErr = ReadCPU() })
 	if err != nil {
 		return DrainResult{}, err
 	}
-	stop()
-	if err := <-stopped; err != nil {
-		return DrainResult{}, err
+	if afterErr != nil {
+		return DrainResult{}, afterErr
 	}
 	var left int
 	if err := store.DB().QueryRowContext(ctx, "SELECT count(*) FROM "+sqlstore.DefaultOutboxTable+

@@ -64,11 +64,18 @@ func (e *Env) OutboxUnpublished(ctx context.Context) (int, error) {
 // returns how long that took from Start. The relay is stopped before it
 // returns.
 func (e *Env) DrainRelay(ctx context.Context, store *sqlstore.Store, n int, cfg txm.ProcessorConfig, pubCfg natsjs.PublisherConfig) (time.Duration, error) {
+	return drainWith(ctx, natsjs.NewPublisher(e.JS, pubCfg), store, n, cfg, nil)
+}
+
+// drainWith runs the relay with cfg and pub on store until it has marked n
+// messages published, calls done (when not nil) at that moment, stops the
+// relay and returns how long the drain took from Start.
+func drainWith(ctx context.Context, pub async.MessagePublisher, store *sqlstore.Store, n int, cfg txm.ProcessorConfig, done func()) (time.Duration, error) {
 	out := &countingOutbox{Outbox: store.Outbox(), target: int64(n), done: make(chan struct{})}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	relay, err := txm.NewOutboxProcessorWithConfig(natsjs.NewPublisher(e.JS, pubCfg), out, cfg)
+	relay, err := txm.NewOutboxProcessorWithConfig(pub, out, cfg)
 	if err != nil {
 		return 0, err
 	}
@@ -87,6 +94,9 @@ func (e *Env) DrainRelay(ctx context.Context, store *sqlstore.Store, n int, cfg 
 		return 0, fmt.Errorf("the relay marked %d of %d messages: %w", out.marked.Load(), n, ctx.Err())
 	}
 	took := time.Since(start)
+	if done != nil {
+		done()
+	}
 	stop()
 	if err := <-stopped; err != nil {
 		return took, err
