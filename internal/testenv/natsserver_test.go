@@ -2,7 +2,10 @@ package testenv
 
 import (
 	"bufio"
+	"encoding/json"
+	"github.com/nats-io/nats-server/v2/server"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -21,9 +24,7 @@ func TestNATSServerDiesWithTheTestProcess(t *testing.T) {
 		time.Sleep(10 * time.Second)
 		return
 	}
-	if _, err := os.Stat(NATSServerBin); err != nil {
-		t.Skipf("%s not available: %v", NATSServerBin, err)
-	}
+	CurrentNATSServerBin(t) // built here, not in the child
 	cmd := exec.Command(os.Args[0], "-test.run", "^TestNATSServerDiesWithTheTestProcess$", "-test.v")
 	// The child leaves its directories behind; they go with this test's.
 	cmd.Env = append(os.Environ(), "TXM_TESTENV_CRASH_CHILD=1", "TMPDIR="+t.TempDir())
@@ -61,5 +62,45 @@ func TestNATSServerDiesWithTheTestProcess(t *testing.T) {
 			t.Fatalf("the child's nats-server at %s still listens after the child died", addr)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestStartNATSRunsTheModuleServer checks that StartNATS runs the server of
+// the module version, and StartSystemNATS the system's.
+func TestStartNATSRunsTheModuleServer(t *testing.T) {
+	s := StartNATS(t)
+	c, err := net.DialTimeout("tcp", s.Addr(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	info, err := bufio.NewReader(c).ReadString('\n') // the INFO line
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `"version":"` + server.VERSION + `"`; !strings.Contains(info, want) {
+		t.Errorf("INFO = %s, want %s", info, want)
+	}
+	if !strings.Contains(info, `"jetstream":true`) {
+		t.Errorf("INFO = %s, want JetStream on", info)
+	}
+	resp, err := http.Get(s.MonitorURL() + "/varz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var varz struct {
+		JetStream struct {
+			Config struct {
+				SyncAlways bool `json:"sync_always"`
+			} `json:"config"`
+		} `json:"jetstream"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&varz); err != nil {
+		t.Fatal(err)
+	}
+	if !varz.JetStream.Config.SyncAlways {
+		t.Error("/varz: jetstream.config.sync_always is false, want true")
 	}
 }
