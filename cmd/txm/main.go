@@ -7,6 +7,11 @@
 //	txm replay   [-sqlite path | -postgres url [-schema s]] (-id id... | -topic t | -all) [-json]
 //	txm bench    [-postgres url -nats url] [-workers n,...] [-batch n,...] [-claims lease,lock] [-messages n] [-count n] [-json | -csv]
 //	txm purge    [-sqlite path | -postgres url [-schema s]] [-published age] [-inbox-group g -inbox age] [-batch n]
+//	txm relay    (-sqlite path | -postgres url [-schema s]) -nats url [-stream name -subjects s,...] [-http addr] [-workers n] ...
+//
+// relay runs the relay as a process of its own until SIGTERM or SIGINT; each
+// of its flags can also be set by an environment variable (TXM_RELAY_ and
+// the flag's name, such as TXM_RELAY_BATCHES_IN_FLIGHT).
 //
 // Without -postgres and -nats, demo and bench run on the embedded default: a SQLite
 // file and the in-process broker, with no service to start.
@@ -25,6 +30,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"syscall"
 )
 
 // Exit statuses.
@@ -35,7 +41,7 @@ const (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := runMain(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
@@ -88,6 +94,8 @@ commands:
   replay    move dead letters back to pending (-id, -topic or -all; -json for JSON)
   purge     delete old published outbox messages (-published AGE) and inbox records
             (-inbox-group G -inbox AGE), in batches (-batch N)
+  relay     run the relay as a process: publish the outbox to NATS JetStream until
+            SIGTERM, with JSON logs, /healthz and /metrics (-http ADDR)
   bench     size the relay: sweep workers, batch sizes and claim modes, and
             recommend the smallest configuration within 5% of the best throughput
 
@@ -110,6 +118,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runPurge(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return runBench(ctx, args[1:], stdout, stderr)
+	case "relay":
+		return runRelay(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		if len(args) > 1 && args[0] == "help" {
 			return run(ctx, []string{args[1], "-h"}, stdout, stderr)
