@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/metrics"
 	"strconv"
 	"syscall"
 	"time"
@@ -16,15 +17,28 @@ type CPU struct {
 	Self     time.Duration // this process, user + system
 	Postgres time.Duration // every process named postgres, with its reaped children
 	NATS     time.Duration // every process named nats-server
+	// Allocs is how many heap objects this process has allocated.
+	Allocs uint64
 }
 
 // Sub returns the CPU used between o and c.
 func (c CPU) Sub(o CPU) CPU {
-	return CPU{Self: c.Self - o.Self, Postgres: c.Postgres - o.Postgres, NATS: c.NATS - o.NATS}
+	return CPU{Self: c.Self - o.Self, Postgres: c.Postgres - o.Postgres, NATS: c.NATS - o.NATS, Allocs: c.Allocs - o.Allocs}
 }
 
 // Total is the time of the three together.
 func (c CPU) Total() time.Duration { return c.Self + c.Postgres + c.NATS }
+
+// heapAllocs returns the heap objects allocated so far, read without
+// stopping the world.
+func heapAllocs() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:objects"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
+}
 
 // clockTick is the unit of /proc/PID/stat's times (USER_HZ, 100 on Linux).
 const clockTick = 10 * time.Millisecond
@@ -39,7 +53,7 @@ func ReadCPU() (CPU, error) {
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return CPU{}, fmt.Errorf("getrusage: %w", err)
 	}
-	c := CPU{Self: time.Duration(ru.Utime.Nano() + ru.Stime.Nano())}
+	c := CPU{Self: time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), Allocs: heapAllocs()}
 	stats, err := filepath.Glob("/proc/[0-9]*/stat")
 	if err != nil {
 		return CPU{}, err

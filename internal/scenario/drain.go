@@ -53,6 +53,8 @@ type DrainResult struct {
 	PostgresUS float64 `json:"postgres_cpu_us"`
 	NATSUS     float64 `json:"nats_cpu_us"`
 	TotalUS    float64 `json:"total_cpu_us"`
+	// Allocs is the heap objects this process allocated per message.
+	Allocs float64 `json:"allocs_per_msg"`
 }
 
 // RelayConfig returns the relay configuration of impl at batch size batch.
@@ -164,5 +166,6 @@ func Drain(ctx context.Context, s DrainSpec) (DrainResult, error) {
 		Seconds:    took.Seconds(),
 		MsgsPerSec: float64(s.Messages) / took.Seconds(),
 		RelayUS:    per(cpu.Self), PostgresUS: per(cpu.Postgres), NATSUS: per(cpu.NATS), TotalUS: per(cpu.Total()),
+		Allocs: float64(cpu.Allocs) / float64(s.Messages),
 	}, nil
 }

@@ -107,13 +107,15 @@ func DrainEmbedded(ctx context.Context, s EmbeddedDrainSpec) (_ DrainResult, err
 	if n := pub.published.Load(); n < int64(s.Messages) {
 		return DrainResult{}, fmt.Errorf("after the drain: the broker took %d messages, want %d", n, s.Messages)
 	}
-	self := after.Sub(before).Self
+	cpu := after.Sub(before)
+	self := cpu.Self
 	return DrainResult{
 		Impl: "relay", Batch: s.Batch, Messages: s.Messages,
 		Seconds:    took.Seconds(),
 		MsgsPerSec: float64(s.Messages) / took.Seconds(),
 		RelayUS:    float64(self) / float64(time.Microsecond) / float64(s.Messages),
 		TotalUS:    float64(self) / float64(time.Microsecond) / float64(s.Messages),
+		Allocs:     float64(cpu.Allocs) / float64(s.Messages),
 	}, nil
 }
 
