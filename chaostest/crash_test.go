@@ -62,7 +62,6 @@ const (
 func runCrashCycles(t *testing.T, cfg crashConfig) {
 	e := newEnv(t, cfg.broker)
 	logDir := t.TempDir()
-	started := time.Now()
 
 	var procs, relays []*proc
 	for i := range cfg.relays {
@@ -79,6 +78,7 @@ func runCrashCycles(t *testing.T, cfg crashConfig) {
 	for _, p := range procs {
 		p.start()
 	}
+	started := time.Now()
 	t.Cleanup(func() {
 		for _, p := range procs {
 			p.kill()

@@ -151,10 +151,11 @@ type relayConfig struct {
 // process.
 func (e *env) relayProc(t *testing.T, name string, rc relayConfig, logDir string) *proc {
 	t.Helper()
-	bin := binary(t, "github.com/transmanager/transmanager/chaostest/internal/relaymain")
+	bin := binary(t, "github.com/transmanager/transmanager/cmd/txm")
 	args := []string{
-		"-postgres", e.pgURL, "-schema", e.schema,
-		"-nats", e.natsURL,
+		"relay", "-postgres", e.pgURL, "-schema", e.schema,
+		"-nats", e.natsURL, "-stream", e.stream, "-subjects", e.prefix + ".>",
+		"-retry-initial", "100ms", "-retry-max", "2s",
 		"-workers", fmt.Sprint(rc.workers), "-batch", fmt.Sprint(rc.batch),
 		"-batches-in-flight", fmt.Sprint(rc.batchesInFlight),
 		"-lease", rc.lease.String(), "-publish-timeout", rc.publishTimeout.String(),
