@@ -1,13 +1,13 @@
-package bench
+package codec
 
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/transmanager/transmanager/async"
 	"github.com/transmanager/transmanager/codec"
 	"github.com/transmanager/transmanager/codec/testpb"
+	"github.com/transmanager/transmanager/internal/benchutil"
 	"github.com/transmanager/transmanager/txm"
 )
 
@@ -85,14 +85,6 @@ func BenchmarkEncode(b *testing.B) {
 	}
 }
 
-type delivery struct{ async.Message }
-
-func (delivery) ReceivedAt() time.Time { return time.Time{} }
-func (delivery) Ack() error            { return nil }
-func (delivery) NAck() error           { return nil }
-func (delivery) Extend() error         { return nil }
-func (delivery) Kill() error           { return nil }
-
 // BenchmarkDecode compares the raw codec (baseline) with a typed inbox:
 // pick the codec by content type, decode, call the handler.
 func BenchmarkDecode(b *testing.B) {
@@ -109,7 +101,7 @@ func BenchmarkDecode(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		in := delivery{msg}
+		in := benchutil.Delivery{Message: msg}
 		data := msg.Data()
 		b.Run(tc.name+"/raw", func(b *testing.B) {
 			b.ReportAllocs()

@@ -1,4 +1,4 @@
-package bench
+package relay
 
 import (
 	"bufio"
@@ -16,7 +16,7 @@ import (
 // tables (see bench/README.md). It runs only when TXM_RELAY_RESULTS names
 // one or more files (separated by commas) of `go test -bench` output:
 //
-//	TXM_RELAY_RESULTS=/tmp/relay-bench.txt go test ./bench -run TestRelayTable -v
+//	TXM_RELAY_RESULTS=/tmp/relay-bench.txt go test ./bench/relay -run TestRelayTable -v
 //
 // For every cell it prints the median msgs/s of the relay and of the
 // baseline over the counts, and their ratio.

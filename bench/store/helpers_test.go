@@ -1,10 +1,8 @@
-package bench
+package store
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -21,14 +19,14 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/transmanager/transmanager/async"
+	"github.com/transmanager/transmanager/internal/benchutil"
+	"github.com/transmanager/transmanager/internal/scenario"
 	"github.com/transmanager/transmanager/internal/testenv"
 	"github.com/transmanager/transmanager/txm/sqlstore"
 )
 
-// Helpers of the store benchmarks (store_bench_test.go): the library's
-// store calls and the hand-written SQL they are measured against. Their
-// names start with store so they do not clash with the other benchmarks'
-// helpers in this package.
+// Helpers of the store benchmarks (bench_test.go): the library's store
+// calls and the hand-written SQL they are measured against.
 
 // storePayloadSize is the size of every benchmark message's payload.
 const storePayloadSize = 256
@@ -43,11 +41,7 @@ const (
 )
 
 // storePayload is the 256-byte JSON payload of every message.
-var storePayload = func() []byte {
-	p := []byte(`{"order_id":"0192f7a0-7c1e-7d2a-9b1e-5f3c2a1d0e9f","customer":"c-1042","cents":12999,"note":"`)
-	p = append(p, strings.Repeat("x", storePayloadSize-len(p)-2)...)
-	return append(p, `"}`...)
-}()
+var storePayload = scenario.Payload(storePayloadSize)
 
 // storeKey returns the partition key of the i-th message when there are
 // keys distinct keys, or "" (no key) when keys is 0.
@@ -161,14 +155,6 @@ func newStoreSQL(outbox, inbox, orders string) storeSQL {
 	}
 }
 
-func storeRandom() string {
-	b := make([]byte, 5)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-func storeDiscardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
-
 // storePG is a PostgreSQL schema of one benchmark run's own, created and
 // migrated by sqlstore's Migrate, with an orders table for the business
 // rows, and dropped in cleanup.
@@ -189,7 +175,7 @@ func newStorePG(tb testing.TB, conns int) *storePG {
 	u := testenv.URL(tb, testenv.Postgres)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	e := &storePG{url: u, schema: "txm_storebench_" + storeRandom()}
+	e := &storePG{url: u, schema: "txm_storebench_" + scenario.Random()}
 	admin, err := pgx.Connect(ctx, u)
 	if err != nil {
 		tb.Fatalf("connect to PostgreSQL: %v", err)
@@ -237,7 +223,7 @@ func (e *storePG) config(cfg sqlstore.Config) sqlstore.Config {
 	cfg.KeepPublished = true
 	cfg.Schema = e.schema
 	cfg.NotifyChannel = e.schema
-	cfg.Logger = storeDiscardLogger()
+	cfg.Logger = slog.New(slog.DiscardHandler)
 	return cfg
 }
 
@@ -478,22 +464,9 @@ func storeAwaitListen(tb testing.TB, seen <-chan struct{}, op func(ctx context.C
 	tb.Fatal("no NOTIFY wake-up within 10s: LISTEN is not up")
 }
 
-// storeIncoming is a received message for the inbox benchmarks.
-type storeIncoming struct {
-	async.Message
-	at time.Time
-}
-
-func (m storeIncoming) ReceivedAt() time.Time { return m.at }
-func (storeIncoming) Ack() error              { return nil }
-func (storeIncoming) NAck() error             { return nil }
-func (storeIncoming) Extend() error           { return nil }
-func (storeIncoming) Kill() error             { return nil }
-
-var _ async.IncomingMessage = storeIncoming{}
-
-func newStoreIncoming() storeIncoming {
-	return storeIncoming{Message: storeMessage("customer-7"), at: time.Now()}
+// newStoreIncoming returns a received message for the inbox benchmarks.
+func newStoreIncoming() benchutil.Delivery {
+	return benchutil.Delivery{Message: storeMessage("customer-7"), At: time.Now()}
 }
 
 // storeSQLite is a SQLite database file of one benchmark run's own, opened
@@ -509,7 +482,7 @@ func newStoreSQLite(tb testing.TB) *storeSQLite {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s, err := sqlstore.OpenSQLite(ctx, filepath.Join(tb.TempDir(), "bench.db"), sqlstore.Config{Logger: storeDiscardLogger()})
+	s, err := sqlstore.OpenSQLite(ctx, filepath.Join(tb.TempDir(), "bench.db"), sqlstore.Config{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		tb.Fatalf("OpenSQLite: %v", err)
 	}

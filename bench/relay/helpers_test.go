@@ -1,4 +1,4 @@
-package bench
+package relay
 
 import (
 	"context"
@@ -340,7 +340,7 @@ func drainRelay(tb testing.TB, s relayStore, pub *latencyPublisher, c relayCell)
 		BatchesInFlight: c.inflight,
 		PollInterval:    5 * time.Millisecond,
 		Lease:           lease,
-		Logger:          discardLogger(),
+		Logger:          slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		tb.Fatal(err)
@@ -427,5 +427,3 @@ func drainBaseline(tb testing.TB, s relayStore, pub *latencyPublisher, c relayCe
 
 // errIncomplete marks a drain that did not complete.
 var errIncomplete = errors.New("drain did not complete")
-
-func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -1,4 +1,4 @@
-package bench
+package relay
 
 import (
 	"context"
@@ -97,16 +97,21 @@ func TestWaitClock(t *testing.T) {
 }
 
 // TestCellMessages checks the sizing of the matrix: whole batches, at
-// least two of them, bounded per store.
+// least two of them, bounded per store, at least 1000 messages for the
+// default target, and no more for a shorter target.
 func TestCellMessages(t *testing.T) {
 	for _, store := range relayStores {
 		for _, lat := range relayLatencies {
 			for _, w := range relayWorkers {
 				for _, batch := range relayBatches {
 					c := relayCell{store: store, lat: lat, workers: w, batch: batch}
-					n := cellMessages(c)
-					if n%batch != 0 || n < 2*batch || n > 200_000 {
+					n := cellMessages(c, defaultDrain)
+					if n%batch != 0 || n < 2*batch || n < 1000 || n > 200_000 {
 						t.Errorf("%s: %d messages", c.name(), n)
+					}
+					short := cellMessages(c, 20*time.Millisecond)
+					if short%batch != 0 || short < 2*batch || short > n {
+						t.Errorf("%s, 20ms: %d messages (%d for the default)", c.name(), short, n)
 					}
 				}
 			}

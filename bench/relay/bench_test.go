@@ -1,10 +1,12 @@
-package bench
+package relay
 
 import (
 	"fmt"
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/transmanager/transmanager/internal/benchutil"
 )
 
 // The relay benchmarks measure how many messages per second the relay
@@ -14,11 +16,13 @@ import (
 // and publisher work. bench/README.md has the commands and the advice
 // drawn from them. Run them one at a time on a quiet machine:
 //
-//	flock /tmp/txm-bench.lock go test ./bench -run '^$' -bench 'Relay(Baseline)?$' -benchtime 1x -count 6
+//	flock /tmp/txm-bench.lock go test ./bench/relay -run '^$' -bench 'Relay(Baseline)?$' -benchtime 1x -count 6
 //
 // Each drain is one benchmark iteration; -benchtime 1x runs one drain per
 // count, and the message count of each cell is sized so that it takes
-// about a second (see cellMessages).
+// about TXM_RELAY_DRAIN (a Go duration, default 1.2s; see cellMessages).
+// A short TXM_RELAY_DRAIN, such as 20ms, makes a quick smoke run of the
+// whole matrix.
 
 var (
 	relayStores    = []string{"mem", "sqlite"}
@@ -101,8 +105,11 @@ func (c relayCell) name() string {
 	return fmt.Sprintf("store=%s/lat=%s/workers=%d/batch=%d", c.store, lat, c.workers, c.batch)
 }
 
+// defaultDrain is how long a cell's drain should take by default.
+const defaultDrain = 1200 * time.Millisecond
+
 func benchDrain(b *testing.B, fx *relayFixtures, c relayCell, relay bool) {
-	n := cellMessages(c)
+	n := cellMessages(c, benchutil.EnvDuration(b, "TXM_RELAY_DRAIN", defaultDrain))
 	var d drainStats
 	for range b.N {
 		b.StopTimer()
@@ -153,13 +160,12 @@ func runDrainTimed(b *testing.B, fx *relayFixtures, c relayCell, n int, relay bo
 }
 
 // cellMessages sizes a cell's backlog so that its drain takes about
-// targetDrain: it estimates the throughput from the store's cost per
-// message and the publishing capacity of the workers, then rounds up to
-// the next of 1, 2 or 5 times a power of ten (at least 1000, and two
-// batches), which every batch size divides and which keeps the number of
-// SQLite templates small.
-func cellMessages(c relayCell) int {
-	const targetDrain = 1.2 // seconds
+// target: it estimates the throughput from the store's cost per message and
+// the publishing capacity of the workers, then rounds up to the next of 1,
+// 2 or 5 times a power of ten (at least two batches, and 1000 for the
+// default target, less in proportion for a shorter one), which every batch
+// size divides and which keeps the number of SQLite templates small.
+func cellMessages(c relayCell, target time.Duration) int {
 	storeRate := map[string]float64{"mem": 600_000, "sqlite": 40_000}[c.store]
 	maxN := map[string]int{"mem": 200_000, "sqlite": 50_000}[c.store]
 	rate := storeRate
@@ -167,8 +173,8 @@ func cellMessages(c relayCell) int {
 		pubRate := float64(c.workers) / (c.lat.Seconds() + 5e-6)
 		rate = 1 / (1/storeRate + 1/pubRate)
 	}
-	want := max(int(rate*targetDrain), 2*c.batch, 1000)
-	for p := 1000; ; p *= 10 {
+	want := max(int(rate*target.Seconds()), 2*c.batch, int(1000*target/defaultDrain))
+	for p := 100; ; p *= 10 {
 		for _, m := range []int{1, 2, 5} {
 			if n := m * p; n >= want || n >= maxN {
 				return min(n, maxN)
