@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -35,6 +36,11 @@ type PublisherConfig struct {
 	// the JetStream context's default timeout (5s unless
 	// jetstream.WithDefaultTimeout changed it).
 	AckTimeout time.Duration
+
+	// Logger receives the warning NewPublisher logs when the server says
+	// it syncs JetStream to disk lazily (see [SyncAlways]). nil uses
+	// slog.Default().
+	Logger *slog.Logger
 }
 
 // Publisher publishes messages to JetStream. It implements
@@ -53,7 +59,11 @@ var (
 	_ async.AsyncPublisher   = (*Publisher)(nil)
 )
 
-// NewPublisher returns a publisher that sends through js.
+// NewPublisher returns a publisher that sends through js. When the server
+// says that it syncs JetStream to disk lazily, NewPublisher logs a warning
+// (see [SyncAlways]; the question takes a round trip, bounded to half a
+// second, and most accounts get no answer, in which case nothing is
+// logged).
 func NewPublisher(js jetstream.JetStream, cfg PublisherConfig) *Publisher {
 	p := &Publisher{js: js, maxPending: cfg.MaxPending, ackTimeout: cfg.AckTimeout}
 	if p.maxPending <= 0 {
@@ -65,6 +75,11 @@ func NewPublisher(js jetstream.JetStream, cfg PublisherConfig) *Publisher {
 	if p.ackTimeout <= 0 {
 		p.ackTimeout = 5 * time.Second
 	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	warnLazySync(js.Conn(), logger)
 	return p
 }
 

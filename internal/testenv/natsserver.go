@@ -21,6 +21,8 @@ type NATSConfig struct {
 	// the server flushes its store to disk before each acknowledgement.
 	// Servers before 2.10 do not know the setting and refuse to start.
 	SyncAlways bool
+	// Config is added to the server's configuration file, e.g. accounts.
+	Config string
 }
 
 // NATSServer is a nats-server process of a test's own, with JetStream, on a
@@ -98,16 +100,16 @@ func (s *NATSServer) Start() {
 	s.t.Helper()
 	args := []string{"-a", "127.0.0.1", "-p", strconv.Itoa(s.port), "-m", strconv.Itoa(s.mon), "-l", filepath.Join(s.dir, "server.log")}
 	store := filepath.Join(s.dir, "jetstream")
+	body := "jetstream {\n  store_dir: " + strconv.Quote(store) + "\n"
 	if s.cfg.SyncAlways {
-		conf := filepath.Join(s.dir, "server.conf")
-		body := "jetstream {\n  store_dir: " + strconv.Quote(store) + "\n  sync_interval: always\n}\n"
-		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
-			s.t.Fatalf("write nats-server config: %v", err)
-		}
-		args = append(args, "-c", conf)
-	} else {
-		args = append(args, "-js", "-sd", store)
+		body += "  sync_interval: always\n"
 	}
+	body += "}\n" + s.cfg.Config + "\n"
+	conf := filepath.Join(s.dir, "server.conf")
+	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+		s.t.Fatalf("write nats-server config: %v", err)
+	}
+	args = append(args, "-c", conf)
 	s.cmd = exec.Command(s.cfg.Bin, args...)
 	// Should the test process die without its cleanups (a panic in a
 	// goroutine other than the test's), the server dies with it.

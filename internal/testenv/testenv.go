@@ -12,6 +12,7 @@ import (
 const (
 	Postgres = "TXM_POSTGRES_URL"
 	NATS     = "TXM_NATS_URL"
+	MySQL    = "TXM_MYSQL_URL"
 	Require  = "TXM_REQUIRE_SERVICES"
 )
 
@@ -19,6 +20,7 @@ const (
 var examples = map[string]string{
 	Postgres: "a PostgreSQL URL, e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable",
 	NATS:     "a NATS server with JetStream, e.g. nats://127.0.0.1:4222",
+	MySQL:    "a MySQL or MariaDB DSN of github.com/go-sql-driver/mysql, e.g. root@tcp(127.0.0.1:3306)/test?parseTime=true",
 }
 
 // URL returns the value of env. When it is unset the test is skipped with a
