@@ -80,6 +80,10 @@ type Config struct {
 	// Logger receives the store's own logs (the LISTEN connection's
 	// failures and reconnections). Default: slog.Default().
 	Logger *slog.Logger
+
+	// dialect is the store's, set by withDefaults: it decides how
+	// identifiers are quoted.
+	dialect dialect
 }
 
 // Defaults of [Config].
@@ -131,6 +135,7 @@ func (c Config) withDefaults(d dialect) (Config, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	c.dialect = d
 	if c.DefaultLease < 0 {
 		return c, fmt.Errorf("sqlstore: Config.DefaultLease must not be negative, got %v", c.DefaultLease)
 	}
@@ -160,15 +165,25 @@ func (c Config) withDefaults(d dialect) (Config, error) {
 	return c, nil
 }
 
-// quoteIdent quotes an identifier that checkIdent accepted.
+// quoteIdent quotes an identifier that checkIdent accepted, as PostgreSQL
+// and SQLite do.
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// quote quotes an identifier that checkIdent accepted for the store's
+// database: MySQL quotes with backticks.
+func (c Config) quote(s string) string {
+	if c.dialect == mysql {
+		return "`" + s + "`"
+	}
+	return quoteIdent(s)
+}
 
 // qualified returns the quoted, schema-qualified name of a table.
 func (c Config) qualified(table string) string {
 	if c.Schema == "" {
-		return quoteIdent(table)
+		return c.quote(table)
 	}
-	return quoteIdent(c.Schema) + "." + quoteIdent(table)
+	return c.quote(c.Schema) + "." + c.quote(table)
 }
 
 // identifier returns a table's name, schema-qualified, for pgx's CopyFrom.

@@ -10,11 +10,15 @@ type dialect int
 const (
 	postgres dialect = iota
 	sqlite
+	mysql
 )
 
 func (d dialect) String() string {
-	if d == sqlite {
+	switch d {
+	case sqlite:
 		return "sqlite"
+	case mysql:
+		return "mysql"
 	}
 	return "postgres"
 }
@@ -61,6 +65,12 @@ type statements struct {
 	// claimable reads whether a claim would find anything (SQLite): $1
 	// limit (1), $2 now.
 	claimable string
+	// lockCandidates locks a claim's candidates, $1 their seqs, with SKIP
+	// LOCKED and reads whether each is still available (MySQL, see
+	// Store.mysqlClaim).
+	lockCandidates string
+	// leaseBySeq leases the messages $1 (seqs) for $2 µs (MySQL).
+	leaseBySeq string
 	published string // $1 ids (SQLite: $2 now); a DELETE unless Config.KeepPublished
 	// publishedBySeq is published for pending messages by their seqs, $1:
 	// those a claim of this store returned (PostgreSQL).
@@ -144,6 +154,9 @@ const sqliteCandidates = `SELECT o.seq
 
 func newStatements(d dialect, cfg Config) statements {
 	outbox, inbox := cfg.qualified(cfg.OutboxTable), cfg.qualified(cfg.InboxTable)
+	if d == mysql {
+		return newMySQLStatements(cfg)
+	}
 	var s statements
 	if d == postgres {
 		r := strings.NewReplacer(

@@ -14,7 +14,7 @@ import (
 	"github.com/transmanager/transmanager/async"
 )
 
-//go:embed migrations/postgres/*.sql migrations/sqlite/*.sql
+//go:embed migrations/postgres/*.sql migrations/sqlite/*.sql migrations/mysql/*.sql
 var migrationFiles embed.FS
 
 // migration is one rendered, versioned migration.
@@ -34,12 +34,12 @@ type templateData struct {
 // OutboxName returns the quoted name of an outbox object (index or
 // constraint): the table's name with suffix.
 func (t templateData) OutboxName(suffix string) string {
-	return quoteIdent(t.cfg.OutboxTable + "_" + suffix)
+	return t.cfg.quote(t.cfg.OutboxTable + "_" + suffix)
 }
 
 // InboxName returns the quoted name of an inbox object.
 func (t templateData) InboxName(suffix string) string {
-	return quoteIdent(t.cfg.InboxTable + "_" + suffix)
+	return t.cfg.quote(t.cfg.InboxTable + "_" + suffix)
 }
 
 // migrations returns the store's migrations in version order.
@@ -90,6 +90,9 @@ func (s *Store) schemaSQL() string {
 // table where Migrate records versions.
 func (s *Store) migrationsTableSQL() string {
 	t := s.cfg.qualified(s.cfg.MigrationsTable)
+	if s.dialect == mysql {
+		return mysqlMigrationsTableSQL(t)
+	}
 	if s.dialect == sqlite {
 		return `CREATE TABLE IF NOT EXISTS ` + t + ` (
     tables     TEXT    NOT NULL,
@@ -113,6 +116,10 @@ func (s *Store) migrationsTableSQL() string {
 // recordSQL records that m was applied. The values are validated
 // identifiers and numbers, safe to inline.
 func (s *Store) recordSQL(m migration) string {
+	if s.dialect == mysql {
+		return fmt.Sprintf("INSERT INTO %s (tables, version, name) VALUES ('%s', %d, '%s') ON DUPLICATE KEY UPDATE version = version;\n",
+			s.cfg.qualified(s.cfg.MigrationsTable), s.tables, m.version, strings.ReplaceAll(m.name, "'", "''"))
+	}
 	return fmt.Sprintf("INSERT INTO %s (tables, version, name) VALUES ('%s', %d, '%s') ON CONFLICT DO NOTHING;\n",
 		s.cfg.qualified(s.cfg.MigrationsTable), s.tables, m.version, strings.ReplaceAll(m.name, "'", "''"))
 }
@@ -190,6 +197,21 @@ func (s *Store) MigrationFS() fs.FS {
 	return fsys
 }
 
+// execMigration runs a migration's text: at once, or statement by
+// statement on MySQL, whose driver runs one statement per call.
+func (s *Store) execMigration(ctx context.Context, q querier, text string) error {
+	if s.dialect != mysql {
+		_, err := q.exec(ctx, text)
+		return err
+	}
+	for _, stmt := range mysqlStatements(text) {
+		if _, err := q.exec(ctx, stmt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Migrate creates or updates the store's tables: in one transaction, it
 // creates [Config.Schema] if the store has one and it does not exist
 // (PostgreSQL; the role then needs the CREATE privilege on the database),
@@ -212,7 +234,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 				return fmt.Errorf("lock: %w", err)
 			}
 		}
-		if _, err := q.exec(ctx, s.migrationsTableSQL()); err != nil {
+		if err := s.execMigration(ctx, q, s.migrationsTableSQL()); err != nil {
 			return fmt.Errorf("migrations table: %w", err)
 		}
 		rows, err := q.query(ctx, "SELECT version FROM "+s.cfg.qualified(s.cfg.MigrationsTable)+" WHERE tables = $1", s.tables)
@@ -235,9 +257,15 @@ func (s *Store) Migrate(ctx context.Context) error {
 			if applied[m.version] {
 				continue
 			}
-			if _, err := q.exec(ctx, m.sql+s.recordSQL(m)); err != nil {
+			if err := s.execMigration(ctx, q, m.sql+s.recordSQL(m)); err != nil {
 				return fmt.Errorf("version %d (%s): %w", m.version, m.name, err)
 			}
+		}
+		return nil
+	}
+	if s.dialect == mysql {
+		if err := s.mysqlMigrate(ctx, apply); err != nil {
+			return s.fail(ctx, "migrate", err)
 		}
 		return nil
 	}

@@ -74,7 +74,7 @@ func (o *Outbox) Save(ctx context.Context, msg async.Message) error {
 	switch {
 	case s.dialect == sqlite:
 		n, err = q.exec(ctx, s.stmts.save, append(args, nowMicros())...)
-	case s.cfg.PollOnly:
+	case s.cfg.PollOnly, s.dialect == mysql:
 		n, err = q.exec(ctx, s.stmts.save, args...)
 	case !s.claimNotify():
 		if n, err = q.exec(ctx, s.stmts.save, args...); err == nil && n > 0 {
@@ -133,7 +133,7 @@ func (o *Outbox) SaveMany(ctx context.Context, msgs []async.Message) (int, error
 	if s.dialect == postgres {
 		n, err = s.saveManyPostgres(ctx, recs)
 	} else {
-		n, err = s.saveManySQLite(ctx, recs)
+		n, err = s.saveManyRows(ctx, recs)
 	}
 	if err != nil {
 		return 0, s.fail(ctx, "outbox save many", err)
@@ -265,16 +265,26 @@ func (s *Store) notifyCopied(ctx context.Context, q querier, h *txHolder) error 
 // each stays well below SQLite's limit of 32766.
 const sqliteBatch = 500
 
-func (s *Store) saveManySQLite(ctx context.Context, recs []record) (int64, error) {
+// saveManyRows saves recs with multi-row inserts in one transaction
+// (SQLite, MySQL).
+func (s *Store) saveManyRows(ctx context.Context, recs []record) (int64, error) {
 	var n int64
 	own, err := s.runTx(ctx, func(q querier) error {
 		now := nowMicros()
 		for chunk := range slices.Chunk(recs, sqliteBatch) {
 			args := make([]any, 0, 8*len(chunk))
-			for _, r := range chunk {
-				args = append(args, r.id, r.topic, r.name, r.key, r.metadata, r.payload, r.sentAt.UnixMicro(), now)
+			stmt := sqliteSaveMany(s.cfg, len(chunk))
+			if s.dialect == mysql {
+				stmt = mysqlSaveMany(s.cfg, len(chunk))
+				for _, r := range chunk {
+					args = append(args, r.id, r.topic, r.name, r.key, r.metadata, r.payload, r.sentAt)
+				}
+			} else {
+				for _, r := range chunk {
+					args = append(args, r.id, r.topic, r.name, r.key, r.metadata, r.payload, r.sentAt.UnixMicro(), now)
+				}
 			}
-			k, err := q.exec(ctx, sqliteSaveMany(s.cfg, len(chunk)), args...)
+			k, err := q.exec(ctx, stmt, args...)
 			if err != nil {
 				return err
 			}
@@ -344,6 +354,8 @@ func (o *Outbox) claim(ctx context.Context, op string, limit int, lease time.Dur
 	var err error
 	if s.dialect == sqlite {
 		err = s.claimSQLite(ctx, read, limit, lease)
+	} else if s.dialect == mysql {
+		out, err = s.mysqlClaim(ctx, limit, lease)
 	} else if pb, ok := s.be.(pgxBackend); ok && holderFrom(ctx) == nil {
 		err = pb.lockedQuery(ctx, s.stmts.claimLockOwn, []any{s.claimKey}, s.claimSQL(limit), []any{lease.Microseconds()},
 			func(r rows) (err error) {
@@ -839,6 +851,9 @@ func (o *Outbox) Replay(ctx context.Context, filter txm.DeadLetterFilter) (int, 
 }
 
 func (s *Store) filterArgs(f txm.DeadLetterFilter) []any {
+	if s.dialect == mysql {
+		return mysqlFilterArgs(f)
+	}
 	var ids any
 	if len(f.IDs) > 0 {
 		ids = s.idsArg(f.IDs)
@@ -1098,9 +1113,10 @@ func (s *Store) timeArg(t time.Time) any {
 }
 
 // idsArg returns ids as the store's dialect takes a list: an array for
-// PostgreSQL, a JSON array for SQLite's json_each.
+// PostgreSQL, a list for MySQL's mysqlBind, a JSON array for SQLite's
+// json_each.
 func (s *Store) idsArg(ids []string) any {
-	if s.dialect == postgres {
+	if s.dialect != sqlite {
 		return ids
 	}
 	b, _ := json.Marshal(ids) // strings always encode
@@ -1108,6 +1124,9 @@ func (s *Store) idsArg(ids []string) any {
 }
 
 func nowMicros() int64 { return time.Now().UnixMicro() }
+
+// mysqlDateTime is how MySQL prints a DATETIME(6).
+const mysqlDateTime = "2006-01-02 15:04:05.999999"
 
 // dbTime scans a time stored by either dialect: a timestamptz or Unix
 // microseconds; NULL is the zero time.
@@ -1121,6 +1140,13 @@ func (d *dbTime) Scan(v any) error {
 		d.t = x
 	case int64:
 		d.t = time.UnixMicro(x)
+	case []byte:
+		// MySQL's DATETIME read without the driver's parseTime: UTC.
+		t, err := time.Parse(mysqlDateTime, string(x))
+		if err != nil {
+			return fmt.Errorf("sqlstore: cannot scan %q as a time: %w", x, err)
+		}
+		d.t = t
 	default:
 		return fmt.Errorf("sqlstore: cannot scan %T as a time", v)
 	}

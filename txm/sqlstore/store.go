@@ -19,6 +19,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/transmanager/transmanager/async"
+	"github.com/transmanager/transmanager/txm/sqlstore/internal/seam"
 )
 
 // Store is a durable outbox and inbox in one PostgreSQL or SQLite database.
@@ -120,6 +121,21 @@ func NewSQLite(db *sql.DB, cfg Config) (*Store, error) {
 	}
 	s.db = db
 	s.be = sqlBackend{sqlQuerier: sqlQuerier{db}, db: db}
+	return s, nil
+}
+
+// newMySQL returns a store on a database/sql handle of the MySQL driver
+// (github.com/go-sql-driver/mysql).
+func newMySQL(db *sql.DB, cfg Config) (*Store, error) {
+	if db == nil {
+		return nil, errMySQLDB
+	}
+	s, err := newStore(mysql, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.db = db
+	s.be = newMySQLBackend(db)
 	return s, nil
 }
 
@@ -436,7 +452,7 @@ func isUndefinedTable(err error) bool {
 		return pe.Code == undefinedTable
 	}
 	// modernc.org/sqlite reports "SQL logic error: no such table: NAME (1)".
-	return strings.Contains(err.Error(), "no such table")
+	return strings.Contains(err.Error(), "no such table") || isMySQLNoTable(err)
 }
 
 // fail wraps err with the operation's name. When ctx is done, the result
@@ -453,4 +469,39 @@ func (s *Store) fail(ctx context.Context, op string, err error) error {
 		return fmt.Errorf("sqlstore: %s: %w: %w", op, async.ErrClosed, err)
 	}
 	return fmt.Errorf("sqlstore: %s: %w", op, err)
+}
+
+// Build returns a store on a handle made by the package of its database:
+// call [postgres.New], [postgres.NewDB], [sqlite.New], [sqlite.Open],
+// [mysql.New] or [mysql.Open], whose handle type is internal to this
+// module. It does no I/O.
+//
+// [postgres.New]: https://pkg.go.dev/github.com/transmanager/transmanager/txm/sqlstore/postgres#New
+// [postgres.NewDB]: https://pkg.go.dev/github.com/transmanager/transmanager/txm/sqlstore/postgres#NewDB
+// [sqlite.New]: https://pkg.go.dev/github.com/transmanager/transmanager/txm/sqlstore/sqlite#New
+// [sqlite.Open]: https://pkg.go.dev/github.com/transmanager/transmanager/txm/sqlstore/sqlite#Open
+// [mysql.New]: https://pkg.go.dev/github.com/transmanager/transmanager/txm/sqlstore/mysql#New
+// [mysql.Open]: https://pkg.go.dev/github.com/transmanager/transmanager/txm/sqlstore/mysql#Open
+func Build(h seam.Handle, cfg Config) (*Store, error) {
+	var s *Store
+	var err error
+	switch h.Database {
+	case seam.Postgres:
+		if h.Pool != nil {
+			s, err = NewPostgres(h.Pool, cfg)
+		} else {
+			s, err = NewPostgresDB(h.DB, cfg)
+		}
+	case seam.SQLite:
+		s, err = NewSQLite(h.DB, cfg)
+	case seam.MySQL:
+		s, err = newMySQL(h.DB, cfg)
+	default:
+		return nil, fmt.Errorf("sqlstore: Build: unknown database %d", h.Database)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.owns = h.Owned
+	return s, nil
 }

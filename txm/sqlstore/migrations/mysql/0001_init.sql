@@ -1,0 +1,55 @@
+-- transmanager outbox and inbox tables.
+--
+-- Times are DATETIME(6) in UTC, taken from the database's clock
+-- (UTC_TIMESTAMP(6)). The outbox keeps every message from its save to its
+-- purge. state is 'pending' (waiting, or leased to a relay while
+-- claimed_until is in the future), 'published' or 'dead'. seq is the save
+-- order that the relay keeps within a partition key, and the clustered
+-- primary key. next_attempt_at is NULL until a publish fails; then it is
+-- when the message is due again. IDs, groups and keys compare as bytes
+-- (utf8mb4_bin): "a" and "A" are two IDs. MySQL has no partial indexes,
+-- and its DDL commits at once: every statement here can run again.
+CREATE TABLE IF NOT EXISTS {{.Outbox}} (
+    seq             BIGINT       NOT NULL AUTO_INCREMENT,
+    id              VARCHAR(255) NOT NULL,
+    topic           TEXT         NOT NULL,
+    name            TEXT         NOT NULL,
+    partition_key   VARCHAR(255) NULL,
+    metadata        LONGTEXT     NOT NULL,
+    payload         LONGBLOB     NOT NULL,
+    sent_at         DATETIME(6)  NOT NULL,
+    created_at      DATETIME(6)  NOT NULL,
+    state           VARCHAR(16)  NOT NULL DEFAULT 'pending',
+    attempts        INT          NOT NULL DEFAULT 0,
+    next_attempt_at DATETIME(6)  NULL,
+    claimed_until   DATETIME(6)  NULL,
+    last_error      TEXT         NULL,
+    published_at    DATETIME(6)  NULL,
+    dead_at         DATETIME(6)  NULL,
+    PRIMARY KEY (seq),
+    CONSTRAINT {{.OutboxName "id_key"}} UNIQUE KEY (id),
+    -- The relay's scan: pending messages in save order; also the dead
+    -- letters in save order.
+    KEY {{.OutboxName "state_idx"}} (state, seq),
+    -- The earlier messages of a key, which may hold it back.
+    KEY {{.OutboxName "key_idx"}} (partition_key, seq),
+    -- Retention: published messages by age.
+    KEY {{.OutboxName "published_idx"}} (state, published_at),
+    CONSTRAINT {{.OutboxName "state_check"}} CHECK (state IN ('pending', 'published', 'dead'))
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
+
+-- The inbox: one row per consumer group and message ID.
+CREATE TABLE IF NOT EXISTS {{.Inbox}} (
+    consumer_group VARCHAR(255) NOT NULL,
+    id             VARCHAR(255) NOT NULL,
+    topic          TEXT         NOT NULL,
+    name           TEXT         NOT NULL,
+    metadata       LONGTEXT     NOT NULL,
+    payload        LONGBLOB     NOT NULL,
+    sent_at        DATETIME(6)  NOT NULL,
+    received_at    DATETIME(6)  NOT NULL,
+    created_at     DATETIME(6)  NOT NULL,
+    PRIMARY KEY (consumer_group, id),
+    -- Retention: a group's records by age.
+    KEY {{.InboxName "created_idx"}} (consumer_group, created_at)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;

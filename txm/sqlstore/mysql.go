@@ -1,0 +1,445 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/transmanager/transmanager/txm"
+)
+
+// This file is the MySQL and MariaDB engine: its SQL text, its claim, its
+// migration lock and the binding of its parameters. The database needs
+// FOR UPDATE SKIP LOCKED: MySQL 8.0.1 or later, MariaDB 10.6 or later.
+//
+// MySQL statements are written, as PostgreSQL's, with numbered parameters
+// ($1, $2 ...), so that every database takes the same arguments in the same
+// order; mysqlBind turns them into the driver's ? placeholders, repeating
+// an argument that a statement uses twice, and writes a list argument
+// ([]string or []int64) as one placeholder per element. Times come from the
+// database's clock in UTC (UTC_TIMESTAMP(6)) and are stored in DATETIME(6)
+// columns as UTC; durations are microseconds.
+
+// mysqlNow is the database clock in UTC, to the microsecond.
+const mysqlNow = "UTC_TIMESTAMP(6)"
+
+// mysqlAvailable is available (see dialect.go) for MySQL, on the row o.
+const mysqlAvailable = `o.state = 'pending'
+      AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= {now})
+      AND (o.claimed_until IS NULL OR o.claimed_until <= {now})`
+
+// mysqlCandidates selects, in save order, up to $1 available messages that
+// come before the first message holding their key, as sqliteCandidates
+// does, with their keys. It reads without locking; mysqlClaim locks them
+// afterwards.
+const mysqlCandidates = `SELECT o.seq, o.partition_key
+    FROM {outbox} o
+    WHERE ` + mysqlAvailable + `
+      AND NOT EXISTS (
+        SELECT 1 FROM {outbox} h
+        WHERE h.partition_key = o.partition_key AND h.seq < o.seq
+            AND ` + holdsKey + `)
+    ORDER BY o.seq
+    LIMIT $1`
+
+func newMySQLStatements(cfg Config) statements {
+	r := strings.NewReplacer(
+		"{outbox}", cfg.qualified(cfg.OutboxTable), "{inbox}", cfg.qualified(cfg.InboxTable),
+		"{now}", mysqlNow,
+	)
+	f := r.Replace
+	var s statements
+	// ON DUPLICATE KEY UPDATE of a column to itself changes nothing, so a
+	// duplicate ID counts 0 rows affected (without the CLIENT_FOUND_ROWS
+	// flag, see mysql.Open) and, unlike INSERT IGNORE, turns no other error
+	// into a warning.
+	s.save = f(`INSERT INTO {outbox} (id, topic, name, partition_key, metadata, payload, sent_at, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, {now})
+    ON DUPLICATE KEY UPDATE id = id`)
+	s.claim = f(mysqlCandidates)
+	// lockCandidates locks the candidates (a list of seqs) where it finds them,
+	// passing over the rows that another transaction holds, and reads each
+	// one as it is now, with whether it is still available.
+	s.lockCandidates = f(`SELECT o.seq, o.id, o.topic, o.name, o.metadata, o.payload, o.sent_at, o.attempts,
+        (` + mysqlAvailable + `) AS available
+    FROM {outbox} o
+    WHERE o.seq IN ($1)
+    ORDER BY o.seq
+    FOR UPDATE SKIP LOCKED`)
+	s.leaseBySeq = f(`UPDATE {outbox} SET claimed_until = {now} + INTERVAL $2 MICROSECOND WHERE seq IN ($1)`)
+	s.published = f(`UPDATE {outbox} SET state = 'published', published_at = {now}, claimed_until = NULL,
+        dead_at = NULL
+    WHERE id IN ($1) AND state <> 'published'`)
+	if !cfg.KeepPublished {
+		s.published = f(`DELETE FROM {outbox} WHERE id IN ($1) AND state <> 'published'`)
+	}
+	s.extend = f(`UPDATE {outbox} SET claimed_until = {now} + INTERVAL $2 MICROSECOND
+    WHERE id IN ($1) AND state = 'pending' AND claimed_until IS NOT NULL`)
+	s.release = f(`UPDATE {outbox} SET claimed_until = NULL
+    WHERE id IN ($1) AND state = 'pending' AND claimed_until IS NOT NULL`)
+	s.failed = f(`UPDATE {outbox} SET attempts = attempts + 1, last_error = $3, claimed_until = NULL,
+        next_attempt_at = {now} + INTERVAL $2 MICROSECOND
+    WHERE id = $1 AND state = 'pending'`)
+	s.dead = f(`UPDATE {outbox} SET state = 'dead', attempts = attempts + 1, last_error = $2,
+        claimed_until = NULL, dead_at = {now}
+    WHERE id = $1 AND state = 'pending'`)
+	// The filter's arguments (mysqlFilterArgs): $1 the number of IDs, $2
+	// the IDs, $3 the topic or '', $4 the limit.
+	const deadFilter = `state = 'dead'
+      AND ($1 = 0 OR id IN ($2))
+      AND ($3 = '' OR topic = $3)
+    ORDER BY seq
+    LIMIT $4`
+	s.dlq = f(`SELECT ` + messageColumns + `, coalesce(last_error, ''), dead_at
+    FROM {outbox}
+    WHERE ` + deadFilter)
+	s.replay = f(`UPDATE {outbox} SET state = 'pending', attempts = 0, next_attempt_at = NULL,
+        claimed_until = NULL, dead_at = NULL, last_error = NULL
+    WHERE ` + deadFilter)
+	s.stats = f(`SELECT topic, CAST(sum(pending) AS SIGNED), CAST(sum(dead) AS SIGNED), min(oldest) FROM (
+        SELECT topic, count(*) AS pending, 0 AS dead, min(created_at) AS oldest
+        FROM {outbox} WHERE state = 'pending' GROUP BY topic
+    UNION ALL
+        SELECT topic, 0, count(*), NULL
+        FROM {outbox} WHERE state = 'dead' GROUP BY topic
+    ) s
+    GROUP BY topic`)
+	s.purge = f(`DELETE FROM {outbox}
+    WHERE state = 'published' AND published_at < {now} - INTERVAL $1 MICROSECOND
+    ORDER BY published_at
+    LIMIT $2`)
+	s.inboxSave = f(`INSERT INTO {inbox} (consumer_group, id, topic, name, metadata, payload, sent_at, received_at, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {now})
+    ON DUPLICATE KEY UPDATE id = id`)
+	s.inboxPurge = f(`DELETE FROM {inbox}
+    WHERE consumer_group = $1 AND created_at < {now} - INTERVAL $2 MICROSECOND
+    ORDER BY created_at
+    LIMIT $3`)
+	return s
+}
+
+// mysqlSaveMany returns the multi-row insert of n messages, with the seven
+// parameters of statements.save per message.
+func mysqlSaveMany(cfg Config, n int) string {
+	var b strings.Builder
+	b.WriteString("INSERT INTO ")
+	b.WriteString(cfg.qualified(cfg.OutboxTable))
+	b.WriteString(" (id, topic, name, partition_key, metadata, payload, sent_at, created_at) VALUES ")
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(?, ?, ?, ?, ?, ?, ?, " + mysqlNow + ")")
+	}
+	b.WriteString(" ON DUPLICATE KEY UPDATE id = id")
+	return b.String()
+}
+
+// mysqlBatch is how many messages one MySQL insert carries.
+const mysqlBatch = 500
+
+// mysqlClaim leases up to limit messages in a transaction: it reads the
+// candidates without locking, locks them with SKIP LOCKED, and leases, in
+// save order, each one it locked that is still available, except a keyed
+// message after one of its key that it could not lock or that is no longer
+// available (another claim took it, or it failed since): a key is never
+// handed out past a message the claim did not get.
+func (s *Store) mysqlClaim(ctx context.Context, limit int, lease time.Duration) ([]claimedRow, error) {
+	var out []claimedRow
+	_, err := s.runTx(ctx, func(q querier) error {
+		rows, err := q.query(ctx, s.stmts.claim, limit)
+		if err != nil {
+			return err
+		}
+		type candidate struct {
+			seq int64
+			key sql.NullString
+		}
+		var cands []candidate
+		for rows.Next() {
+			var c candidate
+			if err := rows.Scan(&c.seq, &c.key); err != nil {
+				_ = rows.Close()
+				return err
+			}
+			cands = append(cands, c)
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		if len(cands) == 0 {
+			return nil
+		}
+		seqs := make([]int64, len(cands))
+		for i, c := range cands {
+			seqs[i] = c.seq
+		}
+		rows, err = q.query(ctx, s.stmts.lockCandidates, seqs)
+		if err != nil {
+			return err
+		}
+		locked := map[int64]claimedRow{}
+		var ok bool
+		scanner := newMessageScanner(&ok)
+		for rows.Next() {
+			ok = false
+			seq, msg, attempts, err := scanner.scan(rows)
+			if err != nil {
+				_ = rows.Close()
+				return err
+			}
+			if ok {
+				locked[seq] = claimedRow{seq: seq, Claimed: txm.Claimed{Message: msg, Attempts: attempts}}
+			}
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		blocked := map[string]bool{}
+		granted := make([]int64, 0, len(locked))
+		for _, c := range cands {
+			r, got := locked[c.seq]
+			if c.key.Valid {
+				if blocked[c.key.String] {
+					continue
+				}
+				if !got {
+					blocked[c.key.String] = true
+					continue
+				}
+			} else if !got {
+				continue
+			}
+			granted = append(granted, c.seq)
+			out = append(out, r)
+		}
+		if len(granted) == 0 {
+			return nil
+		}
+		_, err = q.exec(ctx, s.stmts.leaseBySeq, granted, lease.Microseconds())
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// mysqlFilterArgs returns the arguments of the dead-letter filter.
+func mysqlFilterArgs(f txm.DeadLetterFilter) []any {
+	limit := int64(math.MaxInt64)
+	if f.Limit > 0 {
+		limit = int64(f.Limit)
+	}
+	ids := f.IDs
+	if ids == nil {
+		ids = []string{}
+	}
+	return []any{len(f.IDs), ids, f.Topic, limit}
+}
+
+// mysqlMigrationsTableSQL creates the table where Migrate records versions.
+func mysqlMigrationsTableSQL(table string) string {
+	return `CREATE TABLE IF NOT EXISTS ` + table + ` (
+    tables     VARCHAR(255) NOT NULL,
+    version    INT          NOT NULL,
+    name       VARCHAR(255) NOT NULL,
+    applied_at DATETIME(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    PRIMARY KEY (tables, version)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
+`
+}
+
+// mysqlLockName returns the name of the GET_LOCK lock of Migrate: MySQL
+// takes names of at most 64 characters.
+func mysqlLockName(cfg Config) string {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(cfg.Schema + "/" + cfg.MigrationsTable))
+	return "txm/migrate/" + strconv.FormatUint(h.Sum64(), 16)
+}
+
+// mysqlLockWait is how long one GET_LOCK call waits; Migrate calls it
+// again until it gets the lock or its context ends.
+const mysqlLockWait = 1
+
+// mysqlMigrate runs apply on a connection of its own that holds the
+// store's migration lock (GET_LOCK, held by the session until
+// RELEASE_LOCK or until the connection ends), so that processes migrating
+// at once take turns. MySQL commits DDL as it runs it, so the versions are
+// not applied in one transaction: each statement is idempotent instead.
+func (s *Store) mysqlMigrate(ctx context.Context, apply func(q querier) error) error {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	q := mysqlQuerier{sqlQuerier{conn}}
+	name := mysqlLockName(s.cfg)
+	for {
+		var got sql.NullInt64
+		if err := queryRow(ctx, q, `SELECT GET_LOCK($1, $2)`, []any{name, mysqlLockWait}, &got); err != nil {
+			return fmt.Errorf("lock: %w", err)
+		}
+		if got.Valid && got.Int64 == 1 {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("lock: %w", err)
+		}
+	}
+	defer func() {
+		_, _ = q.exec(context.WithoutCancel(ctx), `SELECT RELEASE_LOCK($1)`, name)
+	}()
+	return apply(q)
+}
+
+// mysqlStatements splits a migration into its statements: the driver runs
+// one statement per call. A statement ends with a line, not a comment,
+// that ends with ";".
+func mysqlStatements(text string) []string {
+	var out []string
+	var b strings.Builder
+	for line := range strings.Lines(text) {
+		trimmed := strings.TrimSpace(line)
+		if b.Len() == 0 && (trimmed == "" || strings.HasPrefix(trimmed, "--")) {
+			continue
+		}
+		b.WriteString(line)
+		if !strings.HasPrefix(trimmed, "--") && strings.HasSuffix(trimmed, ";") {
+			out = append(out, b.String())
+			b.Reset()
+		}
+	}
+	if strings.TrimSpace(b.String()) != "" {
+		out = append(out, b.String())
+	}
+	return out
+}
+
+// mysqlQuerier runs statements written with numbered parameters on a
+// database/sql querier of the MySQL driver (see mysqlBind).
+type mysqlQuerier struct{ q querier }
+
+func (m mysqlQuerier) exec(ctx context.Context, query string, args ...any) (int64, error) {
+	query, args = mysqlBind(query, args)
+	return m.q.exec(ctx, query, args...)
+}
+
+func (m mysqlQuerier) query(ctx context.Context, query string, args ...any) (rows, error) {
+	query, args = mysqlBind(query, args)
+	return m.q.query(ctx, query, args...)
+}
+
+// mysqlBackend is a database/sql backend whose statements go through
+// mysqlBind.
+type mysqlBackend struct {
+	mysqlQuerier
+	sql sqlBackend
+}
+
+func newMySQLBackend(db *sql.DB) mysqlBackend {
+	b := sqlBackend{sqlQuerier: sqlQuerier{db}, db: db}
+	return mysqlBackend{mysqlQuerier: mysqlQuerier{b}, sql: b}
+}
+
+func (b mysqlBackend) begin(ctx context.Context) (txn, error) {
+	t, err := b.sql.begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return mysqlTxn{mysqlQuerier: mysqlQuerier{t}, t: t}, nil
+}
+
+func (b mysqlBackend) fromHolder(h *txHolder) (querier, error) {
+	q, err := b.sql.fromHolder(h)
+	if err != nil {
+		return nil, err
+	}
+	return mysqlQuerier{q}, nil
+}
+
+type mysqlTxn struct {
+	mysqlQuerier
+	t txn
+}
+
+func (t mysqlTxn) commit(ctx context.Context) error   { return t.t.commit(ctx) }
+func (t mysqlTxn) rollback(ctx context.Context) error { return t.t.rollback(ctx) }
+func (t mysqlTxn) holder() *txHolder                  { return t.t.holder() }
+
+// mysqlBind rewrites a statement's numbered parameters ($1, $2 ...) as ?
+// placeholders and returns the arguments in their order: an argument used
+// twice is passed twice, and a list ([]string or []int64) becomes one
+// placeholder per element (NULL for an empty list, which matches nothing
+// in an IN list). A statement without $ is returned as it is.
+func mysqlBind(query string, args []any) (string, []any) {
+	if !strings.Contains(query, "$") {
+		return query, args
+	}
+	var b strings.Builder
+	b.Grow(len(query))
+	out := make([]any, 0, len(args))
+	for i := 0; i < len(query); i++ {
+		c := query[i]
+		if c != '$' || i+1 >= len(query) || query[i+1] < '0' || query[i+1] > '9' {
+			b.WriteByte(c)
+			continue
+		}
+		start, j := i, i+1
+		for j < len(query) && query[j] >= '0' && query[j] <= '9' {
+			j++
+		}
+		n, _ := strconv.Atoi(query[start+1 : j])
+		i = j - 1
+		if n < 1 || n > len(args) {
+			// Left for the server to reject: a statement with a
+			// parameter it was not given is a bug of the store's.
+			b.WriteString(query[start:j])
+			continue
+		}
+		switch a := args[n-1].(type) {
+		case []string:
+			writeList(&b, len(a))
+			for _, v := range a {
+				out = append(out, v)
+			}
+		case []int64:
+			writeList(&b, len(a))
+			for _, v := range a {
+				out = append(out, v)
+			}
+		default:
+			b.WriteByte('?')
+			out = append(out, a)
+		}
+	}
+	return b.String(), out
+}
+
+func writeList(b *strings.Builder, n int) {
+	if n == 0 {
+		b.WriteString("NULL")
+		return
+	}
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('?')
+	}
+}
+
+// isMySQLNoTable reports whether err is MySQL's ER_NO_SUCH_TABLE (1146),
+// as the driver prints it.
+func isMySQLNoTable(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "Error 1146")
+}
+
+// errMySQLDB is returned for a nil handle.
+var errMySQLDB = errors.New("sqlstore: mysql: nil db")

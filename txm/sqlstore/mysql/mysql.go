@@ -1,0 +1,85 @@
+// Package mysql builds a [sqlstore.Store] on MySQL or MariaDB, through
+// database/sql and github.com/go-sql-driver/mysql.
+//
+// The store needs FOR UPDATE SKIP LOCKED: MySQL 8.0.1 or later, or MariaDB
+// 10.6 or later, with InnoDB tables. It keeps the semantics of the other
+// stores: a save in the caller's transaction, duplicate IDs refused
+// without breaking that transaction (INSERT ... ON DUPLICATE KEY UPDATE),
+// leases on the database's clock, per-key order and parked keys, dead
+// letters and replay, and retention in small batches. Its differences:
+//
+//   - Wake-ups are poll-based: MySQL has no LISTEN, so a relay learns of
+//     the saves of other processes on its next poll
+//     (txm.ProcessorConfig.PollInterval); saves of the store's own process
+//     wake it at once.
+//   - There are no locked claims (txm.LockingClaimer): the relay leases.
+//   - [sqlstore.Store.Migrate] takes a lock of the server's (GET_LOCK) so
+//     that processes migrating at once take turns; MySQL commits DDL as it
+//     runs, so every statement of a version can run again and a version
+//     interrupted half-way is completed by the next Migrate.
+//   - [sqlstore.Config.Schema] names a database (MySQL's schema) that must
+//     exist; "" is the connection's database. NotifyInterval and PollOnly
+//     do not apply.
+//   - Message IDs, partition keys and consumer groups are at most 255
+//     characters, compared as bytes.
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	gomysql "github.com/go-sql-driver/mysql"
+
+	"github.com/transmanager/transmanager/txm/sqlstore"
+	"github.com/transmanager/transmanager/txm/sqlstore/internal/seam"
+)
+
+// New returns a store on db, a handle of the MySQL driver
+// (github.com/go-sql-driver/mysql). It does no I/O: call
+// [sqlstore.Store.Migrate] to create the tables. Close does not close db.
+//
+// The handle's DSN must have parseTime=true (or the store reads the times
+// it wrote itself) and must not set clientFoundRows=true, with which a
+// duplicate ID would count as saved; [Open] sets both.
+// [sqlstore.WithTx] hands the store a transaction of db.
+func New(db *sql.DB, cfg sqlstore.Config) (*sqlstore.Store, error) {
+	if db == nil {
+		return nil, errors.New("sqlstore/mysql: New: nil db")
+	}
+	return sqlstore.Build(seam.Handle{Database: seam.MySQL, DB: db}, cfg)
+}
+
+// Open connects to the database of dsn, a DSN of the MySQL driver such as
+// "user:password@tcp(127.0.0.1:3306)/app", and returns a store on it that
+// Close closes. It sets what the store needs on top of the DSN: parseTime,
+// times in UTC, clientFoundRows off, and interpolateParams, which sends a
+// statement and its arguments in one round trip. It pings the server but
+// does not migrate: call [sqlstore.Store.Migrate].
+func Open(ctx context.Context, dsn string, cfg sqlstore.Config) (*sqlstore.Store, error) {
+	dc, err := gomysql.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore/mysql: Open: %w", err)
+	}
+	dc.ParseTime = true
+	dc.Loc = time.UTC
+	dc.ClientFoundRows = false
+	dc.InterpolateParams = true
+	conn, err := gomysql.NewConnector(dc)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore/mysql: Open: %w", err)
+	}
+	db := sql.OpenDB(conn)
+	if err := db.PingContext(ctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("sqlstore/mysql: Open %s@%s: %w", dc.User, dc.Addr, err)
+	}
+	s, err := sqlstore.Build(seam.Handle{Database: seam.MySQL, DB: db, Owned: true}, cfg)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return s, nil
+}
