@@ -3,6 +3,7 @@ package drain
 import (
 	"context"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -68,16 +69,23 @@ func drainImpls() []drainImpl {
 // batches in flight). Every iteration is one scenario.Drain: a schema and
 // stream of its own, the backlog saved and the table settled outside the
 // timer, the timer running over the drain alone, and the check that every
-// message was published once and marked.
+// message was published once and marked. TXM_DRAIN_KEYS=k gives the
+// relay's messages k partition keys, round robin (default: none); the loop
+// keeps no key order and ignores them.
 //
 // Metrics: msgs/s; x-loop, the relay's msgs/s as a multiple of the loop's
 // at the same batch size in the same run (reported when the loop ran
 // first, as it does unless -bench leaves it out); and the CPU per message
 // of this process, of the local postgres processes and of the local
-// nats-server, in microseconds (relay-us/msg, pg-us/msg, nats-us/msg;
-// the medians over the iterations).
+// nats-server, in microseconds (relay-us/msg, pg-us/msg, nats-us/msg),
+// and the heap objects this process allocated per message (allocs/msg;
+// medians over the iterations).
 func BenchmarkDrainJetStream(b *testing.B) {
 	n := benchutil.EnvInt(b, "TXM_DRAIN_MESSAGES", 100_000)
+	keys := 0
+	if os.Getenv("TXM_DRAIN_KEYS") != "" {
+		keys = benchutil.EnvInt(b, "TXM_DRAIN_KEYS", 0)
+	}
 	pgURL, natsURL := testenv.URL(b, testenv.Postgres), testenv.URL(b, testenv.NATS)
 	for _, batch := range drainBatches {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
@@ -85,7 +93,7 @@ func BenchmarkDrainJetStream(b *testing.B) {
 			for _, impl := range drainImpls() {
 				b.Run("impl="+impl.name, func(b *testing.B) {
 					spec := scenario.DrainSpec{PostgresURL: pgURL, NATSURL: natsURL, Impl: impl.name,
-						Batch: batch, Messages: n, PayloadSize: payloadSize, Relay: impl.relay}
+						Batch: batch, Messages: n, PayloadSize: payloadSize, Keys: keys, Relay: impl.relay}
 					rate := benchDrain(b, n, func(ctx context.Context, timed func() func()) (scenario.DrainResult, error) {
 						spec.Timed = timed
 						return scenario.Drain(ctx, spec)
@@ -128,6 +136,7 @@ func benchDrain(b *testing.B, n int, drain func(ctx context.Context, timed func(
 	b.ReportMetric(scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.RelayUS }), "relay-us/msg")
 	b.ReportMetric(scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.PostgresUS }), "pg-us/msg")
 	b.ReportMetric(scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.NATSUS }), "nats-us/msg")
+	b.ReportMetric(scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.Allocs }), "allocs/msg")
 	return rate
 }
 
@@ -205,8 +214,8 @@ func BenchmarkDrainLatency(b *testing.B) {
 // the same SQLite file and a simulated broker, is BenchmarkRelayBaseline in
 // bench/relay.
 //
-// Metrics: msgs/s and relay-us/msg, the CPU of this process per message
-// (the median over the iterations).
+// Metrics: msgs/s; relay-us/msg and allocs/msg, the CPU and heap objects
+// of this process per message (medians over the iterations).
 func BenchmarkDrainEmbedded(b *testing.B) {
 	n := benchutil.EnvInt(b, "TXM_DRAIN_EMBEDDED_MESSAGES", 20_000)
 	latency := benchutil.EnvDuration(b, "TXM_DRAIN_BROKER_LATENCY", 0)
@@ -231,8 +240,73 @@ func BenchmarkDrainEmbedded(b *testing.B) {
 				}
 				b.ReportMetric(float64(n)*float64(b.N)/took.Seconds(), "msgs/s")
 				b.ReportMetric(scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.RelayUS }), "relay-us/msg")
+				b.ReportMetric(scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.Allocs }), "allocs/msg")
 				b.ReportMetric(float64(took.Nanoseconds())/float64(b.N), "ns/op") // the drains' time, not the fills'
 			})
 		}
 	}
+}
+
+// BenchmarkEndToEnd runs scenario.EndToEnd, the whole path at a steady
+// rate: producers commit TXM_E2E_RATE (default 1,000) messages per second,
+// one per transaction through a typed txm.Outbox, for TXM_DRAIN_SECONDS
+// (default 10) after a 1s warm-up; the relay (batches of 500, locked claims
+// on PostgreSQL) publishes them; a consumer handles them through its inbox
+// and a typed txm.Inbox. store=embedded is the embedded default (a SQLite
+// file and the in-process broker) and needs no service; store=postgres runs
+// on TXM_POSTGRES_URL and TXM_NATS_URL and skips without them. It has no
+// hand-written baseline: the drain and latency benchmarks above measure the
+// relay's part against the strong loop.
+//
+// Metrics, medians over the iterations: ack-p50-ms … ack-max-ms, commit →
+// the broker's acknowledgement as the relay sees it; handled-p50-ms …
+// handled-max-ms, commit → the consumer's inbox transaction committed;
+// msgs/s, the rate achieved.
+func BenchmarkEndToEnd(b *testing.B) {
+	base := scenario.EndToEndSpec{
+		Batch:       500,
+		Rate:        benchutil.EnvInt(b, "TXM_E2E_RATE", 1000),
+		Duration:    time.Duration(benchutil.EnvInt(b, "TXM_DRAIN_SECONDS", 10)) * time.Second,
+		Warmup:      time.Second,
+		PayloadSize: payloadSize,
+	}
+	b.Run("store=embedded", func(b *testing.B) {
+		s := base
+		s.Dir = b.TempDir()
+		benchEndToEnd(b, s)
+	})
+	b.Run("store=postgres", func(b *testing.B) {
+		s := base
+		s.PostgresURL, s.NATSURL = testenv.URL(b, testenv.Postgres), testenv.URL(b, testenv.NATS)
+		s.Relay = txm.ProcessorConfig{LockClaims: true}
+		benchEndToEnd(b, s)
+	})
+}
+
+func benchEndToEnd(b *testing.B, s scenario.EndToEndSpec) {
+	var rs []scenario.EndToEndResult
+	for range b.N {
+		ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+		r, err := scenario.EndToEnd(ctx, s)
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		rs = append(rs, r)
+	}
+	med := func(f func(scenario.EndToEndResult) float64) float64 { return scenario.Median(rs, f) }
+	for _, p := range []struct {
+		name string
+		of   func(scenario.EndToEndResult) scenario.Percentiles
+	}{
+		{"ack", func(r scenario.EndToEndResult) scenario.Percentiles { return r.Ack }},
+		{"handled", func(r scenario.EndToEndResult) scenario.Percentiles { return r.Handled }},
+	} {
+		b.ReportMetric(med(func(r scenario.EndToEndResult) float64 { return p.of(r).P50 }), p.name+"-p50-ms")
+		b.ReportMetric(med(func(r scenario.EndToEndResult) float64 { return p.of(r).P90 }), p.name+"-p90-ms")
+		b.ReportMetric(med(func(r scenario.EndToEndResult) float64 { return p.of(r).P99 }), p.name+"-p99-ms")
+		b.ReportMetric(med(func(r scenario.EndToEndResult) float64 { return p.of(r).Max }), p.name+"-max-ms")
+	}
+	b.ReportMetric(med(func(r scenario.EndToEndResult) float64 { return r.Achieved }), "msgs/s")
+	b.ReportMetric(0, "ns/op") // an iteration's time is its fixed duration
 }

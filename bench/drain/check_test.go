@@ -15,7 +15,8 @@ import (
 // TestDrainBaselines checks what the drain and latency benchmarks measure,
 // in short runs: the strong loop and every relay configuration of
 // scenario.Impls publish every message of a backlog once and mark it
-// (scenario.Drain checks this after each drain), every message committed
+// (scenario.Drain checks this after each drain), with and without
+// partition keys for the relay, every message committed
 // under a steady load reaches JetStream (scenario.Latency waits for every
 // PubAck), and the loop woken by LISTEN alone drains what producers commit
 // while it waits.
@@ -54,6 +55,20 @@ func TestDrainBaselines(t *testing.T) {
 			}
 		})
 	}
+	// With partition keys (TXM_DRAIN_KEYS), the relay keeps each key in
+	// order and still drains everything.
+	t.Run("drain/"+scenario.ImplRelayLock+"/keys", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		r, err := scenario.Drain(ctx, scenario.DrainSpec{PostgresURL: pgURL, NATSURL: natsURL,
+			Impl: scenario.ImplRelayLock, Batch: 500, Messages: n, PayloadSize: payloadSize, Keys: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Messages != n || r.MsgsPerSec <= 0 {
+			t.Fatalf("result %+v: want %d messages and a rate", r, n)
+		}
+	})
 	t.Run("listen", func(t *testing.T) { testListenLoop(t, pgURL, natsURL, n) })
 }
 

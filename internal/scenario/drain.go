@@ -31,6 +31,9 @@ type DrainSpec struct {
 	Batch                int
 	Messages             int
 	PayloadSize          int
+	// Keys gives the relay's messages that many partition keys, round
+	// robin; 0: none. The loop keeps no key order and ignores it.
+	Keys int
 	// Relay, when set, replaces the relay's configuration (BatchSize is
 	// still Batch); PublisherConfig is the JetStream publisher's.
 	Relay           *txm.ProcessorConfig
@@ -126,7 +129,7 @@ func Drain(ctx context.Context, s DrainSpec) (DrainResult, error) {
 		if err := store.Migrate(ctx); err != nil {
 			return DrainResult{}, err
 		}
-		if err := e.FillOutbox(ctx, store, e.Messages(s.Messages, 0, payload)); err != nil {
+		if err := e.FillOutbox(ctx, store, e.Messages(s.Messages, s.Keys, payload)); err != nil {
 			return DrainResult{}, err
 		}
 		run = func(ctx context.Context) (time.Duration, error) {

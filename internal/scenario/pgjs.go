@@ -1,9 +1,9 @@
-// Package scenario holds the benchmark scenarios that the bench package's
-// benchmarks and drivers run: a PostgreSQL outbox drained into a JetStream
-// stream, by the library's relay and by the strong hand-written loop that a
-// user would write instead, with the CPU each process used; and, for the
-// embedded default, a SQLite outbox drained into the in-process broker
-// ([DrainEmbedded]).
+// Package scenario holds the benchmark scenarios that `txm bench`,
+// bench/drainrun and the benchmarks under bench/ run: a PostgreSQL outbox
+// drained into a JetStream stream, by the library's relay and by the strong
+// hand-written loop that a user would write instead, with the CPU each
+// process used; and, for the embedded default, a SQLite outbox drained into
+// the in-process broker ([DrainEmbedded]).
 package scenario
 
 import (
