@@ -52,11 +52,14 @@ func main() {
 func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	err := run(ctx, args, stdout, stderr)
 	var usage *usageError
+	var logged *loggedError
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return exitOK
 	case errors.Is(err, errReported): // the flag set printed the error and the usage
 		return exitUsage
+	case errors.As(err, &logged): // the command logged it in its own format
+		return exitFailure
 	case errors.As(err, &usage):
 		fmt.Fprintln(stderr, "txm:", err)
 		if usage.help != "" {
@@ -80,6 +83,12 @@ func (e *usageError) Error() string { return e.msg }
 func usagef(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
 }
+
+// loggedError is a failure the command logged already: exit status 1.
+type loggedError struct{ err error }
+
+func (e *loggedError) Error() string { return e.err.Error() }
+func (e *loggedError) Unwrap() error { return e.err }
 
 // errReported is a usage error already printed, with the command's usage.
 var errReported = errors.New("usage error reported")
