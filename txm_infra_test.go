@@ -33,6 +33,7 @@ import (
 	"github.com/transmanager/transmanager/retry"
 	"github.com/transmanager/transmanager/txm"
 	"github.com/transmanager/transmanager/txm/sqlstore"
+	"github.com/transmanager/transmanager/txm/sqlstore/postgres"
 )
 
 // Headers the tests put on some messages to steer the consumer's fault
@@ -147,7 +148,7 @@ func newInfraPG(t *testing.T) *infraPG {
 		t.Fatalf("pool: %v", err)
 	}
 	t.Cleanup(pool.Close)
-	store, err := sqlstore.NewPostgres(pool, sqlstore.Config{Schema: schema, NotifyChannel: schema, Logger: infraDiscardLogger()})
+	store, err := postgres.New(pool, sqlstore.Config{Schema: schema, NotifyChannel: schema, Logger: infraDiscardLogger()})
 	if err != nil {
 		t.Fatalf("NewPostgres: %v", err)
 	}

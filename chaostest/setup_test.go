@@ -17,6 +17,7 @@ import (
 	"github.com/transmanager/transmanager/async/natsjs"
 	"github.com/transmanager/transmanager/internal/testenv"
 	"github.com/transmanager/transmanager/txm/sqlstore"
+	"github.com/transmanager/transmanager/txm/sqlstore/postgres"
 )
 
 // env is one run's services: a schema with the outbox, the inbox and the
@@ -73,7 +74,7 @@ func newEnv(t *testing.T, broker string) *env {
 	}
 	e.pool = pool
 	t.Cleanup(pool.Close)
-	store, err := sqlstore.NewPostgres(pool, sqlstore.Config{Schema: e.schema})
+	store, err := postgres.New(pool, sqlstore.Config{Schema: e.schema})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/transmanager/transmanager/txm"
 	"github.com/transmanager/transmanager/txm/memstore"
 	"github.com/transmanager/transmanager/txm/sqlstore"
+	"github.com/transmanager/transmanager/txm/sqlstore/sqlite"
 )
 
 // waitClock makes goroutines wait a precise time without burning a core
@@ -250,7 +251,7 @@ func (f *relayFixtures) sqliteTemplate(tb testing.TB, n, keys int) string {
 	}
 	path = filepath.Join(f.dir, fmt.Sprintf("template-%d-%d.db", n, keys))
 	ctx := context.Background()
-	s, err := sqlstore.OpenSQLite(ctx, path, sqlstore.Config{PollOnly: true})
+	s, err := sqlite.Open(ctx, path, sqlstore.Config{PollOnly: true})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -276,7 +277,7 @@ func (f *relayFixtures) sqliteTemplate(tb testing.TB, n, keys int) string {
 func openSQLite(tb testing.TB, path string) relayStore {
 	tb.Helper()
 	ctx := context.Background()
-	s, err := sqlstore.OpenSQLite(ctx, path, sqlstore.Config{PollOnly: true})
+	s, err := sqlite.Open(ctx, path, sqlstore.Config{PollOnly: true})
 	if err != nil {
 		tb.Fatal(err)
 	}

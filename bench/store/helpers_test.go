@@ -23,6 +23,8 @@ import (
 	"github.com/transmanager/transmanager/internal/scenario"
 	"github.com/transmanager/transmanager/internal/testenv"
 	"github.com/transmanager/transmanager/txm/sqlstore"
+	"github.com/transmanager/transmanager/txm/sqlstore/postgres"
+	"github.com/transmanager/transmanager/txm/sqlstore/sqlite"
 )
 
 // Helpers of the store benchmarks (bench_test.go): the library's store
@@ -230,7 +232,7 @@ func (e *storePG) config(cfg sqlstore.Config) sqlstore.Config {
 // store returns a pgx store on the env's pool, closed in cleanup.
 func (e *storePG) store(tb testing.TB, cfg sqlstore.Config) *sqlstore.Store {
 	tb.Helper()
-	s, err := sqlstore.NewPostgres(e.pool, e.config(cfg))
+	s, err := postgres.New(e.pool, e.config(cfg))
 	if err != nil {
 		tb.Fatalf("NewPostgres: %v", err)
 	}
@@ -254,7 +256,7 @@ func (e *storePG) genericStore(tb testing.TB) *sqlstore.Store {
 		tb.Fatalf("pool: %v", err)
 	}
 	tb.Cleanup(pool.Close)
-	s, err := sqlstore.NewPostgres(pool, e.config(sqlstore.Config{PollOnly: true}))
+	s, err := postgres.New(pool, e.config(sqlstore.Config{PollOnly: true}))
 	if err != nil {
 		tb.Fatalf("NewPostgres: %v", err)
 	}
@@ -280,7 +282,7 @@ func (e *storePG) sqlDB(tb testing.TB, conns int) *sql.DB {
 // sqlStore returns a database/sql store on db, closed in cleanup.
 func (e *storePG) sqlStore(tb testing.TB, db *sql.DB, cfg sqlstore.Config) *sqlstore.Store {
 	tb.Helper()
-	s, err := sqlstore.NewPostgresDB(db, e.config(cfg))
+	s, err := postgres.NewDB(db, e.config(cfg))
 	if err != nil {
 		tb.Fatalf("NewPostgresDB: %v", err)
 	}
@@ -482,7 +484,7 @@ func newStoreSQLite(tb testing.TB) *storeSQLite {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s, err := sqlstore.OpenSQLite(ctx, filepath.Join(tb.TempDir(), "bench.db"), sqlstore.Config{Logger: slog.New(slog.DiscardHandler)})
+	s, err := sqlite.Open(ctx, filepath.Join(tb.TempDir(), "bench.db"), sqlstore.Config{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		tb.Fatalf("OpenSQLite: %v", err)
 	}

@@ -18,6 +18,8 @@ import (
 
 	"github.com/transmanager/transmanager/txm"
 	"github.com/transmanager/transmanager/txm/sqlstore"
+	"github.com/transmanager/transmanager/txm/sqlstore/postgres"
+	"github.com/transmanager/transmanager/txm/sqlstore/sqlite"
 )
 
 // storeFlags selects the store an admin command works on.
@@ -67,7 +69,7 @@ func (f *storeFlags) open(ctx context.Context, create bool) (*adminStore, error)
 				return nil, err
 			}
 		}
-		s, err := sqlstore.OpenSQLite(ctx, f.sqlite, sqlstore.Config{PollOnly: true})
+		s, err := sqlite.Open(ctx, f.sqlite, sqlstore.Config{PollOnly: true})
 		if err != nil {
 			return nil, err
 		}
@@ -77,7 +79,7 @@ func (f *storeFlags) open(ctx context.Context, create bool) (*adminStore, error)
 	if err != nil {
 		return nil, err
 	}
-	s, err := sqlstore.NewPostgresDB(db, sqlstore.Config{Schema: f.schema, PollOnly: true})
+	s, err := postgres.NewDB(db, sqlstore.Config{Schema: f.schema, PollOnly: true})
 	if err != nil {
 		_ = db.Close()
 		return nil, err
@@ -176,14 +178,14 @@ func migrationSQL(sf storeFlags, dialect string) (string, error) {
 			return "", oerr
 		}
 		defer db.Close()
-		store, err = sqlstore.NewSQLite(db, sqlstore.Config{})
+		store, err = sqlite.New(db, sqlstore.Config{})
 	case "postgres":
 		db, oerr := sql.Open("pgx", "") // opens no connection
 		if oerr != nil {
 			return "", oerr
 		}
 		defer db.Close()
-		store, err = sqlstore.NewPostgresDB(db, sqlstore.Config{Schema: sf.schema, PollOnly: true})
+		store, err = postgres.NewDB(db, sqlstore.Config{Schema: sf.schema, PollOnly: true})
 	default:
 		return "", usagef("migrate: unknown -dialect %q: sqlite or postgres", dialect)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/transmanager/transmanager/async/memory"
 	"github.com/transmanager/transmanager/async/natsjs"
 	"github.com/transmanager/transmanager/txm/sqlstore"
+	"github.com/transmanager/transmanager/txm/sqlstore/postgres"
 )
 
 // openBroker connects the demo to JetStream when -nats is set, and to the
@@ -74,7 +75,7 @@ func openPostgresDemo(ctx context.Context, dsn string) (*sqlstore.Store, *sql.DB
 	if err != nil {
 		return nil, nil, fmt.Errorf("demo: open PostgreSQL: %w", err)
 	}
-	store, err := sqlstore.NewPostgresDB(db, sqlstore.Config{Schema: "txm_demo"})
+	store, err := postgres.NewDB(db, sqlstore.Config{Schema: "txm_demo"})
 	if err != nil {
 		_ = db.Close()
 		return nil, nil, err

@@ -18,6 +18,7 @@ import (
 	"github.com/transmanager/transmanager/retry"
 	"github.com/transmanager/transmanager/txm"
 	"github.com/transmanager/transmanager/txm/sqlstore"
+	"github.com/transmanager/transmanager/txm/sqlstore/sqlite"
 )
 
 // OrderPlaced is the demo's event.
@@ -143,7 +144,7 @@ func (e *demoEnv) openStore(ctx context.Context, cfg demoConfig) error {
 				e.closers = append(e.closers, func() { _ = os.RemoveAll(dir) })
 			}
 		}
-		store, err := sqlstore.OpenSQLite(ctx, path, sqlstore.Config{})
+		store, err := sqlite.Open(ctx, path, sqlstore.Config{})
 		if err != nil {
 			return fmt.Errorf("demo: open SQLite: %w", err)
 		}

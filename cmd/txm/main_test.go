@@ -16,6 +16,8 @@ import (
 	"github.com/transmanager/transmanager/async"
 	"github.com/transmanager/transmanager/internal/testenv"
 	"github.com/transmanager/transmanager/txm/sqlstore"
+	"github.com/transmanager/transmanager/txm/sqlstore/postgres"
+	"github.com/transmanager/transmanager/txm/sqlstore/sqlite"
 )
 
 // cli runs the command in-process and returns its exit status and output.
@@ -155,7 +157,7 @@ func TestBinaryExitStatus(t *testing.T) {
 func TestAdminCommandsOnSQLite(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "admin.db")
 	testAdminCommands(t, []string{"-sqlite", path}, func(ctx context.Context) (*sqlstore.Store, func()) {
-		store, err := sqlstore.OpenSQLite(ctx, path, sqlstore.Config{})
+		store, err := sqlite.Open(ctx, path, sqlstore.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -177,7 +179,7 @@ func TestAdminCommandsOnPostgres(t *testing.T) {
 	}
 	defer func() { _, _ = db.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE") }()
 	testAdminCommands(t, []string{"-postgres", url, "-schema", schema}, func(ctx context.Context) (*sqlstore.Store, func()) {
-		store, err := sqlstore.NewPostgresDB(db, sqlstore.Config{Schema: schema, PollOnly: true})
+		store, err := postgres.NewDB(db, sqlstore.Config{Schema: schema, PollOnly: true})
 		if err != nil {
 			t.Fatal(err)
 		}

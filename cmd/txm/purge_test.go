@@ -9,6 +9,7 @@ import (
 
 	"github.com/transmanager/transmanager/async"
 	"github.com/transmanager/transmanager/txm/sqlstore"
+	"github.com/transmanager/transmanager/txm/sqlstore/sqlite"
 )
 
 // inboxMsg adapts a message to async.IncomingMessage.
@@ -34,7 +35,7 @@ func TestPurgeOnSQLite(t *testing.T) {
 	if code, out, errOut := cli(ctx, "migrate", "-sqlite", path); code != exitOK {
 		t.Fatalf("migrate: exit %d: %s%s", code, out, errOut)
 	}
-	store, err := sqlstore.OpenSQLite(ctx, path, sqlstore.Config{KeepPublished: true})
+	store, err := sqlite.Open(ctx, path, sqlstore.Config{KeepPublished: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,8 @@ import (
 	"github.com/transmanager/transmanager/retry"
 	"github.com/transmanager/transmanager/txm"
 	"github.com/transmanager/transmanager/txm/sqlstore"
+	"github.com/transmanager/transmanager/txm/sqlstore/postgres"
+	"github.com/transmanager/transmanager/txm/sqlstore/sqlite"
 )
 
 // Relay states, which /healthz reports.
@@ -145,7 +147,7 @@ func openRelayStore(ctx context.Context, cfg relayConfig, log *slog.Logger) (*re
 				return nil, err
 			}
 		}
-		s, err := sqlstore.OpenSQLite(ctx, cfg.sqlite, scfg)
+		s, err := sqlite.Open(ctx, cfg.sqlite, scfg)
 		if err != nil {
 			return nil, err
 		}
@@ -164,7 +166,7 @@ func openRelayStore(ctx context.Context, cfg relayConfig, log *slog.Logger) (*re
 	if err != nil {
 		return nil, fmt.Errorf("open PostgreSQL: %w", err)
 	}
-	s, err := sqlstore.NewPostgres(pool, scfg)
+	s, err := postgres.New(pool, scfg)
 	if err != nil {
 		pool.Close()
 		return nil, err

@@ -15,6 +15,7 @@ import (
 	"github.com/transmanager/transmanager/async/memory"
 	"github.com/transmanager/transmanager/txm"
 	"github.com/transmanager/transmanager/txm/sqlstore"
+	"github.com/transmanager/transmanager/txm/sqlstore/sqlite"
 )
 
 // EmbeddedTopic is the topic of the embedded drain's messages.
@@ -59,7 +60,7 @@ func DrainEmbedded(ctx context.Context, s EmbeddedDrainSpec) (_ DrainResult, err
 			_ = os.Remove(path + suffix)
 		}
 	}()
-	store, err := sqlstore.OpenSQLite(ctx, path, sqlstore.Config{PollOnly: true, Logger: slog.New(slog.DiscardHandler)})
+	store, err := sqlite.Open(ctx, path, sqlstore.Config{PollOnly: true, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return DrainResult{}, err
 	}

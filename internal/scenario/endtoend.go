@@ -19,6 +19,8 @@ import (
 	"github.com/transmanager/transmanager/codec"
 	"github.com/transmanager/transmanager/txm"
 	"github.com/transmanager/transmanager/txm/sqlstore"
+	"github.com/transmanager/transmanager/txm/sqlstore/postgres"
+	"github.com/transmanager/transmanager/txm/sqlstore/sqlite"
 )
 
 // EndToEndSpec is one measured run of the whole path at a steady rate:
@@ -115,7 +117,7 @@ func openEmbeddedRig(ctx context.Context, s EndToEndSpec) (_ *e2eRig, err error)
 			_ = os.Remove(path + suffix)
 		}
 	})
-	store, err := sqlstore.OpenSQLite(ctx, path, sqlstore.Config{Logger: slog.New(slog.DiscardHandler)})
+	store, err := sqlite.Open(ctx, path, sqlstore.Config{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +161,7 @@ func openServicesRig(ctx context.Context, s EndToEndSpec) (_ *e2eRig, err error)
 	if err := r.relay.Migrate(ctx); err != nil {
 		return nil, err
 	}
-	r.producer, err = sqlstore.NewPostgres(pool, sqlstore.Config{Schema: e.Schema, NotifyChannel: e.Schema,
+	r.producer, err = postgres.New(pool, sqlstore.Config{Schema: e.Schema, NotifyChannel: e.Schema,
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return nil, err

@@ -19,6 +19,7 @@ import (
 	"github.com/transmanager/transmanager/async/natsjs"
 	"github.com/transmanager/transmanager/txm"
 	"github.com/transmanager/transmanager/txm/sqlstore"
+	"github.com/transmanager/transmanager/txm/sqlstore/postgres"
 )
 
 // LatencySpec is one measured run of commit-to-PubAck latency: producers
@@ -188,7 +189,7 @@ func Latency(ctx context.Context, s LatencySpec) (LatencyResult, error) {
 		if err := relayStore.Migrate(ctx); err != nil {
 			return LatencyResult{}, err
 		}
-		store, err := sqlstore.NewPostgres(producerPool, sqlstore.Config{Schema: e.Schema, NotifyChannel: e.Schema,
+		store, err := postgres.New(producerPool, sqlstore.Config{Schema: e.Schema, NotifyChannel: e.Schema,
 			NotifyInterval: s.NotifyInterval, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			return LatencyResult{}, err

@@ -13,12 +13,13 @@ import (
 	"github.com/transmanager/transmanager/async/natsjs"
 	"github.com/transmanager/transmanager/txm"
 	"github.com/transmanager/transmanager/txm/sqlstore"
+	"github.com/transmanager/transmanager/txm/sqlstore/postgres"
 )
 
 // Store returns a store on the library's tables in e's schema; pollOnly
 // stores do not LISTEN. The caller closes it.
 func (e *Env) Store(pollOnly bool) (*sqlstore.Store, error) {
-	return sqlstore.NewPostgres(e.Pool, sqlstore.Config{Schema: e.Schema, NotifyChannel: e.Schema,
+	return postgres.New(e.Pool, sqlstore.Config{Schema: e.Schema, NotifyChannel: e.Schema,
 		PollOnly: pollOnly, Logger: slog.New(slog.DiscardHandler)})
 }
 

@@ -71,7 +71,7 @@ type statements struct {
 	lockCandidates string
 	// leaseBySeq leases the messages $1 (seqs) for $2 µs (MySQL).
 	leaseBySeq string
-	published string // $1 ids (SQLite: $2 now); a DELETE unless Config.KeepPublished
+	published  string // $1 ids (SQLite: $2 now); a DELETE unless Config.KeepPublished
 	// publishedBySeq is published for pending messages by their seqs, $1:
 	// those a claim of this store returned (PostgreSQL).
 	publishedBySeq string

@@ -1,8 +1,14 @@
 // Package sqlstore keeps the transactional outbox and inbox in a SQL
-// database: PostgreSQL through pgx (a [pgxpool.Pool]) or through
-// database/sql with pgx's stdlib driver, and SQLite through the pure-Go
-// modernc.org/sqlite driver. One implementation serves all three: the SQL
-// text differs per dialect, the code does not.
+// database. A store is built by the package of its database, so that a
+// program links only the drivers it uses:
+// [github.com/transmanager/transmanager/txm/sqlstore/postgres] (PostgreSQL
+// through pgx, a [pgxpool.Pool], or through database/sql with pgx's stdlib
+// driver), [github.com/transmanager/transmanager/txm/sqlstore/sqlite]
+// (SQLite through the pure-Go modernc.org/sqlite driver) and
+// [github.com/transmanager/transmanager/txm/sqlstore/mysql] (MySQL 8.0+ and
+// MariaDB 10.6+ through github.com/go-sql-driver/mysql). Each returns the
+// same [*Store]; what differs per database (its SQL text, its claim, its
+// migrations and how it wakes relays) is the database's engine.
 //
 // A [Store] has two sides. [Store.Outbox] returns an [Outbox], which
 // implements [txm.OutboxStore] and all of the relay's optional capabilities
@@ -15,13 +21,16 @@
 // # Opening a store
 //
 //	pool, err := pgxpool.New(ctx, "postgres://app@db/app")
-//	store, err := sqlstore.NewPostgres(pool, sqlstore.Config{})
+//	store, err := postgres.New(pool, sqlstore.Config{})
 //	err = store.Migrate(ctx) // or apply store.MigrationSQL() with your tool
 //
 //	db, err := sql.Open("pgx", "postgres://app@db/app") // github.com/jackc/pgx/v5/stdlib
-//	store, err := sqlstore.NewPostgresDB(db, sqlstore.Config{})
+//	store, err := postgres.NewDB(db, sqlstore.Config{})
 //
-//	store, err := sqlstore.OpenSQLite(ctx, "app.db", sqlstore.Config{})
+//	store, err := sqlite.Open(ctx, "app.db", sqlstore.Config{})
+//	defer store.Close()
+//
+//	store, err := mysql.Open(ctx, "app@tcp(db:3306)/app", sqlstore.Config{})
 //	defer store.Close()
 //
 // The constructors do no I/O and nothing global: several stores, on one
@@ -308,7 +317,7 @@
 // # SQLite
 //
 // SQLite runs in the process, so the process clock is the database clock;
-// times are stored as Unix microseconds. [OpenSQLite] sets WAL, a busy
+// times are stored as Unix microseconds. sqlite.Open sets WAL, a busy
 // timeout, foreign keys and IMMEDIATE transactions, and keeps the pool
 // small: writers take turns anyway. A claim first reads whether there is
 // anything to claim, which in WAL mode waits for no writer, and takes the

@@ -14,6 +14,8 @@ import (
 	"github.com/transmanager/transmanager/async"
 	"github.com/transmanager/transmanager/txm"
 	"github.com/transmanager/transmanager/txm/sqlstore"
+	"github.com/transmanager/transmanager/txm/sqlstore/postgres"
+	"github.com/transmanager/transmanager/txm/sqlstore/sqlite"
 )
 
 // A business write and its event, saved in one SQLite transaction with
@@ -26,7 +28,7 @@ func Example() {
 	}
 	defer os.RemoveAll(dir)
 
-	store, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "app.db"), sqlstore.Config{})
+	store, err := sqlite.Open(ctx, filepath.Join(dir, "app.db"), sqlstore.Config{})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -80,7 +82,7 @@ func ExampleWithTx() {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	store, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "app.db"), sqlstore.Config{})
+	store, err := sqlite.Open(ctx, filepath.Join(dir, "app.db"), sqlstore.Config{})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -113,14 +115,14 @@ func ExampleWithTx() {
 
 // A PostgreSQL store on a pgx pool, with the message saved in the caller's
 // own pgx transaction.
-func ExampleNewPostgres() {
+func Example_postgres() {
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer pool.Close()
-	store, err := sqlstore.NewPostgres(pool, sqlstore.Config{Schema: "app"})
+	store, err := postgres.New(pool, sqlstore.Config{Schema: "app"})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -156,7 +158,7 @@ func ExampleOutbox_ClaimLocked() {
 		log.Fatal(err)
 	}
 	defer pool.Close()
-	store, err := sqlstore.NewPostgres(pool, sqlstore.Config{})
+	store, err := postgres.New(pool, sqlstore.Config{})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -107,13 +107,13 @@ func newTestStore(t testing.TB, kind backendKind, cfg Config) *testStore {
 	switch kind {
 	case kindSQLite:
 		ts.path = filepath.Join(t.TempDir(), "txm.db")
-		ts.Store, err = OpenSQLite(ctx, ts.path, cfg)
+		ts.Store, err = openSQLite(ctx, ts.path, cfg)
 	case kindPgx:
 		ts.pg = newPGEnv(t)
-		ts.Store, err = NewPostgres(ts.pg.pool, cfg)
+		ts.Store, err = newPostgres(ts.pg.pool, cfg)
 	case kindSQLDB:
 		ts.pg = newPGEnv(t)
-		ts.Store, err = NewPostgresDB(ts.pg.sqlDB(t), cfg)
+		ts.Store, err = newPostgresDB(ts.pg.sqlDB(t), cfg)
 	}
 	if err != nil {
 		t.Fatal(err)

@@ -22,7 +22,7 @@ func unmigrated(t *testing.T, kind backendKind, n int) ([]*Store, func() []strin
 	if kind == kindSQLite {
 		path := filepath.Join(t.TempDir(), "txm.db")
 		for range n {
-			s, err := OpenSQLite(ctx, path, Config{})
+			s, err := openSQLite(ctx, path, Config{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -61,11 +61,11 @@ func storeOn(t testing.TB, kind backendKind, pool *pgxpool.Pool, cfg Config) *St
 	var s *Store
 	var err error
 	if kind == kindPgx {
-		s, err = NewPostgres(pool, cfg)
+		s, err = newPostgres(pool, cfg)
 	} else {
 		db := stdlib.OpenDBFromPool(pool)
 		t.Cleanup(func() { _ = db.Close() })
-		s, err = NewPostgresDB(db, cfg)
+		s, err = newPostgresDB(db, cfg)
 	}
 	if err != nil {
 		t.Fatal(err)

@@ -134,7 +134,7 @@ func TestSQLiteConcurrentWriters(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "txm.db")
 	open := func() *Store {
-		s, err := OpenSQLite(ctx, path, Config{})
+		s, err := openSQLite(ctx, path, Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -246,17 +246,17 @@ func TestConfigValidation(t *testing.T) {
 	if s.cfg.InboxTable != DefaultInboxTable || s.cfg.DefaultLease != DefaultLease || s.cfg.NotifyChannel != DefaultNotifyChannel || s.cfg.Logger == nil {
 		t.Fatalf("defaults not applied: %+v", s.cfg)
 	}
-	if _, err := NewPostgres(nil, Config{}); err == nil {
-		t.Error("NewPostgres(nil) accepted")
+	if _, err := newPostgres(nil, Config{}); err == nil {
+		t.Error("newPostgres(nil) accepted")
 	}
-	if _, err := NewSQLite(nil, Config{}); err == nil {
-		t.Error("NewSQLite(nil) accepted")
+	if _, err := newSQLite(nil, Config{}); err == nil {
+		t.Error("newSQLite(nil) accepted")
 	}
-	if _, err := NewPostgresDB(nil, Config{}); err == nil {
-		t.Error("NewPostgresDB(nil) accepted")
+	if _, err := newPostgresDB(nil, Config{}); err == nil {
+		t.Error("newPostgresDB(nil) accepted")
 	}
-	if _, err := OpenSQLite(context.Background(), "", Config{}); err == nil {
-		t.Error("OpenSQLite(\"\") accepted")
+	if _, err := openSQLite(context.Background(), "", Config{}); err == nil {
+		t.Error("openSQLite(\"\") accepted")
 	}
 }
 

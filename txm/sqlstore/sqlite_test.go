@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/transmanager/transmanager/txm/sqlstore/internal/seam"
 )
 
 func TestOpenSQLiteSettings(t *testing.T) {
@@ -21,7 +23,7 @@ func TestOpenSQLiteSettings(t *testing.T) {
 		{"memory", ":memory:", "memory"},
 	}
 	for _, tt := range tests {
-		s, err := OpenSQLite(ctx, tt.path, Config{})
+		s, err := openSQLite(ctx, tt.path, Config{})
 		if err != nil {
 			t.Fatalf("%s: %v", tt.name, err)
 		}
@@ -37,7 +39,7 @@ func TestOpenSQLiteSettings(t *testing.T) {
 		if err := db.QueryRowContext(ctx, "PRAGMA foreign_keys").Scan(&fk); err != nil {
 			t.Fatal(err)
 		}
-		if mode != tt.journalMode || busy != sqliteBusyTimeoutMS || fk != 1 {
+		if mode != tt.journalMode || busy != seam.SQLiteBusyTimeoutMS || fk != 1 {
 			t.Errorf("%s: journal_mode %s, busy_timeout %d, foreign_keys %d", tt.name, mode, busy, fk)
 		}
 		if err := s.Migrate(ctx); err != nil {
@@ -72,7 +74,7 @@ func TestOpenSQLiteSettings(t *testing.T) {
 func TestSQLiteHandleOfOwn(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	opened, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "x.db"), Config{})
+	opened, err := openSQLite(ctx, filepath.Join(t.TempDir(), "x.db"), Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +82,7 @@ func TestSQLiteHandleOfOwn(t *testing.T) {
 	if err := opened.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	s, err := NewSQLite(opened.DB(), Config{OutboxTable: "other_outbox", InboxTable: "other_inbox"})
+	s, err := newSQLite(opened.DB(), Config{OutboxTable: "other_outbox", InboxTable: "other_inbox"})
 	if err != nil {
 		t.Fatal(err)
 	}

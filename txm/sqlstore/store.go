@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,8 +14,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
-	// The pure-Go SQLite driver, registered as "sqlite".
-	_ "modernc.org/sqlite"
 
 	"github.com/transmanager/transmanager/async"
 	"github.com/transmanager/transmanager/txm/sqlstore/internal/seam"
@@ -32,9 +29,9 @@ type Store struct {
 	be      backend
 	stmts   statements
 
-	pool *pgxpool.Pool // NewPostgres
-	db   *sql.DB       // NewPostgresDB, NewSQLite, OpenSQLite
-	owns bool          // OpenSQLite: Close closes db
+	pool *pgxpool.Pool // postgres.New
+	db   *sql.DB       // the database/sql stores
+	owns bool          // sqlite.Open, mysql.Open: Close closes db
 
 	claimKey int64 // advisory lock key of claims (PostgreSQL)
 	leased   leasedSeqs
@@ -71,12 +68,10 @@ type Store struct {
 	listenUp      atomic.Bool   // the LISTEN connection listens now
 }
 
-// NewPostgres returns a store on a pgx pool. It does no I/O: call
-// [Store.Migrate] to create the tables, or apply [Store.MigrationSQL] with
-// your own migration tool. Close does not close the pool.
-func NewPostgres(pool *pgxpool.Pool, cfg Config) (*Store, error) {
+// newPostgres returns a store on a pgx pool (postgres.New).
+func newPostgres(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	if pool == nil {
-		return nil, errors.New("sqlstore: NewPostgres: nil pool")
+		return nil, errors.New("sqlstore: postgres: nil pool")
 	}
 	s, err := newStore(postgres, cfg)
 	if err != nil {
@@ -87,15 +82,14 @@ func NewPostgres(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	return s, nil
 }
 
-// NewPostgresDB returns a store on a database/sql handle opened with pgx's
-// stdlib driver (github.com/jackc/pgx/v5/stdlib, driver name "pgx"). It does
-// no I/O. Close does not close db.
-func NewPostgresDB(db *sql.DB, cfg Config) (*Store, error) {
+// newPostgresDB returns a store on a database/sql handle of pgx's stdlib
+// driver (postgres.NewDB).
+func newPostgresDB(db *sql.DB, cfg Config) (*Store, error) {
 	if db == nil {
-		return nil, errors.New("sqlstore: NewPostgresDB: nil db")
+		return nil, errors.New("sqlstore: postgres: nil db")
 	}
 	if _, ok := db.Driver().(*stdlib.Driver); !ok {
-		return nil, fmt.Errorf("sqlstore: NewPostgresDB: db must use the pgx stdlib driver, got %T", db.Driver())
+		return nil, fmt.Errorf("sqlstore: postgres: db must use the pgx stdlib driver, got %T", db.Driver())
 	}
 	s, err := newStore(postgres, cfg)
 	if err != nil {
@@ -106,14 +100,11 @@ func NewPostgresDB(db *sql.DB, cfg Config) (*Store, error) {
 	return s, nil
 }
 
-// NewSQLite returns a store on a database/sql handle opened with the
-// modernc.org/sqlite driver ("sqlite"). It does no I/O and changes no
-// setting of db; [OpenSQLite] opens a handle with the settings the store
-// works best with (WAL, busy timeout, IMMEDIATE transactions), which a
-// handle of your own should have as well. Close does not close db.
-func NewSQLite(db *sql.DB, cfg Config) (*Store, error) {
+// newSQLite returns a store on a database/sql handle of the
+// modernc.org/sqlite driver (sqlite.New, sqlite.Open).
+func newSQLite(db *sql.DB, cfg Config) (*Store, error) {
 	if db == nil {
-		return nil, errors.New("sqlstore: NewSQLite: nil db")
+		return nil, errors.New("sqlstore: sqlite: nil db")
 	}
 	s, err := newStore(sqlite, cfg)
 	if err != nil {
@@ -136,70 +127,6 @@ func newMySQL(db *sql.DB, cfg Config) (*Store, error) {
 	}
 	s.db = db
 	s.be = newMySQLBackend(db)
-	return s, nil
-}
-
-// SQLite settings of OpenSQLite.
-const (
-	sqliteBusyTimeoutMS = 10000
-	sqliteMaxConns      = 4
-)
-
-// OpenSQLite opens (creating it if needed) the SQLite database file at path
-// and returns a store on it that Close closes. The connections use WAL
-// journaling (readers do not block the writer), synchronous=NORMAL (durable
-// across process crashes; the last transactions may be lost on power loss),
-// a 10s busy timeout, foreign keys, and IMMEDIATE transactions, which take
-// the write lock at BEGIN so that a transaction never fails to upgrade from
-// reading to writing. SQLite has one writer at a time, so the pool is
-// limited to 4 connections (1 for ":memory:", whose connections would each
-// get their own database). OpenSQLite does not migrate: call
-// [Store.Migrate].
-func OpenSQLite(ctx context.Context, path string, cfg Config) (*Store, error) {
-	if path == "" {
-		return nil, errors.New("sqlstore: OpenSQLite: empty path")
-	}
-	memory := path == ":memory:" || strings.Contains(path, "mode=memory")
-	dsn := path
-	switch {
-	case path == ":memory:":
-		dsn = "file::memory:"
-	case !strings.HasPrefix(dsn, "file:"):
-		dsn = "file:" + (&url.URL{Path: path}).EscapedPath()
-	}
-	sep := "?"
-	if strings.Contains(dsn, "?") {
-		sep = "&"
-	}
-	q := url.Values{}
-	q.Set("_txlock", "immediate")
-	q.Set("_busy_timeout", fmt.Sprint(sqliteBusyTimeoutMS))
-	q.Set("_foreign_keys", "1")
-	if !memory {
-		q.Set("_journal_mode", "WAL")
-		q.Set("_synchronous", "NORMAL")
-	}
-	dsn += sep + q.Encode()
-	db, err := sql.Open("sqlite", dsn)
-	if err != nil {
-		return nil, fmt.Errorf("sqlstore: OpenSQLite: %w", err)
-	}
-	if memory {
-		db.SetMaxOpenConns(1)
-	} else {
-		db.SetMaxOpenConns(sqliteMaxConns)
-	}
-	db.SetMaxIdleConns(sqliteMaxConns)
-	if err := db.PingContext(ctx); err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("sqlstore: OpenSQLite %s: %w", path, err)
-	}
-	s, err := NewSQLite(db, cfg)
-	if err != nil {
-		_ = db.Close()
-		return nil, err
-	}
-	s.owns = true
 	return s, nil
 }
 
@@ -240,12 +167,13 @@ func (s *Store) Outbox() *Outbox { return &Outbox{s: s} }
 // including "", names a group.
 func (s *Store) Inbox(group string) *Inbox { return &Inbox{s: s, group: group} }
 
-// DB returns the database/sql handle of a store built by NewPostgresDB,
-// NewSQLite or OpenSQLite, and nil for a pgx store.
+// DB returns the database/sql handle of a store built on one
+// (postgres.NewDB, sqlite.New, sqlite.Open, mysql.New, mysql.Open), and nil
+// for a pgx store (postgres.New).
 func (s *Store) DB() *sql.DB { return s.db }
 
 // Close stops the store's LISTEN connection and, for a store opened by
-// [OpenSQLite], closes the database. Later calls of the store's methods
+// sqlite.Open or mysql.Open, closes the database. Later calls of the store's methods
 // return an error matching [async.ErrClosed]. Close does not wait for
 // calls in flight. Calling it again returns nil.
 func (s *Store) Close() error {
@@ -488,12 +416,12 @@ func Build(h seam.Handle, cfg Config) (*Store, error) {
 	switch h.Database {
 	case seam.Postgres:
 		if h.Pool != nil {
-			s, err = NewPostgres(h.Pool, cfg)
+			s, err = newPostgres(h.Pool, cfg)
 		} else {
-			s, err = NewPostgresDB(h.DB, cfg)
+			s, err = newPostgresDB(h.DB, cfg)
 		}
 	case seam.SQLite:
-		s, err = NewSQLite(h.DB, cfg)
+		s, err = newSQLite(h.DB, cfg)
 	case seam.MySQL:
 		s, err = newMySQL(h.DB, cfg)
 	default:

@@ -39,8 +39,8 @@ type txHolder struct {
 }
 
 // WithTx returns a copy of ctx that carries tx, a database/sql transaction
-// of the caller's. A database/sql store (built by [NewPostgresDB],
-// [NewSQLite] or [OpenSQLite]) runs its statements in the transaction a
+// of the caller's. A database/sql store (built by postgres.NewDB,
+// sqlite.New, sqlite.Open, mysql.New or mysql.Open) runs its statements in the transaction a
 // context carries, so a save commits or rolls back with the caller's own
 // writes; the caller commits it. tx must belong to the store's database.
 func WithTx(ctx context.Context, tx *sql.Tx) context.Context {
@@ -48,7 +48,7 @@ func WithTx(ctx context.Context, tx *sql.Tx) context.Context {
 }
 
 // WithPgxTx returns a copy of ctx that carries tx, a pgx transaction of the
-// caller's. A pgx store (built by [NewPostgres]) runs its statements in the
+// caller's. A pgx store (built by postgres.New) runs its statements in the
 // transaction a context carries, so a save commits or rolls back with the
 // caller's own writes; the caller commits it. tx must belong to the store's
 // database.

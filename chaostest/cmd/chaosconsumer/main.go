@@ -26,6 +26,7 @@ import (
 	"github.com/transmanager/transmanager/async/natsjs"
 	"github.com/transmanager/transmanager/txm"
 	"github.com/transmanager/transmanager/txm/sqlstore"
+	"github.com/transmanager/transmanager/txm/sqlstore/postgres"
 )
 
 func main() {
@@ -61,7 +62,7 @@ func run() error {
 		return err
 	}
 	defer pool.Close()
-	store, err := sqlstore.NewPostgres(pool, sqlstore.Config{Schema: *schema})
+	store, err := postgres.New(pool, sqlstore.Config{Schema: *schema})
 	if err != nil {
 		return err
 	}
