@@ -64,6 +64,24 @@ type benchRow struct {
 	PostgresUS float64 `json:"postgres_cpu_us"`
 	NATSUS     float64 `json:"nats_cpu_us"`
 	TotalUS    float64 `json:"total_cpu_us"`
+	// Allocs is the median of the heap objects this process allocated per
+	// message.
+	Allocs float64 `json:"allocs_per_msg"`
+	// Latency holds the end-to-end runs at the report's Rate (none for the
+	// loop, or with -rate 0); Ack and Handled are the medians of their
+	// percentiles, and MinHandledP99 and MaxHandledP99 the range of their
+	// commit → handled p99.
+	Latency       []scenario.EndToEndResult `json:"latency_runs,omitempty"`
+	Ack           *scenario.Percentiles     `json:"commit_to_ack,omitempty"`
+	Handled       *scenario.Percentiles     `json:"commit_to_handled,omitempty"`
+	MinHandledP99 float64                   `json:"min_handled_p99_ms,omitempty"`
+	MaxHandledP99 float64                   `json:"max_handled_p99_ms,omitempty"`
+}
+
+// meets reports whether the row's median commit → handled p99 is within
+// target; every row meets a zero target.
+func (r benchRow) meets(target time.Duration) bool {
+	return target == 0 || r.Handled != nil && r.Handled.P99 <= float64(target)/float64(time.Millisecond)
 }
 
 // benchMachine says where the sweep ran.
@@ -92,9 +110,15 @@ type benchReport struct {
 	Broker         string               `json:"broker"`
 	Messages       int                  `json:"messages"`
 	PayloadSize    int                  `json:"payload_bytes"`
+	Keys           int                  `json:"keys,omitempty"`
 	Count          int                  `json:"count"`
+	Rate           int                  `json:"rate,omitempty"` // of the latency runs; 0: none
+	LatencySeconds float64              `json:"latency_seconds,omitempty"`
+	P99Target      float64              `json:"p99_target_ms,omitempty"`
 	Rows           []benchRow           `json:"rows"`
 	Recommendation *benchRecommendation `json:"recommendation,omitempty"`
+	// NoRecommendation says why there is none, when there is none.
+	NoRecommendation string `json:"no_recommendation,omitempty"`
 }
 
 // benchConfig is bench's parsed command line.
@@ -106,6 +130,10 @@ type benchConfig struct {
 	messages       int
 	count          int
 	payload        int
+	keys           int
+	rate           int
+	duration       time.Duration
+	p99            time.Duration
 	brokerLatency  time.Duration
 	json, csv      bool
 	chart          chartConfig
@@ -115,25 +143,33 @@ type benchConfig struct {
 func (c benchConfig) services() bool { return c.postgres != "" }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("bench", "[-postgres URL -nats URL] [-workers N,...] [-batch N,...] [-claims lease,lock] [-messages N] [-count N] [-json | -csv] [-chart out.png|out.svg] [-compare old.json]", `
-Size the relay: drain a backlog of -messages messages once per point of the
-grid (-workers × -batch × -claims), -count times with the points' order
-rotating between repetitions, and print per point the median throughput
-with its range and the CPU per message of this process and, when they run
-on this machine, of postgres and nats-server. It ends with a
-recommendation: the smallest configuration (fewest workers, then smallest
-batch, leases before locks) within 5% of the best median throughput.
+	fs := newFlagSet("bench", "[-postgres URL -nats URL] [-workers N,...] [-batch N,...] [-claims lease,lock] [-messages N] [-rate N] [-duration D] [-p99 D] [-count N] [-json | -csv] [-chart out.png|out.svg] [-compare old.json]", `
+Size the relay. For every point of the grid (-workers × -batch × -claims),
+-count times with the points' order rotating between repetitions, it
+drains a backlog of -messages messages (throughput, and the CPU per
+message of this process and, when they run on this machine, of postgres
+and nats-server, and the allocations), then runs the whole path at a
+steady -rate for -duration: producers commit typed messages one per
+transaction, the relay publishes them, a consumer handles them through an
+inbox. It prints per point the medians with their range: msgs/s, and the
+p50, p90, p99 and max (HDR histograms) from commit to the broker's ack and
+from commit to handled. It ends with a recommendation: the smallest
+configuration (fewest workers, then smallest batch, leases before locks)
+within 5% of the best median throughput among those whose commit →
+handled p99 meets -p99, when given.
 
 Without -postgres and -nats it runs on the embedded default: a SQLite file
 in a temporary directory and the in-process broker, no service needed.
-With both it drains a schema and a stream of its own on those services,
-and runs the strong hand-written loop at every batch size as the baseline
-(the "vs loop" column). Progress goes to stderr, one line per drain.
+With both it works in a schema and a stream of its own on those services,
+made afresh for every run, and drains with the strong hand-written loop at
+every batch size as the baseline (the "vs loop" column). Progress goes to
+stderr: a bar on a terminal, one line per step otherwise.
 
--chart draws the median throughput against workers or batch size (-chart-x),
-one line per remaining setting. -compare reads an earlier -json output and
-prints, per point in both runs, the old and new medians, the change and "~"
-when their [min–max] ranges overlap (no clear change).`)
+-chart draws the median throughput and, under it, the commit → handled
+p99 against workers or batch size (-chart-x), one line per remaining
+setting. -compare reads an earlier -json output and prints, per point in
+both runs, the old and new medians of throughput and p99, the change and
+"~" when their [min–max] ranges overlap (no clear change).`)
 	var cfg benchConfig
 	fs.StringVar(&cfg.postgres, "postgres", "", "PostgreSQL URL (with -nats)")
 	fs.StringVar(&cfg.nats, "nats", "", "NATS URL with JetStream (with -postgres)")
@@ -143,12 +179,16 @@ when their [min–max] ranges overlap (no clear change).`)
 	fs.IntVar(&cfg.messages, "messages", 20000, "messages per drain")
 	fs.IntVar(&cfg.count, "count", 3, "repetitions of every point")
 	fs.IntVar(&cfg.payload, "payload", 256, "payload bytes per message")
+	fs.IntVar(&cfg.keys, "keys", 0, "partition keys the latency runs' messages spread over (0: none)")
+	fs.IntVar(&cfg.rate, "rate", -1, "messages per second of the latency runs, 0 for none (default 500 on the embedded default, 1000 on the services)")
+	fs.DurationVar(&cfg.duration, "duration", time.Second, "how long each latency run is measured, after a quarter of it as warm-up")
+	fs.DurationVar(&cfg.p99, "p99", 0, "recommend only configurations whose commit → handled p99 is within this (e.g. 10ms)")
 	fs.DurationVar(&cfg.brokerLatency, "broker-latency", 0, "embedded default only: how long each publish to the in-process broker waits, to stand for a network")
 	fs.BoolVar(&cfg.json, "json", false, "print the report as JSON")
 	fs.BoolVar(&cfg.csv, "csv", false, "print one CSV line per point")
 	fs.StringVar(&cfg.chart.path, "chart", "", "also draw the median throughput to this file, a .png or a .svg")
 	fs.StringVar(&cfg.chart.x, "chart-x", "", `the chart's x axis: "workers" or "batch" (default: the one with more values in the grid)`)
-	chartSize := fs.String("chart-size", "800x500", "the chart's WIDTHxHEIGHT in pixels")
+	chartSize := fs.String("chart-size", "800x800", "the chart's WIDTHxHEIGHT in pixels")
 	fs.StringVar(&cfg.compare, "compare", "", "compare every point with a previous -json output (to stderr with -json or -csv)")
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
@@ -238,6 +278,22 @@ func (c *benchConfig) check(claims string) error {
 		return usagef("bench: -broker-latency %v: want 0 or more", c.brokerLatency)
 	case c.brokerLatency > 0 && c.services():
 		return usagef("bench: -broker-latency is for the in-process broker; JetStream has its own")
+	case c.keys < 0:
+		return usagef("bench: -keys %d: want 0 or more", c.keys)
+	case c.rate < -1:
+		return usagef("bench: -rate %d: want 0 or more", c.rate)
+	case c.duration <= 0:
+		return usagef("bench: -duration %v: want a positive duration", c.duration)
+	case c.p99 < 0:
+		return usagef("bench: -p99 %v: want a positive duration", c.p99)
+	case c.p99 > 0 && c.rate == 0:
+		return usagef("bench: -p99 needs latency runs: leave -rate at its default or give it a positive value")
+	}
+	if c.rate == -1 {
+		c.rate = 500
+		if c.services() {
+			c.rate = 1000
+		}
 	}
 	if claims == "" {
 		claims = claimLease
@@ -298,15 +354,32 @@ func (c benchConfig) drain(ctx context.Context, p benchPoint, n int) (scenario.D
 	return r, err
 }
 
+// latency runs one end-to-end latency run of the relay point p.
+func (c benchConfig) latency(ctx context.Context, p benchPoint) (scenario.EndToEndResult, error) {
+	return scenario.EndToEnd(ctx, scenario.EndToEndSpec{PostgresURL: c.postgres, NATSURL: c.nats,
+		Batch: p.Batch, Relay: txm.ProcessorConfig{Workers: p.Workers, LockClaims: p.Claims == claimLock},
+		Rate: c.rate, Duration: c.duration, Warmup: c.duration / 4, Keys: c.keys, PayloadSize: c.payload,
+		BrokerLatency: c.brokerLatency})
+}
+
+// hasLatency reports whether p gets latency runs: the relay's points, when
+// the rate is not 0.
+func (c benchConfig) hasLatency(p benchPoint) bool { return c.rate > 0 && p.Impl != scenario.ImplLoop }
+
 // sweep runs every point count times, interleaved, after one uncounted
-// warm-up drain, and summarizes them.
+// warm-up drain, and summarizes them. A repetition of a relay point is a
+// drain and, unless the rate is 0, a latency run.
 func sweep(ctx context.Context, c benchConfig, progress io.Writer) (*benchReport, error) {
 	report := &benchReport{
 		Machine: benchMachine{Cores: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0),
 			GoVersion: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH},
 		Store:    "SQLite file (temporary directory)",
 		Broker:   "in-process (async/memory)",
-		Messages: c.messages, PayloadSize: c.payload, Count: c.count,
+		Messages: c.messages, PayloadSize: c.payload, Keys: c.keys, Count: c.count,
+		P99Target: float64(c.p99) / float64(time.Millisecond),
+	}
+	if c.rate > 0 {
+		report.Rate, report.LatencySeconds = c.rate, c.duration.Seconds()
 	}
 	if c.brokerLatency > 0 {
 		report.Broker += fmt.Sprintf(", %v per publish", c.brokerLatency)
@@ -316,9 +389,18 @@ func sweep(ctx context.Context, c benchConfig, progress io.Writer) (*benchReport
 		report.Machine.Postgres, report.Machine.NATS = serviceVersions(ctx, c.postgres, c.nats)
 	}
 	points := c.points()
-	runs := make([][]scenario.DrainResult, len(points))
+	drains := make([][]scenario.DrainResult, len(points))
+	latencies := make([][]scenario.EndToEndResult, len(points))
 	warm := points[len(points)-1]
-	fmt.Fprintf(progress, "bench: %d points × %d repetitions of %d messages; warm-up: %s\n", len(points), c.count, c.messages, warm)
+	steps := 0
+	for _, p := range points {
+		steps++
+		if c.hasLatency(p) {
+			steps++
+		}
+	}
+	bar := newProgress(progress, steps*c.count)
+	bar.note(fmt.Sprintf("bench: %d points × %d repetitions of %d messages; warm-up: %s", len(points), c.count, c.messages, warm))
 	if _, err := c.drain(ctx, warm, min(c.messages, 1000)); err != nil {
 		return nil, fmt.Errorf("bench: warm-up, %s: %w", warm, err)
 	}
@@ -327,22 +409,35 @@ func sweep(ctx context.Context, c benchConfig, progress io.Writer) (*benchReport
 		order[i] = i
 	}
 	for rep := range c.count {
-		for k, i := range scenario.Rotate(order, rep) {
-			r, err := c.drain(ctx, points[i], c.messages)
+		for _, i := range scenario.Rotate(order, rep) {
+			p := points[i]
+			r, err := c.drain(ctx, p, c.messages)
 			if err != nil {
-				return nil, fmt.Errorf("bench: repetition %d, %s: %w", rep+1, points[i], err)
+				bar.done()
+				return nil, fmt.Errorf("bench: repetition %d, %s: %w", rep+1, p, err)
 			}
-			runs[i] = append(runs[i], r)
-			line := fmt.Sprintf("bench: %d/%d  %-28s %9.0f msgs/s  cpu %5.1f µs/msg", rep*len(points)+k+1, c.count*len(points),
-				points[i].String(), r.MsgsPerSec, r.TotalUS)
+			drains[i] = append(drains[i], r)
+			line := fmt.Sprintf("%-28s %9.0f msgs/s  cpu %5.1f µs/msg", p.String(), r.MsgsPerSec, r.TotalUS)
 			if c.services() {
 				line += fmt.Sprintf(" (relay %.1f, postgres %.1f, nats %.1f)", r.RelayUS, r.PostgresUS, r.NATSUS)
 			}
-			fmt.Fprintln(progress, line)
+			bar.step(line)
+			if !c.hasLatency(p) {
+				continue
+			}
+			l, err := c.latency(ctx, p)
+			if err != nil {
+				bar.done()
+				return nil, fmt.Errorf("bench: repetition %d, %s, latency at %d msgs/s: %w", rep+1, p, c.rate, err)
+			}
+			latencies[i] = append(latencies[i], l)
+			bar.step(fmt.Sprintf("%-28s at %d msgs/s: commit → ack p99 %.1f ms, → handled p99 %.1f ms", p.String(), c.rate,
+				l.Ack.P99, l.Handled.P99))
 		}
 	}
+	bar.done()
 	for i, p := range points {
-		report.Rows = append(report.Rows, summarizeRuns(p, runs[i]))
+		report.Rows = append(report.Rows, summarizeRuns(p, drains[i], latencies[i]))
 	}
 	loops := map[int]float64{}
 	for _, row := range report.Rows {
@@ -355,39 +450,73 @@ func sweep(ctx context.Context, c benchConfig, progress io.Writer) (*benchReport
 			report.Rows[i].VsLoop = report.Rows[i].MsgsPerSec / base
 		}
 	}
-	report.Recommendation = recommend(report.Rows)
+	report.Recommendation, report.NoRecommendation = recommend(report.Rows, c.p99)
 	return report, nil
 }
 
-func summarizeRuns(p benchPoint, rs []scenario.DrainResult) benchRow {
+func summarizeRuns(p benchPoint, rs []scenario.DrainResult, ls []scenario.EndToEndResult) benchRow {
 	rate := func(r scenario.DrainResult) float64 { return r.MsgsPerSec }
-	row := benchRow{benchPoint: p, Runs: rs, MsgsPerSec: scenario.Median(rs, rate)}
+	row := benchRow{benchPoint: p, Runs: rs, MsgsPerSec: scenario.Median(rs, rate), Latency: ls}
 	row.MinMsgsPerSec, row.MaxMsgsPerSec = scenario.Spread(rs, rate)
 	row.RelayUS = scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.RelayUS })
 	row.PostgresUS = scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.PostgresUS })
 	row.NATSUS = scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.NATSUS })
 	row.TotalUS = scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.TotalUS })
+	row.Allocs = scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.Allocs })
+	if len(ls) > 0 {
+		row.Ack = medianPercentiles(ls, func(l scenario.EndToEndResult) scenario.Percentiles { return l.Ack })
+		row.Handled = medianPercentiles(ls, func(l scenario.EndToEndResult) scenario.Percentiles { return l.Handled })
+		row.MinHandledP99, row.MaxHandledP99 = scenario.Spread(ls, func(l scenario.EndToEndResult) float64 { return l.Handled.P99 })
+	}
 	return row
 }
 
+// medianPercentiles returns the median of each of the runs' percentiles.
+func medianPercentiles(ls []scenario.EndToEndResult, f func(scenario.EndToEndResult) scenario.Percentiles) *scenario.Percentiles {
+	med := func(g func(scenario.Percentiles) float64) float64 {
+		return scenario.Median(ls, func(l scenario.EndToEndResult) float64 { return g(f(l)) })
+	}
+	return &scenario.Percentiles{
+		Count: int64(med(func(p scenario.Percentiles) float64 { return float64(p.Count) })),
+		P50:   med(func(p scenario.Percentiles) float64 { return p.P50 }),
+		P90:   med(func(p scenario.Percentiles) float64 { return p.P90 }),
+		P99:   med(func(p scenario.Percentiles) float64 { return p.P99 }),
+		Max:   med(func(p scenario.Percentiles) float64 { return p.Max }),
+	}
+}
+
 // recommend returns the smallest relay configuration whose median
-// throughput is within benchTolerance of the best one: the fewest workers,
-// then the smallest batch, leases before locks. Nil when no relay row has
-// a throughput.
-func recommend(rows []benchRow) *benchRecommendation {
-	var best *benchRow
+// throughput is within benchTolerance of the best one among those whose
+// median commit → handled p99 meets target (all, when target is 0): the
+// fewest workers, then the smallest batch, leases before locks. When there
+// is none it returns nil and why.
+func recommend(rows []benchRow, target time.Duration) (*benchRecommendation, string) {
+	var best, fastest *benchRow
 	for i := range rows {
-		if r := &rows[i]; r.Impl != scenario.ImplLoop && r.MsgsPerSec > 0 && (best == nil || r.MsgsPerSec > best.MsgsPerSec) {
+		r := &rows[i]
+		if r.Impl == scenario.ImplLoop || r.MsgsPerSec <= 0 {
+			continue
+		}
+		if fastest == nil || r.Handled != nil && (fastest.Handled == nil || r.Handled.P99 < fastest.Handled.P99) {
+			fastest = r
+		}
+		if r.meets(target) && (best == nil || r.MsgsPerSec > best.MsgsPerSec) {
 			best = r
 		}
 	}
-	if best == nil {
-		return nil
+	switch {
+	case fastest == nil:
+		return nil, "no relay configuration was measured."
+	case best == nil && fastest.Handled == nil:
+		return nil, fmt.Sprintf("no configuration has a latency to compare with -p99 %v.", target)
+	case best == nil:
+		return nil, fmt.Sprintf("no configuration met -p99 %v: the lowest commit → handled p99 was %.1f ms, with %s.",
+			target, fastest.Handled.P99, fastest.benchPoint)
 	}
 	var pick *benchRow
 	for i := range rows {
 		r := &rows[i]
-		if r.Impl == scenario.ImplLoop || r.MsgsPerSec < (1-benchTolerance)*best.MsgsPerSec {
+		if r.Impl == scenario.ImplLoop || !r.meets(target) || r.MsgsPerSec < (1-benchTolerance)*best.MsgsPerSec {
 			continue
 		}
 		if pick == nil || smaller(r.benchPoint, pick.benchPoint) {
@@ -395,14 +524,18 @@ func recommend(rows []benchRow) *benchRecommendation {
 		}
 	}
 	rec := &benchRecommendation{benchPoint: pick.benchPoint, MsgsPerSec: pick.MsgsPerSec, Best: best.MsgsPerSec}
-	if pick.benchPoint == best.benchPoint {
-		rec.Reason = fmt.Sprintf("it has the best median throughput (%s msgs/s) and no smaller configuration comes within 5%% of it.",
-			thousands(best.MsgsPerSec))
-	} else {
-		rec.Reason = fmt.Sprintf("it drains %s msgs/s, within 5%% of the best (%s msgs/s with %s), with fewer resources: fewest workers, then smallest batch, leases before locks.",
-			thousands(pick.MsgsPerSec), thousands(best.MsgsPerSec), best.benchPoint)
+	among := ""
+	if target > 0 {
+		among = fmt.Sprintf(" among the configurations whose commit → handled p99 meets %v (its own: %.1f ms)", target, pick.Handled.P99)
 	}
-	return rec
+	if pick.benchPoint == best.benchPoint {
+		rec.Reason = fmt.Sprintf("it has the best median throughput (%s msgs/s)%s and no smaller configuration comes within 5%% of it.",
+			thousands(best.MsgsPerSec), among)
+	} else {
+		rec.Reason = fmt.Sprintf("it drains %s msgs/s, within 5%% of the best (%s msgs/s with %s)%s, with fewer resources: fewest workers, then smallest batch, leases before locks.",
+			thousands(pick.MsgsPerSec), thousands(best.MsgsPerSec), best.benchPoint, among)
+	}
+	return rec, ""
 }
 
 // smaller orders configurations by workers, then batch size, then claim
@@ -438,13 +571,37 @@ func writeBenchTable(w io.Writer, r *benchReport) error {
 		fmt.Fprintf(w, ", PostgreSQL %s, nats-server %s", cmp.Or(m.Postgres, "?"), cmp.Or(m.NATS, "?"))
 	}
 	fmt.Fprintf(w, "\nstore: %s; broker: %s\n", r.Store, r.Broker)
-	fmt.Fprintf(w, "%d messages of %d B per drain; medians of %d repetitions [min–max], points interleaved\n\n", r.Messages, r.PayloadSize, r.Count)
-	services := r.Machine.Postgres != "" || r.Machine.NATS != "" || slices.ContainsFunc(r.Rows, func(x benchRow) bool { return x.Impl == scenario.ImplLoop })
+	fmt.Fprintf(w, "throughput: a backlog of %d messages of %d B drained; medians of %d repetitions [min–max], points interleaved\n",
+		r.Messages, r.PayloadSize, r.Count)
+	if r.Rate > 0 {
+		keys := ""
+		if r.Keys > 0 {
+			keys = fmt.Sprintf(" over %d partition keys", r.Keys)
+		}
+		fmt.Fprintf(w, "latency: %d msgs/s committed for %gs%s, each in its own transaction, relayed and handled through an inbox;\n"+
+			"  ms from commit to the broker's ack and to handled (inbox committed), medians of the runs' HDR-histogram percentiles\n",
+			r.Rate, r.LatencySeconds, keys)
+	}
+	fmt.Fprintln(w)
+	services := m.Postgres != "" || m.NATS != "" || slices.ContainsFunc(r.Rows, func(x benchRow) bool { return x.Impl == scenario.ImplLoop })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	head := "impl\tworkers\tbatch\tclaims\tmsgs/s\t[min–max]\t"
 	if services {
-		fmt.Fprintln(tw, "impl\tworkers\tbatch\tclaims\tmsgs/s\t[min–max]\tvs loop\tcpu µs/msg\trelay\tpostgres\tnats\t")
-	} else {
-		fmt.Fprintln(tw, "impl\tworkers\tbatch\tclaims\tmsgs/s\t[min–max]\tcpu µs/msg (relay)\t")
+		head += "vs loop\t"
+	}
+	if r.Rate > 0 {
+		head += "ack p50\tp99\thandled p50\tp90\tp99\t[min–max]\tmax\t"
+	}
+	head += "cpu ms/1k msgs\t"
+	if services {
+		head += "relay\tpostgres\tnats\t"
+	}
+	fmt.Fprintln(tw, head+"allocs/msg\t")
+	dash := func(ok bool, format string, v ...any) string {
+		if !ok {
+			return "-"
+		}
+		return fmt.Sprintf(format, v...)
 	}
 	for _, row := range r.Rows {
 		workers, claims := strconv.Itoa(row.Workers), row.Claims
@@ -454,25 +611,35 @@ func writeBenchTable(w io.Writer, r *benchReport) error {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t[%s–%s]\t", row.Impl, workers, row.Batch, claims,
 			thousands(row.MsgsPerSec), thousands(row.MinMsgsPerSec), thousands(row.MaxMsgsPerSec))
 		if services {
-			vs := "-"
-			if row.VsLoop > 0 {
-				vs = fmt.Sprintf("%.2f", row.VsLoop)
-			}
-			fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%.1f\t%.1f\t\n", vs, row.TotalUS, row.RelayUS, row.PostgresUS, row.NATSUS)
-		} else {
-			fmt.Fprintf(tw, "%.1f\t\n", row.RelayUS)
+			fmt.Fprintf(tw, "%s\t", dash(row.VsLoop > 0, "%.2f", row.VsLoop))
 		}
+		if r.Rate > 0 {
+			if a, h := row.Ack, row.Handled; a != nil && h != nil {
+				fmt.Fprintf(tw, "%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t[%.1f–%.1f]\t%.1f\t", a.P50, a.P99, h.P50, h.P90, h.P99,
+					row.MinHandledP99, row.MaxHandledP99, h.Max)
+			} else {
+				fmt.Fprint(tw, "-\t-\t-\t-\t-\t-\t-\t")
+			}
+		}
+		fmt.Fprintf(tw, "%.1f\t", row.TotalUS)
+		if services {
+			fmt.Fprintf(tw, "%.1f\t%.1f\t%.1f\t", row.RelayUS, row.PostgresUS, row.NATSUS)
+		}
+		fmt.Fprintf(tw, "%.0f\t\n", row.Allocs)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	fmt.Fprintln(w, "\ncpu: of the drain, this process's own and, where they run on this machine, of postgres and nats-server; allocs: this process's heap objects.")
 	if services {
-		fmt.Fprintln(w, "\nWorkers do not apply to the JetStream publisher, which gets each batch in waves (ProcessorConfig.Workers).")
+		fmt.Fprintln(w, "Workers do not apply to the JetStream publisher, which gets each batch in waves (ProcessorConfig.Workers).")
 	}
 	if rec := r.Recommendation; rec != nil {
 		fmt.Fprintf(w, "\nrecommended: %s: txm.ProcessorConfig{Workers: %d, BatchSize: %d, LockClaims: %t}\n",
 			rec.benchPoint, rec.Workers, rec.Batch, rec.Claims == claimLock)
 		fmt.Fprintf(w, "because %s\n", rec.Reason)
+	} else if r.NoRecommendation != "" {
+		fmt.Fprintf(w, "\nno recommendation: %s\n", r.NoRecommendation)
 	}
 	return nil
 }
@@ -480,13 +647,21 @@ func writeBenchTable(w io.Writer, r *benchReport) error {
 func writeBenchCSV(w io.Writer, r *benchReport) error {
 	cw := csv.NewWriter(w)
 	_ = cw.Write([]string{"impl", "workers", "batch", "claims", "msgs_per_s", "min_msgs_per_s", "max_msgs_per_s",
-		"vs_loop", "cpu_us_per_msg", "relay_cpu_us", "postgres_cpu_us", "nats_cpu_us", "runs", "recommended"})
+		"vs_loop", "ack_p50_ms", "ack_p99_ms", "handled_p50_ms", "handled_p90_ms", "handled_p99_ms", "handled_max_ms",
+		"cpu_us_per_msg", "relay_cpu_us", "postgres_cpu_us", "nats_cpu_us", "allocs_per_msg", "runs", "recommended"})
 	f := func(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
 	for _, row := range r.Rows {
 		rec := r.Recommendation != nil && r.Recommendation.benchPoint == row.benchPoint
-		_ = cw.Write([]string{row.Impl, strconv.Itoa(row.Workers), strconv.Itoa(row.Batch), row.Claims,
-			f(row.MsgsPerSec), f(row.MinMsgsPerSec), f(row.MaxMsgsPerSec), f(row.VsLoop),
-			f(row.TotalUS), f(row.RelayUS), f(row.PostgresUS), f(row.NATSUS), strconv.Itoa(len(row.Runs)), strconv.FormatBool(rec)})
+		lat := []string{"", "", "", "", "", ""}
+		if a, h := row.Ack, row.Handled; a != nil && h != nil {
+			lat = []string{f(a.P50), f(a.P99), f(h.P50), f(h.P90), f(h.P99), f(h.Max)}
+		}
+		rec0 := []string{row.Impl, strconv.Itoa(row.Workers), strconv.Itoa(row.Batch), row.Claims,
+			f(row.MsgsPerSec), f(row.MinMsgsPerSec), f(row.MaxMsgsPerSec), f(row.VsLoop)}
+		rec0 = append(rec0, lat...)
+		rec0 = append(rec0, f(row.TotalUS), f(row.RelayUS), f(row.PostgresUS), f(row.NATSUS), f(row.Allocs),
+			strconv.Itoa(len(row.Runs)), strconv.FormatBool(rec))
+		_ = cw.Write(rec0)
 	}
 	cw.Flush()
 	return cw.Error()

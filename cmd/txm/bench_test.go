@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/transmanager/transmanager/internal/scenario"
 	"github.com/transmanager/transmanager/internal/testenv"
 )
 
@@ -33,7 +34,12 @@ func TestBenchUsageErrors(t *testing.T) {
 		{[]string{"-count", "0"}, "-count"},
 		{[]string{"-messages", "-5"}, "-messages"},
 		{[]string{"-broker-latency", "1ms", "-postgres", "postgres://x", "-nats", "nats://x"}, "in-process"},
-		{[]string{"-p99", "10ms"}, "flag provided but not defined"},
+		{[]string{"-p99", "10ms", "-rate", "0"}, "needs latency runs"},
+		{[]string{"-p99", "-1ms"}, "-p99"},
+		{[]string{"-duration", "0s"}, "-duration"},
+		{[]string{"-rate", "-5"}, "-rate"},
+		{[]string{"-keys", "-1"}, "-keys"},
+		{[]string{"-workers", "1", "-bogus"}, "flag provided but not defined"},
 		{[]string{"extra"}, "unexpected argument"},
 	} {
 		code, out, errOut := cli(context.Background(), append([]string{"bench"}, tc.args...)...)
@@ -72,40 +78,59 @@ func TestRecommend(t *testing.T) {
 	relay := func(w, b int, claims string, rate float64) benchRow {
 		return benchRow{benchPoint: benchPoint{Impl: "relay", Workers: w, Batch: b, Claims: claims}, MsgsPerSec: rate}
 	}
+	// timed is a relay row with a commit → handled p99 in ms.
+	timed := func(w, b int, claims string, rate, p99 float64) benchRow {
+		r := relay(w, b, claims, rate)
+		r.Handled = &scenario.Percentiles{P99: p99}
+		return r
+	}
 	loop := func(b int, rate float64) benchRow {
 		return benchRow{benchPoint: benchPoint{Impl: "loop", Batch: b}, MsgsPerSec: rate}
 	}
 	for _, tc := range []struct {
-		name string
-		rows []benchRow
-		want *benchPoint // nil: no recommendation
+		name   string
+		rows   []benchRow
+		target time.Duration
+		want   *benchPoint // nil: no recommendation
 	}{
-		{"none", nil, nil},
-		{"only the loop", []benchRow{loop(100, 1000)}, nil},
-		{"the best alone", []benchRow{relay(1, 100, "lease", 500), relay(4, 100, "lease", 1000)},
+		{"none", nil, 0, nil},
+		{"only the loop", []benchRow{loop(100, 1000)}, 0, nil},
+		{"the best alone", []benchRow{relay(1, 100, "lease", 500), relay(4, 100, "lease", 1000)}, 0,
 			&benchPoint{"relay", 4, 100, "lease"}},
-		{"fewer workers within 5%", []benchRow{relay(4, 100, "lease", 1000), relay(1, 500, "lease", 960)},
+		{"fewer workers within 5%", []benchRow{relay(4, 100, "lease", 1000), relay(1, 500, "lease", 960)}, 0,
 			&benchPoint{"relay", 1, 500, "lease"}},
-		{"exactly 5% below", []benchRow{relay(4, 100, "lease", 1000), relay(2, 100, "lease", 950)},
+		{"exactly 5% below", []benchRow{relay(4, 100, "lease", 1000), relay(2, 100, "lease", 950)}, 0,
 			&benchPoint{"relay", 2, 100, "lease"}},
-		{"just over 5% below", []benchRow{relay(4, 100, "lease", 1000), relay(2, 100, "lease", 949)},
+		{"just over 5% below", []benchRow{relay(4, 100, "lease", 1000), relay(2, 100, "lease", 949)}, 0,
 			&benchPoint{"relay", 4, 100, "lease"}},
-		{"then the smaller batch", []benchRow{relay(2, 1000, "lock", 1000), relay(2, 500, "lock", 990), relay(2, 100, "lock", 900)},
+		{"then the smaller batch", []benchRow{relay(2, 1000, "lock", 1000), relay(2, 500, "lock", 990), relay(2, 100, "lock", 900)}, 0,
 			&benchPoint{"relay", 2, 500, "lock"}},
-		{"leases before locks", []benchRow{relay(1, 500, "lock", 1000), relay(1, 500, "lease", 970)},
+		{"leases before locks", []benchRow{relay(1, 500, "lock", 1000), relay(1, 500, "lease", 970)}, 0,
 			&benchPoint{"relay", 1, 500, "lease"}},
-		{"workers before batch", []benchRow{relay(2, 100, "lease", 1000), relay(1, 1000, "lock", 990)},
+		{"workers before batch", []benchRow{relay(2, 100, "lease", 1000), relay(1, 1000, "lock", 990)}, 0,
 			&benchPoint{"relay", 1, 1000, "lock"}},
-		{"the loop is not a candidate", []benchRow{loop(100, 5000), relay(1, 100, "lease", 1000), relay(2, 100, "lease", 1020)},
+		{"the loop is not a candidate", []benchRow{loop(100, 5000), relay(1, 100, "lease", 1000), relay(2, 100, "lease", 1020)}, 0,
 			&benchPoint{"relay", 1, 100, "lease"}},
+		{"the target leaves out the fastest", []benchRow{timed(1, 100, "lease", 900, 4), timed(4, 500, "lease", 2000, 30),
+			timed(2, 100, "lease", 880, 8)}, 10 * time.Millisecond, &benchPoint{"relay", 1, 100, "lease"}},
+		{"within 5% of the best that meets the target", []benchRow{timed(1, 100, "lease", 800, 4), timed(2, 100, "lease", 1000, 9),
+			timed(4, 100, "lease", 5000, 11)}, 10 * time.Millisecond, &benchPoint{"relay", 2, 100, "lease"}},
+		{"exactly at the target", []benchRow{timed(1, 100, "lease", 800, 10)}, 10 * time.Millisecond, &benchPoint{"relay", 1, 100, "lease"}},
+		{"nothing meets the target", []benchRow{timed(1, 100, "lease", 800, 12), timed(2, 100, "lease", 900, 11)},
+			10 * time.Millisecond, nil},
+		{"a target without latencies", []benchRow{relay(1, 100, "lease", 800)}, 10 * time.Millisecond, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := recommend(tc.rows)
+			got, why := recommend(tc.rows, tc.target)
 			switch {
 			case tc.want == nil && got != nil:
 				t.Fatalf("recommend = %+v, want none", got)
+			case tc.want == nil && why == "":
+				t.Fatal("no recommendation and no reason")
 			case tc.want == nil:
 				return
+			case why != "":
+				t.Errorf("a recommendation and a reason for none: %q", why)
 			case got == nil:
 				t.Fatalf("recommend = none, want %v", *tc.want)
 			case got.benchPoint != *tc.want:
@@ -123,27 +148,38 @@ func TestBenchEmbedded(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	grid := []string{"bench", "-messages", "200", "-workers", "1,2", "-batch", "50,100", "-count", "2"}
+	grid := []string{"bench", "-messages", "200", "-workers", "1,2", "-batch", "50,100", "-rate", "200", "-duration", "300ms", "-count", "2"}
 
 	code, out, errOut := cli(ctx, append(grid, "-json")...)
 	if code != exitOK {
 		t.Fatalf("bench -json: exit %d: %s", code, errOut)
 	}
-	if n := strings.Count(errOut, "msgs/s"); n != 8 {
-		t.Errorf("%d progress lines, want 8 (4 points × 2):\n%s", n, errOut)
+	// Not a terminal: one plain line per step, a drain and a latency run
+	// per point and repetition.
+	if n := strings.Count(errOut, "msgs/s  cpu"); n != 8 {
+		t.Errorf("%d drain lines, want 8 (4 points × 2):\n%s", n, errOut)
+	}
+	if n := strings.Count(errOut, "→ handled p99"); n != 8 || !strings.Contains(errOut, "bench: 16/16") {
+		t.Errorf("%d latency lines, want 8, and the 16th step:\n%s", n, errOut)
 	}
 	var r benchReport
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatalf("decode: %v\n%s", err, out)
 	}
-	if len(r.Rows) != 4 || r.Recommendation == nil || r.Machine.Cores <= 0 || r.Machine.GoVersion == "" || r.Messages != 200 {
+	if len(r.Rows) != 4 || r.Recommendation == nil || r.Machine.Cores <= 0 || r.Machine.GoVersion == "" || r.Messages != 200 ||
+		r.Rate != 200 || r.LatencySeconds != 0.3 {
 		t.Fatalf("report %+v", r)
 	}
 	var seen []int // the first runs' order: the warm-up aside, repetitions rotate
 	for _, row := range r.Rows {
 		if len(row.Runs) != 2 || row.MsgsPerSec <= 0 || row.MinMsgsPerSec > row.MsgsPerSec || row.MaxMsgsPerSec < row.MsgsPerSec ||
-			row.RelayUS <= 0 || row.Claims != claimLease || row.Runs[0].Workers != row.Workers {
+			row.RelayUS <= 0 || row.Claims != claimLease || row.Runs[0].Workers != row.Workers || row.Allocs <= 0 {
 			t.Errorf("row %+v", row)
+		}
+		if len(row.Latency) != 2 || row.Ack == nil || row.Handled == nil || row.Handled.Count < 40 ||
+			row.Handled.P99 < row.Handled.P50 || row.MinHandledP99 > row.Handled.P99 || row.MaxHandledP99 < row.Handled.P99 {
+			t.Errorf("row %v latency: %d runs, ack %+v, handled %+v [%v–%v]", row.benchPoint, len(row.Latency), row.Ack, row.Handled,
+				row.MinHandledP99, row.MaxHandledP99)
 		}
 		seen = append(seen, row.Workers*1000+row.Batch)
 	}
@@ -166,14 +202,30 @@ func TestBenchEmbedded(t *testing.T) {
 		t.Errorf("csv (%v):\n%s", err, out)
 	}
 
-	code, out, errOut = cli(ctx, append(grid[:len(grid)-2], "-count", "1")...)
+	if i := slices.Index(recs[0], "handled_p99_ms"); i < 0 || len(recs) < 2 || recs[1][i] == "" {
+		t.Errorf("csv has no commit → handled p99:\n%s", out)
+	}
+
+	code, out, errOut = cli(ctx, append(grid[:len(grid)-2], "-count", "1", "-p99", "1h")...)
 	if code != exitOK {
 		t.Fatalf("bench: exit %d: %s", code, errOut)
 	}
-	for _, want := range []string{"cores", "go1.", "SQLite", "in-process", "msgs/s", "recommended: workers", "because "} {
+	for _, want := range []string{"cores", "go1.", "SQLite", "in-process", "msgs/s", "handled p50", "allocs/msg",
+		"recommended: workers", "because ", "p99 meets 1h0m0s"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
+	}
+
+	// No latency of an end-to-end path through SQLite is within a
+	// microsecond: no recommendation, and the reason says so.
+	code, out, errOut = cli(ctx, "bench", "-messages", "200", "-workers", "1", "-batch", "50", "-rate", "200",
+		"-duration", "300ms", "-count", "1", "-p99", "1us")
+	if code != exitOK {
+		t.Fatalf("bench -p99 1us: exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(out, "no recommendation: no configuration met -p99 1µs") || strings.Contains(out, "recommended:") {
+		t.Errorf("bench -p99 1us:\n%s", out)
 	}
 }
 

@@ -99,10 +99,15 @@ type chartSeries struct {
 // chartLines groups rows into one line per setting of what is not on the x
 // axis: "batch 500, leases" against workers, "workers 4, leases" against
 // batch size. The loop, which has no workers, is one line ("loop") against
-// batch size and left out against workers.
-func chartLines(rows []benchRow, x string) []chartSeries {
+// batch size and left out against workers. A line's y is y(row); rows for
+// which y reports false are left out.
+func chartLines(rows []benchRow, x string, y func(benchRow) (float64, bool)) []chartSeries {
 	var lines []chartSeries
 	for _, r := range rows {
+		yv, ok := y(r)
+		if !ok {
+			continue
+		}
 		var label string
 		var v float64
 		switch {
@@ -120,7 +125,7 @@ func chartLines(rows []benchRow, x string) []chartSeries {
 			lines = append(lines, chartSeries{label: label})
 			i = len(lines) - 1
 		}
-		lines[i].xys = append(lines[i].xys, plotter.XY{X: v, Y: r.MsgsPerSec})
+		lines[i].xys = append(lines[i].xys, plotter.XY{X: v, Y: yv})
 	}
 	for _, l := range lines {
 		slices.SortFunc(l.xys, func(a, b plotter.XY) int { return cmp.Compare(a.X, b.X) })
@@ -128,21 +133,66 @@ func chartLines(rows []benchRow, x string) []chartSeries {
 	return lines
 }
 
+// throughput and handledP99 are the charts' y values.
+func throughput(r benchRow) (float64, bool) { return r.MsgsPerSec, true }
+
+func handledP99(r benchRow) (float64, bool) {
+	if r.Handled == nil {
+		return 0, false
+	}
+	return r.Handled.P99, true
+}
+
 // writeBenchChart draws the median throughput of r's rows against c's x
-// axis, one line per remaining setting, and writes it to w as a PNG or an
-// SVG by c.path's extension.
+// axis, one line per remaining setting, and under it, when the sweep ran
+// latency runs, their commit → handled p99 the same way; it writes the
+// chart to w as a PNG or an SVG by c.path's extension.
 func writeBenchChart(w io.Writer, r *benchReport, c chartConfig) error {
 	x := chartX(r.Rows, c.x)
-	lines := chartLines(r.Rows, x)
+	lines := chartLines(r.Rows, x, throughput)
 	if len(lines) == 0 {
 		return fmt.Errorf("bench: chart: no point to draw")
 	}
+	top, err := chartPlot(lines, x, fmt.Sprintf("msgs/s (median of %d)", r.Count))
+	if err != nil {
+		return err
+	}
+	top.Title.Text = fmt.Sprintf("txm bench: relay throughput and latency\nstore: %s; broker: %s", r.Store, r.Broker)
+	top.Y.Tick.Marker = thousandsTicks{}
+	plots := [][]*plot.Plot{{top}}
+	if lat := chartLines(r.Rows, x, handledP99); len(lat) > 0 {
+		bottom, err := chartPlot(lat, x, fmt.Sprintf("commit → handled p99, ms\nat %s msgs/s", thousands(float64(r.Rate))))
+		if err != nil {
+			return err
+		}
+		plots = append(plots, []*plot.Plot{bottom})
+	}
+
+	// Pixels to points (1/72 inch) at chartDPI.
+	width := vg.Length(c.width) * vg.Inch / chartDPI
+	height := vg.Length(c.height) * vg.Inch / chartDPI
+	var canvas vg.CanvasWriterTo
+	if strings.ToLower(filepath.Ext(c.path)) == ".svg" {
+		canvas = vgsvg.New(width, height)
+	} else {
+		canvas = vgimg.PngCanvas{Canvas: vgimg.NewWith(vgimg.UseWH(width, height), vgimg.UseDPI(chartDPI))}
+	}
+	dc := draw.New(canvas)
+	tiles := draw.Tiles{Rows: len(plots), Cols: 1, PadY: vg.Millimeter * 4, PadTop: vg.Millimeter, PadBottom: vg.Millimeter}
+	canvases := plot.Align(plots, tiles, dc)
+	for i, row := range plots {
+		row[0].Draw(canvases[i][0])
+	}
+	_, err = canvas.WriteTo(w)
+	return err
+}
+
+// chartPlot is one panel: lines against x from 0, with a grid.
+func chartPlot(lines []chartSeries, x, yLabel string) (*plot.Plot, error) {
 	p := plot.New()
-	p.Title.Text = fmt.Sprintf("txm bench: relay throughput\nstore: %s; broker: %s", r.Store, r.Broker)
 	p.X.Label.Text = map[string]string{chartWorkers: "relay workers", chartBatch: "batch size"}[x]
-	p.Y.Label.Text = fmt.Sprintf("msgs/s (median of %d)", r.Count)
+	p.Y.Label.Text = yLabel
 	p.Y.Min = 0
-	p.Y.Tick.Marker = thousandsTicks{}
 	var xs []float64
 	var args []any
 	for _, l := range lines {
@@ -160,27 +210,14 @@ func writeBenchChart(w io.Writer, r *benchReport, c chartConfig) error {
 	}
 	p.X.Tick.Marker = plot.ConstantTicks(ticks)
 	if err := plotutil.AddLinePoints(p, args...); err != nil {
-		return fmt.Errorf("bench: chart: %w", err)
+		return nil, fmt.Errorf("bench: chart: %w", err)
 	}
-	// Throughput lines sit high with the y axis from 0: the legend goes to
-	// the bottom right, and the top gets some room.
+	// The legend goes to the bottom right, and the top gets some room.
 	p.Legend.XOffs = -vg.Millimeter
 	p.Legend.YOffs = vg.Millimeter
 	p.Y.Max *= 1.08
 	p.Add(plotter.NewGrid())
-
-	// Pixels to points (1/72 inch) at chartDPI.
-	width := vg.Length(c.width) * vg.Inch / chartDPI
-	height := vg.Length(c.height) * vg.Inch / chartDPI
-	var canvas vg.CanvasWriterTo
-	if strings.ToLower(filepath.Ext(c.path)) == ".svg" {
-		canvas = vgsvg.New(width, height)
-	} else {
-		canvas = vgimg.PngCanvas{Canvas: vgimg.NewWith(vgimg.UseWH(width, height), vgimg.UseDPI(chartDPI))}
-	}
-	p.Draw(draw.New(canvas))
-	_, err := canvas.WriteTo(w)
-	return err
+	return p, nil
 }
 
 // saveBenchChart writes the chart to c.path.

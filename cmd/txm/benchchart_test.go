@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/transmanager/transmanager/internal/scenario"
 )
 
 // chartRows is a fixed sweep on the services: the loop at two batch sizes
@@ -50,7 +52,7 @@ func TestChartLines(t *testing.T) {
 			if x != tc.x {
 				t.Fatalf("chartX = %q, want %q", x, tc.x)
 			}
-			lines := chartLines(rows, x)
+			lines := chartLines(rows, x, throughput)
 			var labels []string
 			for _, l := range lines {
 				labels = append(labels, l.label)
@@ -94,6 +96,38 @@ func TestWriteBenchChart(t *testing.T) {
 			t.Errorf("%s: PNG is %dx%d, want 640x400", x, b.Dx(), b.Dy())
 		}
 	}
+	// With latency runs, a second panel: commit → handled p99, without
+	// the loop, which has none.
+	timed := &benchReport{Store: r.Store, Broker: r.Broker, Count: 3, Rate: 1000, Rows: chartRows()}
+	for i := range timed.Rows {
+		if timed.Rows[i].Impl != "loop" {
+			timed.Rows[i].Handled = &scenario.Percentiles{P99: float64(timed.Rows[i].Workers)}
+		}
+	}
+	if lines := chartLines(timed.Rows, chartBatch, handledP99); len(lines) != 6 || lines[0].label == "loop" {
+		t.Errorf("p99 lines: %d, first %q; want 6 relay lines", len(lines), lines[0].label)
+	}
+	var one, two bytes.Buffer
+	for buf, rep := range map[*bytes.Buffer]*benchReport{&one: r, &two: timed} {
+		if err := writeBenchChart(buf, rep, chartConfig{path: "out.png", width: 700, height: 900}); err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(bytes.NewReader(buf.Bytes()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b := img.Bounds(); b.Dx() != 700 || b.Dy() != 900 {
+			t.Errorf("PNG is %dx%d, want 700x900", b.Dx(), b.Dy())
+		}
+	}
+	if bytes.Equal(one.Bytes(), two.Bytes()) {
+		t.Error("the chart with latencies is the same as the one without")
+	}
+	var svg bytes.Buffer
+	if err := writeBenchChart(&svg, timed, chartConfig{path: "out.svg", width: 800, height: 500}); err != nil || !strings.Contains(svg.String(), "p99") {
+		t.Errorf("SVG with latencies has no p99 panel (%v)", err)
+	}
+
 	var buf bytes.Buffer
 	if err := writeBenchChart(&buf, r, chartConfig{path: "out.SVG", width: 800, height: 500}); err != nil {
 		t.Fatal(err)
@@ -141,7 +175,7 @@ func TestBenchChartEmbedded(t *testing.T) {
 	defer cancel()
 	dir := t.TempDir()
 	pngPath, svgPath := filepath.Join(dir, "out.png"), filepath.Join(dir, "out.svg")
-	grid := []string{"bench", "-messages", "100", "-workers", "1,2", "-batch", "50", "-count", "1"}
+	grid := []string{"bench", "-messages", "100", "-rate", "100", "-duration", "200ms", "-workers", "1,2", "-batch", "50", "-count", "1"}
 	code, _, errOut := cli(ctx, append(grid, "-chart", pngPath, "-chart-size", "500x300")...)
 	if code != exitOK || !strings.Contains(errOut, "chart written to "+pngPath) {
 		t.Fatalf("bench -chart: exit %d: %s", code, errOut)

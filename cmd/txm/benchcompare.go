@@ -30,10 +30,36 @@ func rangesOverlap(a, b benchRow) bool {
 	return a.MinMsgsPerSec <= b.MaxMsgsPerSec && b.MinMsgsPerSec <= a.MaxMsgsPerSec
 }
 
+// p99Change returns the change of the median commit → handled p99 from o
+// to n, benchstat-style: "~" when their [min–max] ranges overlap,
+// otherwise "lower" or "higher"; "" when either has no latency runs.
+func p99Change(o, n benchRow) (old, new, change string) {
+	if o.Handled == nil || n.Handled == nil {
+		return "-", "-", "-"
+	}
+	verdict := "~"
+	switch {
+	case o.MinHandledP99 <= n.MaxHandledP99 && n.MinHandledP99 <= o.MaxHandledP99:
+	case n.Handled.P99 < o.Handled.P99:
+		verdict = "lower"
+	default:
+		verdict = "higher"
+	}
+	change = "n/a " + verdict
+	if o.Handled.P99 > 0 {
+		change = fmt.Sprintf("%+.1f%% %s", 100*(n.Handled.P99-o.Handled.P99)/o.Handled.P99, verdict)
+	}
+	f := func(r benchRow) string {
+		return fmt.Sprintf("%.1f [%.1f–%.1f]", r.Handled.P99, r.MinHandledP99, r.MaxHandledP99)
+	}
+	return f(o), f(n), change
+}
+
 // writeBenchCompare prints, benchstat-style, the change of the median
 // throughput of every point in both old (read from oldPath) and new: "~"
 // when the points' [min–max] ranges overlap, otherwise "faster" or
-// "slower". Points in only one of the two are listed after.
+// "slower"; and the same of the commit → handled p99 where both have
+// latency runs. Points in only one of the two are listed after.
 func writeBenchCompare(w io.Writer, oldPath string, old, new *benchReport) error {
 	fmt.Fprintf(w, "compared with %s: %d messages of %d B, medians of %d repetitions, %s, %s\n",
 		oldPath, old.Messages, old.PayloadSize, old.Count, old.Store, old.Broker)
@@ -42,6 +68,7 @@ func writeBenchCompare(w io.Writer, oldPath string, old, new *benchReport) error
 		{"broker", old.Broker, new.Broker},
 		{"messages per drain", fmt.Sprint(old.Messages), fmt.Sprint(new.Messages)},
 		{"payload bytes", fmt.Sprint(old.PayloadSize), fmt.Sprint(new.PayloadSize)},
+		{"latency rate", fmt.Sprint(old.Rate), fmt.Sprint(new.Rate)},
 		{"Go", old.Machine.GoVersion, new.Machine.GoVersion},
 		{"cores", fmt.Sprint(old.Machine.Cores), fmt.Sprint(new.Machine.Cores)},
 		{"PostgreSQL", old.Machine.Postgres, new.Machine.Postgres},
@@ -60,7 +87,7 @@ func writeBenchCompare(w io.Writer, oldPath string, old, new *benchReport) error
 	news := map[benchPoint]bool{}
 	var onlyNew, onlyOld []benchPoint
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "point\told msgs/s\t[min–max]\tnew msgs/s\t[min–max]\tchange")
+	fmt.Fprintln(tw, "point\told msgs/s\t[min–max]\tnew msgs/s\t[min–max]\tchange\told p99 ms\tnew p99 ms\tchange")
 	for _, n := range new.Rows {
 		news[n.benchPoint] = true
 		o, ok := olds[n.benchPoint]
@@ -80,9 +107,11 @@ func writeBenchCompare(w io.Writer, oldPath string, old, new *benchReport) error
 		default:
 			verdict = "slower"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t[%s–%s]\t%s\t[%s–%s]\t%s %s\n", n.benchPoint,
+		oldP99, newP99, p99 := p99Change(o, n)
+		fmt.Fprintf(tw, "%s\t%s\t[%s–%s]\t%s\t[%s–%s]\t%s %s\t%s\t%s\t%s\n", n.benchPoint,
 			thousands(o.MsgsPerSec), thousands(o.MinMsgsPerSec), thousands(o.MaxMsgsPerSec),
-			thousands(n.MsgsPerSec), thousands(n.MinMsgsPerSec), thousands(n.MaxMsgsPerSec), change, verdict)
+			thousands(n.MsgsPerSec), thousands(n.MinMsgsPerSec), thousands(n.MaxMsgsPerSec), change, verdict,
+			oldP99, newP99, p99)
 	}
 	for _, o := range old.Rows {
 		if !news[o.benchPoint] {
