@@ -5,7 +5,7 @@
 //	txm migrate  -print [-sqlite path | -postgres url | -dialect sqlite|postgres] [-schema s]
 //	txm inspect  [-sqlite path | -postgres url [-schema s]] [-dead n] [-retrying n] [-json]
 //	txm replay   [-sqlite path | -postgres url [-schema s]] (-id id... | -topic t | -all) [-json]
-//	txm bench    [-postgres url -nats url] [-workers n,...] [-batch n,...] [-claims lease,lock] [-messages n] [-count n] [-json | -csv]
+//	txm bench    [-postgres url -nats url] [-workers n,...] [-batch n,...] [-claims lease,lock] [-messages n] [-rate n] [-p99 d] [-count n] [-json | -csv] [-chart f] [-compare old.json]
 //	txm purge    [-sqlite path | -postgres url [-schema s]] [-published age] [-inbox-group g -inbox age] [-batch n]
 //	txm relay    (-sqlite path | -postgres url [-schema s]) -nats url [-stream name -subjects s,...] [-http addr] [-workers n] ...
 //
