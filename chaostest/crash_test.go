@@ -112,6 +112,9 @@ func runCrashCycles(t *testing.T, cfg crashConfig) {
 	if len(l.commitErrs) > 0 {
 		t.Errorf("%d commits ended with an unknown outcome, e.g. %v", len(l.commitErrs), l.commitErrs[0])
 	}
+	if len(l.refused) > 0 {
+		t.Errorf("%d producer transactions failed before their commit, e.g. %v", len(l.refused), l.refused[0])
+	}
 	if committed == 0 {
 		t.Fatal("no transaction committed")
 	}

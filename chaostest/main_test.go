@@ -3,6 +3,7 @@ package chaostest
 import (
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,6 +53,9 @@ var binDir string
 
 func TestMain(m *testing.M) {
 	flag.Parse()
+	// The library's default-logger records (retention passes) at INFO
+	// would drown the suite's figures.
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	dir, err := os.MkdirTemp("", "chaostest-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -27,6 +27,7 @@ type ledger struct {
 	mu         sync.Mutex
 	committed  map[string]order
 	rolledBack map[string]order
+	refused    []error // transactions that failed before their commit
 	commitErrs []error // commits whose outcome is unknown
 }
 
@@ -40,7 +41,10 @@ func (l *ledger) counts() (committed, rolledBack int) {
 	return len(l.committed), len(l.rolledBack)
 }
 
-var errRollback = errors.New("rolled back on purpose")
+var (
+	errRollback     = errors.New("rolled back on purpose")
+	errNotCommitted = errors.New("failed before the commit")
+)
 
 // produce runs producers until ctx ends: each owns the keys k with k mod
 // producers = its index, so a key's messages are written one after another
@@ -82,6 +86,9 @@ func (e *env) produce(ctx context.Context, l *ledger, producers, keys, rate int)
 					l.committed[id] = o
 				case errors.Is(err, errRollback):
 					l.rolledBack[id] = o
+				case errors.Is(err, errNotCommitted):
+					l.rolledBack[id] = o
+					l.refused = append(l.refused, err)
 				case ctx.Err() != nil:
 					// Cancelled before the commit: rolled back. A commit
 					// cut by the cancellation would be unknown, so the
@@ -105,14 +112,14 @@ func (e *env) write(ctx context.Context, out *txm.Outbox[order], orders, id stri
 	defer cancel()
 	tx, err := e.pool.Begin(tctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: begin: %w", errNotCommitted, err)
 	}
 	defer func() { _ = tx.Rollback(tctx) }()
 	if _, err := tx.Exec(tctx, "INSERT INTO "+orders+" (id, key, seq) VALUES ($1, $2, $3)", id, o.Key, o.Seq); err != nil {
-		return err
+		return fmt.Errorf("%w: business row: %w", errNotCommitted, err)
 	}
 	if err := out.Publish(sqlstore.WithPgxTx(tctx, tx), e.topic, o, txm.WithMessageID(id), txm.WithPartitionKey(o.Key)); err != nil {
-		return err
+		return fmt.Errorf("%w: outbox: %w", errNotCommitted, err)
 	}
 	if rollback {
 		// A rollback that fails leaves nothing committed either.

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -25,7 +26,8 @@ import (
 type env struct {
 	pgURL   string
 	natsURL string
-	broker  string // how the broker was chosen, for the report
+	broker  string              // how the broker was chosen, for the report
+	natsSrv *testenv.NATSServer // a private broker's process, or nil
 	schema  string
 	stream  string
 	prefix  string // the stream's subjects are prefix.>
@@ -42,26 +44,38 @@ func suffix() string {
 	return hex.EncodeToString(b)
 }
 
-// brokerURL returns the NATS server a run uses, as broker says.
-func brokerURL(t *testing.T, broker string) string {
+// startBroker returns the NATS server a run uses, as broker says, and the
+// process of a private one (nil for url).
+func startBroker(t *testing.T, broker string) (string, *testenv.NATSServer) {
 	t.Helper()
 	shared := testenv.URL(t, testenv.NATS)
 	switch broker {
 	case "private":
-		return testenv.StartNATS(t).URL()
+		s := testenv.StartNATS(t)
+		return s.URL(), s
 	case "system":
-		return testenv.StartSystemNATS(t).URL()
+		s := testenv.StartSystemNATS(t)
+		return s.URL(), s
 	case "url":
-		return shared
+		return shared, nil
 	}
 	t.Fatalf("-chaos.broker %q: want private, system or url", broker)
-	return ""
+	return "", nil
 }
 
 func newEnv(t *testing.T, broker string) *env {
 	t.Helper()
-	e := &env{pgURL: testenv.URL(t, testenv.Postgres), broker: broker}
-	e.natsURL = brokerURL(t, broker)
+	pgURL := testenv.URL(t, testenv.Postgres)
+	natsURL, srv := startBroker(t, broker)
+	e := newEnvAt(t, pgURL, natsURL)
+	e.broker, e.natsSrv = broker, srv
+	return e
+}
+
+// newEnvAt sets a run up on the PostgreSQL database and NATS server given.
+func newEnvAt(t *testing.T, pgURL, natsURL string) *env {
+	t.Helper()
+	e := &env{pgURL: pgURL, natsURL: natsURL}
 	id := suffix()
 	e.schema, e.stream, e.prefix = "chaos_"+id, "CHAOS_"+strings.ToUpper(id), "chaos_"+id
 	e.topic = e.prefix + ".orders"
@@ -74,7 +88,7 @@ func newEnv(t *testing.T, broker string) *env {
 	}
 	e.pool = pool
 	t.Cleanup(pool.Close)
-	store, err := postgres.New(pool, sqlstore.Config{Schema: e.schema})
+	store, err := postgres.New(pool, sqlstore.Config{Schema: e.schema, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
