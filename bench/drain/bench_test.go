@@ -50,9 +50,9 @@ func drainImpls() []drainImpl {
 	return append(impls,
 		// Without claiming ahead: one batch at a time, as the loop works.
 		drainImpl{"relay-w4-inflight1", &txm.ProcessorConfig{Workers: 4, BatchesInFlight: 1}},
-		// Locked claims (the recommended configuration, scenario's
-		// relay-lock, with 2 workers): the batch's transaction is held
-		// until it is settled, as in the loop.
+		// Locked claims (ProcessorConfig.LockClaims, the recommended
+		// configuration): the batch's transaction is held until it is
+		// settled, as in the loop.
 		drainImpl{"relay-w2-lock", &txm.ProcessorConfig{Workers: 2, LockClaims: true}},
 		drainImpl{"relay-w2-lock-inflight1", &txm.ProcessorConfig{Workers: 2, LockClaims: true, BatchesInFlight: 1}},
 		drainImpl{"relay-w2-lock-inflight3", &txm.ProcessorConfig{Workers: 2, LockClaims: true, BatchesInFlight: 3}},
