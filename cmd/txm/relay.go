@@ -62,13 +62,15 @@ func (r *relay) close() {
 }
 
 // relayMain runs the relay until ctx ends. An error is a failure (exit
-// status 1), logged before it is returned.
+// status 1), logged as the last record and returned as a *loggedError, so
+// that stderr holds only JSON records.
 func relayMain(ctx context.Context, cfg relayConfig, log *slog.Logger) (err error) {
 	r := &relay{cfg: cfg, log: log}
-	defer r.close()
 	defer func() {
+		r.close()
 		if err != nil {
 			log.LogAttrs(context.WithoutCancel(ctx), slog.LevelError, "txm relay: failed", slog.Any("error", err))
+			err = &loggedError{err}
 		}
 	}()
 	if r.store, err = openRelayStore(ctx, cfg, log); err != nil {
@@ -104,7 +106,7 @@ func relayMain(ctx context.Context, cfg relayConfig, log *slog.Logger) (err erro
 	pcfg := cfg.processor
 	pcfg.Logger = log
 	pcfg.Observer = obs
-	pub := async.ChainPublisher(natsjs.NewPublisher(r.js, natsjs.PublisherConfig{}), pubMW...)
+	pub := async.ChainPublisher(natsjs.NewPublisher(r.js, natsjs.PublisherConfig{Logger: log}), pubMW...)
 	proc, err := txm.NewOutboxProcessorWithConfig(pub, r.store.Store.Outbox(), pcfg)
 	if err != nil {
 		return fmt.Errorf("relay: %w", err)
@@ -216,13 +218,21 @@ func (r *relay) connectBroker() error {
 }
 
 // check asks the store and the broker whether they answer, each within the
-// health timeout, and returns the reasons they do not ("" when both do).
-func (r *relay) check(ctx context.Context) []string {
+// health timeout, and returns the reasons they do not (none when both do).
+// With tables, it also reads the outbox table (its dead letters, through
+// an index), so that a database not migrated yet is a reason too.
+func (r *relay) check(ctx context.Context, tables bool) []string {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.healthLimit)
 	defer cancel()
 	var why []string
 	if err := r.store.ping(ctx); err != nil {
 		why = append(why, fmt.Sprintf("store (%s): %v", r.store.kind, err))
+	} else if tables {
+		if _, err := r.store.Outbox().DeadLetters(ctx, txm.DeadLetterFilter{Limit: 1}); errors.Is(err, sqlstore.ErrNotMigrated) {
+			why = append(why, fmt.Sprintf("store (%s): the tables do not exist: run txm migrate", r.store.kind))
+		} else if err != nil {
+			why = append(why, fmt.Sprintf("store (%s): read the outbox: %v", r.store.kind, err))
+		}
 	}
 	if st := r.nc.Status(); st != nats.CONNECTED {
 		why = append(why, fmt.Sprintf("broker: not connected to NATS (%s)", strings.ToLower(st.String())))
@@ -238,7 +248,7 @@ func (r *relay) waitReady(ctx context.Context) bool {
 	b := retry.Policy{InitialInterval: 100 * time.Millisecond, MaxInterval: 2 * time.Second}.NewBackOff()
 	last := ""
 	for {
-		why := r.check(ctx)
+		why := r.check(ctx, true)
 		if ctx.Err() != nil {
 			return false
 		}

@@ -95,13 +95,14 @@ func (r *relay) serveHTTP(ctx context.Context, m *relayMetrics) (stop func(), er
 // answer now, and 503 with the reasons otherwise.
 func (r *relay) healthz(w http.ResponseWriter, req *http.Request) {
 	var why []string
-	switch r.state.Load() {
+	state := r.state.Load()
+	switch state {
 	case relayStarting:
 		why = append(why, "relay: starting")
 	case relayStopping:
 		why = append(why, "relay: stopping")
 	}
-	why = append(why, r.check(req.Context())...)
+	why = append(why, r.check(req.Context(), state == relayStarting)...)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	if len(why) > 0 {
