@@ -22,6 +22,7 @@ import (
 	"github.com/transmanager/transmanager/retry"
 	"github.com/transmanager/transmanager/txm"
 	"github.com/transmanager/transmanager/txm/sqlstore"
+	"github.com/transmanager/transmanager/txm/sqlstore/mysql"
 	"github.com/transmanager/transmanager/txm/sqlstore/postgres"
 	"github.com/transmanager/transmanager/txm/sqlstore/sqlite"
 )
@@ -132,13 +133,14 @@ func stopReason(ctx context.Context) string {
 // relayStore is the relay's store and how to ping and close it.
 type relayStore struct {
 	*sqlstore.Store
-	kind  string // "postgres" or "sqlite"
+	kind  string // "postgres", "sqlite" or "mysql"
 	ping  func(context.Context) error
 	close func()
 }
 
-// openRelayStore opens the selected store without connecting: the relay
-// waits for the database in waitReady. A SQLite file must exist already.
+// openRelayStore opens the selected store. PostgreSQL's is opened without
+// connecting: the relay waits for the database in waitReady. A SQLite file
+// must exist already, and a MySQL server answer at once.
 func openRelayStore(ctx context.Context, cfg relayConfig, log *slog.Logger) (*relayStore, error) {
 	scfg := sqlstore.Config{Schema: cfg.schema, PollOnly: cfg.pollOnly, KeepPublished: cfg.keepPublished, Logger: log}
 	if cfg.sqlite != "" {
@@ -154,6 +156,14 @@ func openRelayStore(ctx context.Context, cfg relayConfig, log *slog.Logger) (*re
 			return nil, err
 		}
 		return &relayStore{Store: s, kind: "sqlite", ping: s.DB().PingContext, close: func() { _ = s.Close() }}, nil
+	}
+	if cfg.mysql != "" {
+		// mysql.Open pings: with MySQL the relay needs its database at start.
+		s, err := mysql.Open(ctx, cfg.mysql, scfg)
+		if err != nil {
+			return nil, err
+		}
+		return &relayStore{Store: s, kind: "mysql", ping: s.DB().PingContext, close: func() { _ = s.Close() }}, nil
 	}
 	pc, err := pgxpool.ParseConfig(cfg.postgres)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	gomysql "github.com/go-sql-driver/mysql"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	dto "github.com/prometheus/client_model/go"
@@ -27,6 +28,7 @@ import (
 	"github.com/transmanager/transmanager/async"
 	"github.com/transmanager/transmanager/internal/testenv"
 	"github.com/transmanager/transmanager/txm/sqlstore"
+	"github.com/transmanager/transmanager/txm/sqlstore/mysql"
 	"github.com/transmanager/transmanager/txm/sqlstore/postgres"
 	"github.com/transmanager/transmanager/txm/sqlstore/sqlite"
 )
@@ -123,9 +125,12 @@ func TestRelayFlags(t *testing.T) {
 		args []string
 		want string // in the error
 	}{
-		{"missing store", map[string]string{"TXM_RELAY_NATS": "nats://n"}, nil, "-postgres URL or -sqlite PATH"},
+		{"missing store", map[string]string{"TXM_RELAY_NATS": "nats://n"}, nil, "-postgres URL, -sqlite PATH or -mysql DSN"},
 		{"missing broker", map[string]string{"TXM_RELAY_SQLITE": "x.db"}, nil, "-nats URL (or TXM_RELAY_NATS)"},
-		{"two stores", base, []string{"-sqlite", "x.db"}, "give TXM_RELAY_POSTGRES or -sqlite, not both"},
+		{"two stores", base, []string{"-sqlite", "x.db"}, "give one store, not TXM_RELAY_POSTGRES and -sqlite"},
+		{"three stores", base, []string{"-sqlite", "x.db", "-mysql", "root@/db"}, "not TXM_RELAY_POSTGRES and -sqlite and -mysql"},
+		{"locked claims on MySQL", map[string]string{"TXM_RELAY_NATS": "nats://n", "TXM_RELAY_LOCK_CLAIMS": "1"}, []string{"-mysql", "root@/db"}, "TXM_RELAY_LOCK_CLAIMS needs PostgreSQL"},
+		{"poll-only on SQLite", map[string]string{"TXM_RELAY_NATS": "nats://n"}, []string{"-sqlite", "x.db", "-poll-only"}, "-poll-only is for PostgreSQL"},
 		{"bad variable", merge(base, "TXM_RELAY_WORKERS", "many"), nil, `invalid value "many" for TXM_RELAY_WORKERS (-workers)`},
 		{"bad duration variable", merge(base, "TXM_RELAY_LEASE", "30"), nil, `invalid value "30" for TXM_RELAY_LEASE (-lease)`},
 		{"bad bool variable", merge(base, "TXM_RELAY_LOCK_CLAIMS", "yes please"), nil, "TXM_RELAY_LOCK_CLAIMS (-lock-claims)"},
@@ -184,7 +189,7 @@ func TestRelayCommandLine(t *testing.T) {
 	}
 	for _, name := range []string{"workers", "batch", "batches-in-flight", "lock-claims", "poll-interval", "lease", "publish-timeout",
 		"retry-initial", "retry-max", "retry-max-attempts", "breaker-threshold", "drain-timeout", "retention-published",
-		"retention-interval", "retention-batch", "postgres", "schema", "sqlite", "nats", "stream", "subjects", "http", "log-level"} {
+		"retention-interval", "retention-batch", "postgres", "schema", "sqlite", "mysql", "nats", "stream", "subjects", "http", "log-level"} {
 		if !strings.Contains(out, "-"+name+" ") && !strings.Contains(out, "-"+name+"\n") {
 			t.Errorf("relay -h lacks the flag -%s", name)
 		}
@@ -195,7 +200,7 @@ func TestRelayCommandLine(t *testing.T) {
 	if code, _, errOut := cli(ctx, "relay", "-postgres", "postgres://x"); code != exitUsage || !strings.Contains(errOut, "-nats URL") {
 		t.Errorf("relay without -nats: exit %d: %s", code, errOut)
 	}
-	if code, _, errOut := cli(ctx, "relay", "-nats", "nats://x"); code != exitUsage || !strings.Contains(errOut, "-postgres URL or -sqlite PATH") {
+	if code, _, errOut := cli(ctx, "relay", "-nats", "nats://x"); code != exitUsage || !strings.Contains(errOut, "-postgres URL, -sqlite PATH or -mysql DSN") {
 		t.Errorf("relay without a store: exit %d: %s", code, errOut)
 	}
 	t.Setenv("TXM_RELAY_NATS", "nats://127.0.0.1:1")
@@ -749,23 +754,59 @@ func publishedByTopic(t *testing.T, text string) map[string]float64 {
 // logged.
 func TestRelayOnSQLite(t *testing.T) {
 	natsURL := testenv.URL(t, testenv.NATS)
-	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "relay.db")
-	store, err := sqlite.Open(ctx, path, sqlstore.Config{})
+	store, err := sqlite.Open(context.Background(), path, sqlstore.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer store.Close()
+	testRelayOnStore(t, natsURL, store, "-sqlite", path)
+}
+
+// TestRelayOnMySQL relays a MySQL outbox, in a database of the test's own,
+// as TestRelayOnSQLite does.
+func TestRelayOnMySQL(t *testing.T) {
+	natsURL := testenv.URL(t, testenv.NATS)
+	dsn := testenv.URL(t, testenv.MySQL)
+	ctx := context.Background()
+	dc, err := gomysql.ParseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := mysql.Open(ctx, dsn, sqlstore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	dc.DBName = fmt.Sprintf("txm_relay_test_%d", time.Now().UnixNano())
+	if _, err := admin.DB().ExecContext(ctx, "CREATE DATABASE "+dc.DBName); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _, _ = admin.DB().ExecContext(context.Background(), "DROP DATABASE "+dc.DBName) }()
+	own := dc.FormatDSN()
+	store, err := mysql.Open(ctx, own, sqlstore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	testRelayOnStore(t, natsURL, store, "-mysql", own)
+}
+
+// testRelayOnStore migrates store, saves messages in it and runs txm relay
+// with storeArgs, which select the same store, until they are published.
+func testRelayOnStore(t *testing.T, natsURL string, store *sqlstore.Store, storeArgs ...string) {
+	ctx := context.Background()
 	if err := store.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
 	n := time.Now().UnixNano()
-	stream, prefix := fmt.Sprintf("TXM_RELAY_SQLITE_%d", n), fmt.Sprintf("relaysqlite%d", n)
+	stream, prefix := fmt.Sprintf("TXM_RELAY_STORE_%d", n), fmt.Sprintf("relaystore%d", n)
 	deleteStream(t, natsURL, stream)
 	var ids []string
 	if err := store.InTx(ctx, func(ctx context.Context) error {
 		for i := range 30 {
-			m := async.NewMessage(prefix+".placed", "Test", []byte(fmt.Sprint(i)))
+			m := async.NewMessage(prefix+".placed", "Test", []byte(fmt.Sprint(i)),
+				async.WithMetadata(async.Metadata{async.MetaPartitionKey: fmt.Sprintf("k%d", i%3)}))
 			ids = append(ids, m.ID())
 			if err := store.Outbox().Save(ctx, m); err != nil {
 				return err
@@ -777,8 +818,9 @@ func TestRelayOnSQLite(t *testing.T) {
 	}
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 
-	logs, stop := runRelayInProcess(t, "relay", "-sqlite", path, "-nats", natsURL, "-stream", stream, "-subjects", prefix+".>",
+	args := append(append([]string{"relay"}, storeArgs...), "-nats", natsURL, "-stream", stream, "-subjects", prefix+".>",
 		"-log-level", "warn", "-poll-interval", "50ms")
+	logs, stop := runRelayInProcess(t, args...)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		st, err := store.Outbox().Stats(ctx)

@@ -22,8 +22,8 @@ func relayEnv(name string) string {
 
 // relayConfig is what txm relay runs with, from its flags and environment.
 type relayConfig struct {
-	postgres, schema, sqlite string
-	pollOnly, keepPublished  bool
+	postgres, schema, sqlite, mysql string
+	pollOnly, keepPublished         bool
 
 	nats        string
 	stream      string
@@ -55,7 +55,7 @@ const (
 	relayDefaultHealthTimeout     = 2 * time.Second
 )
 
-const relaySynopsis = "(-postgres URL [-schema S] | -sqlite PATH) -nats URL [-stream NAME -subjects S,...] [-http ADDR] [flags]"
+const relaySynopsis = "(-postgres URL [-schema S] | -sqlite PATH | -mysql DSN) -nats URL [-stream NAME -subjects S,...] [-http ADDR] [flags]"
 
 const relayAbout = `
 Run the relay as a process of its own: claim the messages the store's outbox
@@ -90,6 +90,7 @@ func parseRelayFlags(args []string, getenv func(string) string, stdout, stderr i
 	fs.StringVar(&c.postgres, "postgres", "", "PostgreSQL URL of the store (a pgx pool; pool_max_conns in the URL sets its size)")
 	fs.StringVar(&c.schema, "schema", "", "PostgreSQL schema of the tables (default: the search path)")
 	fs.StringVar(&c.sqlite, "sqlite", "", "SQLite database file of the store")
+	fs.StringVar(&c.mysql, "mysql", "", "MySQL or MariaDB DSN of the store (github.com/go-sql-driver/mysql), e.g. user:pass@tcp(host:3306)/app")
 	fs.BoolVar(&c.pollOnly, "poll-only", false, "PostgreSQL: no LISTEN/NOTIFY, find new messages by polling (behind a pooler in transaction mode)")
 	fs.BoolVar(&c.keepPublished, "keep-published", false, "keep published messages in the outbox until retention removes them (sqlstore's Config.KeepPublished)")
 	fs.StringVar(&c.nats, "nats", "", "NATS server URL, or several separated by commas (required)")
@@ -177,17 +178,28 @@ func (c *relayConfig) check(source func(string) string) error {
 		}
 		return nil
 	}
+	var stores []string
+	for _, s := range []struct{ name, v string }{{"postgres", c.postgres}, {"sqlite", c.sqlite}, {"mysql", c.mysql}} {
+		if s.v != "" {
+			stores = append(stores, source(s.name))
+		}
+	}
 	switch {
-	case c.postgres != "" && c.sqlite != "":
-		return usagef("relay: give %s or %s, not both", source("postgres"), source("sqlite"))
-	case c.postgres == "" && c.sqlite == "":
-		return usagef("relay: give the store: -postgres URL or -sqlite PATH (or %s, %s)", relayEnv("postgres"), relayEnv("sqlite"))
+	case len(stores) > 1:
+		return usagef("relay: give one store, not %s", strings.Join(stores, " and "))
+	case len(stores) == 0:
+		return usagef("relay: give the store: -postgres URL, -sqlite PATH or -mysql DSN (or %s, %s, %s)",
+			relayEnv("postgres"), relayEnv("sqlite"), relayEnv("mysql"))
 	case c.sqlite != "" && c.schema != "":
 		return usagef("relay: %s is for PostgreSQL; SQLite has none", source("schema"))
+	case c.mysql != "" && c.schema != "":
+		return usagef("relay: %s is for PostgreSQL; MySQL's database is the DSN's", source("schema"))
 	case c.sqlite != "" && p.LockClaims:
 		return usagef("relay: %s needs PostgreSQL: SQLite has one writer at a time", source("lock-claims"))
-	case c.sqlite != "" && c.pollOnly:
-		return usagef("relay: %s is for PostgreSQL; SQLite is always polled", source("poll-only"))
+	case c.mysql != "" && p.LockClaims:
+		return usagef("relay: %s needs PostgreSQL: the MySQL store claims with leases", source("lock-claims"))
+	case c.postgres == "" && c.pollOnly:
+		return usagef("relay: %s is for PostgreSQL; SQLite and MySQL are always polled", source("poll-only"))
 	case c.nats == "":
 		return usagef("relay: give the broker: -nats URL (or %s)", relayEnv("nats"))
 	case (c.stream == "") != (len(c.subjects) == 0):
