@@ -62,16 +62,26 @@ func (r *relay) close() {
 	r.closers = nil
 }
 
-// relayMain runs the relay until ctx ends. An error is a failure (exit
-// status 1), logged as the last record and returned as a *loggedError, so
-// that stderr holds only JSON records.
+// relayMain runs the relay until ctx ends, then closes what it opened and
+// logs its stop as its last record. An error is a failure (exit status 1),
+// logged as the last record and returned as a *loggedError, so that stderr
+// holds only JSON records.
 func relayMain(ctx context.Context, cfg relayConfig, log *slog.Logger) (err error) {
 	r := &relay{cfg: cfg, log: log}
+	stopped := "txm relay: stopped" // the last record of a stop on a signal
 	defer func() {
 		r.close()
-		if err != nil {
-			log.LogAttrs(context.WithoutCancel(ctx), slog.LevelError, "txm relay: failed", slog.Any("error", err))
+		bg := context.WithoutCancel(ctx)
+		switch {
+		case err != nil && ctx.Err() != nil && !errors.Is(err, async.ErrClosed):
+			// Cut short by the stop, as it starts (the stream's creation).
+			log.LogAttrs(bg, slog.LevelInfo, stopped, slog.String("reason", stopReason(ctx)), slog.Any("error", err))
+			err = nil
+		case err != nil:
+			log.LogAttrs(bg, slog.LevelError, "txm relay: failed", slog.Any("error", err))
 			err = &loggedError{err}
+		default:
+			log.LogAttrs(bg, slog.LevelInfo, stopped, slog.String("reason", stopReason(ctx)))
 		}
 	}()
 	if r.store, err = openRelayStore(ctx, cfg, log); err != nil {
@@ -97,7 +107,7 @@ func relayMain(ctx context.Context, cfg relayConfig, log *slog.Logger) (err erro
 		obs, pubMW = m.tel, append(pubMW, m.tel.PublishMiddleware())
 	}
 	if !r.waitReady(ctx) {
-		log.LogAttrs(context.WithoutCancel(ctx), slog.LevelInfo, "txm relay: stopped before the store and the broker answered")
+		stopped = "txm relay: stopped before the store and the broker answered"
 		return nil
 	}
 	if err := r.ensureStream(ctx); err != nil {
@@ -113,13 +123,9 @@ func relayMain(ctx context.Context, cfg relayConfig, log *slog.Logger) (err erro
 		return fmt.Errorf("relay: %w", err)
 	}
 	r.state.Store(relayRunning)
-	runErr := proc.Start(ctx)
+	err = proc.Start(ctx)
 	r.state.Store(relayStopping)
-	if runErr != nil {
-		return runErr
-	}
-	log.LogAttrs(context.WithoutCancel(ctx), slog.LevelInfo, "txm relay: stopped", slog.String("reason", stopReason(ctx)))
-	return nil
+	return err
 }
 
 // stopReason says why ctx ended, for the stop record.

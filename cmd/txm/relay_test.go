@@ -874,3 +874,17 @@ func TestRelayWaitsForTheTables(t *testing.T) {
 		t.Errorf("exit status %d, want 0:\n%s", code, logs)
 	}
 }
+
+// TestRelayStopsWhileWaiting stops a relay whose broker never answered:
+// exit status 0, and the stop says so.
+func TestRelayStopsWhileWaiting(t *testing.T) {
+	f := newRelayFixture(t)
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	nowhere := fmt.Sprintf("nats://127.0.0.1:%d", testenv.FreePort(t))
+	logs, stop := runRelayInProcess(t, f.args(nowhere)...)
+	logs.wait(t, "txm relay: waiting for the store and the broker", 30*time.Second)
+	if code := stop(); code != exitOK {
+		t.Errorf("exit status %d, want 0:\n%s", code, logs)
+	}
+	logs.wait(t, "txm relay: stopped before the store and the broker answered", time.Second)
+}
