@@ -18,30 +18,45 @@ import (
 
 	"github.com/transmanager/transmanager/txm"
 	"github.com/transmanager/transmanager/txm/sqlstore"
+	"github.com/transmanager/transmanager/txm/sqlstore/mysql"
 	"github.com/transmanager/transmanager/txm/sqlstore/postgres"
 	"github.com/transmanager/transmanager/txm/sqlstore/sqlite"
 )
 
 // storeFlags selects the store an admin command works on.
 type storeFlags struct {
-	sqlite, postgres, schema string
+	sqlite, postgres, mysql, schema string
 }
 
 func (f *storeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.sqlite, "sqlite", "", "SQLite database file")
 	fs.StringVar(&f.postgres, "postgres", "", "PostgreSQL URL")
+	fs.StringVar(&f.mysql, "mysql", "", "MySQL or MariaDB DSN (github.com/go-sql-driver/mysql), e.g. user:pass@tcp(host:3306)/db")
 	fs.StringVar(&f.schema, "schema", "", "PostgreSQL schema of the tables (default: the search path)")
+}
+
+// given counts the stores the flags name.
+func (f *storeFlags) given() int {
+	n := 0
+	for _, v := range []string{f.sqlite, f.postgres, f.mysql} {
+		if v != "" {
+			n++
+		}
+	}
+	return n
 }
 
 // check reports a missing or contradictory selection as a usage error.
 func (f *storeFlags) check() error {
 	switch {
-	case f.sqlite != "" && f.postgres != "":
-		return usagef("give -sqlite or -postgres, not both")
-	case f.sqlite == "" && f.postgres == "":
-		return usagef("give -sqlite PATH or -postgres URL")
+	case f.given() > 1:
+		return usagef("give one of -sqlite, -postgres and -mysql")
+	case f.given() == 0:
+		return usagef("give -sqlite PATH, -postgres URL or -mysql DSN")
 	case f.sqlite != "" && f.schema != "":
 		return usagef("-schema is for PostgreSQL; SQLite has none")
+	case f.mysql != "" && f.schema != "":
+		return usagef("-schema is for PostgreSQL; MySQL's database is the DSN's")
 	}
 	return nil
 }
@@ -73,7 +88,14 @@ func (f *storeFlags) open(ctx context.Context, create bool) (*adminStore, error)
 		if err != nil {
 			return nil, err
 		}
-		return &adminStore{Store: s, tables: newOutboxTables(s.DB(), ""), close: func() { _ = s.Close() }}, nil
+		return &adminStore{Store: s, tables: newOutboxTables(s.DB(), "", quoteIdent), close: func() { _ = s.Close() }}, nil
+	}
+	if f.mysql != "" {
+		s, err := mysql.Open(ctx, f.mysql, sqlstore.Config{})
+		if err != nil {
+			return nil, err
+		}
+		return &adminStore{Store: s, tables: newOutboxTables(s.DB(), "", quoteMySQL), close: func() { _ = s.Close() }}, nil
 	}
 	db, err := sql.Open("pgx", f.postgres)
 	if err != nil {
@@ -84,7 +106,7 @@ func (f *storeFlags) open(ctx context.Context, create bool) (*adminStore, error)
 		_ = db.Close()
 		return nil, err
 	}
-	return &adminStore{Store: s, tables: newOutboxTables(db, f.schema), close: func() { _ = s.Close(); _ = db.Close() }}, nil
+	return &adminStore{Store: s, tables: newOutboxTables(db, f.schema, quoteIdent), close: func() { _ = s.Close(); _ = db.Close() }}, nil
 }
 
 // isFilePath reports whether a -sqlite value names a plain file, not an
@@ -94,16 +116,17 @@ func isFilePath(p string) bool {
 }
 
 func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("migrate", "[-sqlite PATH | -postgres URL [-schema S]] [-print [-dialect sqlite|postgres]]", `
+	fs := newFlagSet("migrate", "[-sqlite PATH | -postgres URL [-schema S] | -mysql DSN] [-print [-dialect sqlite|postgres|mysql]]", `
 Apply the store's schema: the migrations its migrations table does not record
-yet, in one transaction, then say which were applied. A SQLite file that does
+yet, in one transaction (MySQL: under a lock, statement by statement, each
+one safe to run again), then say which were applied. A SQLite file that does
 not exist is created. With -print, print the SQL instead, for your own
-migration tool; it connects to nothing, so -dialect (or -sqlite / -postgres,
-whose value is not used) says which SQL.`)
+migration tool; it connects to nothing, so -dialect (or -sqlite / -postgres /
+-mysql, whose value is not used) says which SQL.`)
 	var sf storeFlags
 	sf.register(fs)
 	print := fs.Bool("print", false, "print the SQL instead of applying it; connects to nothing")
-	dialect := fs.String("dialect", "", `with -print: "sqlite" or "postgres" (default: the one -sqlite or -postgres names)`)
+	dialect := fs.String("dialect", "", `with -print: "sqlite", "postgres" or "mysql" (default: the one -sqlite, -postgres or -mysql names)`)
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
 	}
@@ -154,14 +177,16 @@ whose value is not used) says which SQL.`)
 func migrationSQL(sf storeFlags, dialect string) (string, error) {
 	if dialect == "" {
 		switch {
-		case sf.sqlite != "" && sf.postgres != "":
-			return "", usagef("migrate: give -sqlite or -postgres, not both")
+		case sf.given() > 1:
+			return "", usagef("migrate: give one of -sqlite, -postgres and -mysql")
 		case sf.sqlite != "":
 			dialect = "sqlite"
 		case sf.postgres != "":
 			dialect = "postgres"
+		case sf.mysql != "":
+			dialect = "mysql"
 		default:
-			return "", usagef("migrate -print: say which SQL: -dialect sqlite|postgres")
+			return "", usagef("migrate -print: say which SQL: -dialect sqlite|postgres|mysql")
 		}
 	}
 	var (
@@ -186,8 +211,18 @@ func migrationSQL(sf storeFlags, dialect string) (string, error) {
 		}
 		defer db.Close()
 		store, err = postgres.NewDB(db, sqlstore.Config{Schema: sf.schema, PollOnly: true})
+	case "mysql":
+		if sf.schema != "" {
+			return "", usagef("-schema is for PostgreSQL; MySQL's database is the DSN's")
+		}
+		db, oerr := sql.Open("mysql", "/") // opens no connection
+		if oerr != nil {
+			return "", oerr
+		}
+		defer db.Close()
+		store, err = mysql.New(db, sqlstore.Config{})
 	default:
-		return "", usagef("migrate: unknown -dialect %q: sqlite or postgres", dialect)
+		return "", usagef("migrate: unknown -dialect %q: sqlite, postgres or mysql", dialect)
 	}
 	if err != nil {
 		return "", fmt.Errorf("migrate: %w", err)
@@ -229,7 +264,7 @@ func optTime(t time.Time) *time.Time {
 }
 
 func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("inspect", "(-sqlite PATH | -postgres URL [-schema S]) [-dead N] [-retrying N] [-json]", `
+	fs := newFlagSet("inspect", "(-sqlite PATH | -postgres URL [-schema S] | -mysql DSN) [-dead N] [-retrying N] [-json]", `
 Show the outbox: pending and dead messages and the oldest pending message per
 topic; the messages waiting for a retry (attempts, next attempt, last error);
 the partition keys parked behind a failed or dead message, with how many
@@ -393,7 +428,7 @@ type replayedItem struct {
 }
 
 func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("replay", "(-sqlite PATH | -postgres URL [-schema S]) (-id ID... | -topic T | -all) [-json]", `
+	fs := newFlagSet("replay", "(-sqlite PATH | -postgres URL [-schema S] | -mysql DSN) (-id ID... | -topic T | -all) [-json]", `
 Move dead letters back to pending, due at once with their attempts reset, which
 unparks their partition keys. -id may be repeated and may be combined with
 -topic (both must hold); an -id that is not a dead letter fails the command

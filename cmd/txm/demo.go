@@ -18,6 +18,7 @@ import (
 	"github.com/transmanager/transmanager/retry"
 	"github.com/transmanager/transmanager/txm"
 	"github.com/transmanager/transmanager/txm/sqlstore"
+	"github.com/transmanager/transmanager/txm/sqlstore/mysql"
 	"github.com/transmanager/transmanager/txm/sqlstore/sqlite"
 )
 
@@ -35,21 +36,24 @@ type demoConfig struct {
 	dbPath   string
 	keep     bool
 	postgres string
+	mysql    string
 	nats     string
 	timeout  time.Duration
 }
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("demo", "[-db PATH | -postgres URL] [-nats URL] [-orders N] [-timeout D]", `
+	fs := newFlagSet("demo", "[-db PATH | -postgres URL | -mysql DSN] [-nats URL] [-orders N] [-timeout D]", `
 Run an order service that writes orders and their events in one transaction,
 the relay publishing them through a network that fails and duplicates some
 publishes, and a billing consumer behind an inbox; then report what happened.
-Without -postgres and -nats it runs on a SQLite file and the in-process broker.`)
+Without -postgres (or -mysql) and -nats it runs on a SQLite file and the
+in-process broker.`)
 	var cfg demoConfig
 	fs.IntVar(&cfg.orders, "orders", 40, "orders the service tries to write")
 	fs.StringVar(&cfg.dbPath, "db", "", "SQLite file for the embedded default (default: a new file in a temporary directory, removed afterwards)")
 	fs.BoolVar(&cfg.keep, "keep", false, "keep the temporary SQLite file")
 	fs.StringVar(&cfg.postgres, "postgres", "", "PostgreSQL URL: use PostgreSQL instead of SQLite")
+	fs.StringVar(&cfg.mysql, "mysql", "", "MySQL or MariaDB DSN, e.g. user:pass@tcp(host:3306)/db: use MySQL instead of SQLite")
 	fs.StringVar(&cfg.nats, "nats", "", "NATS URL: use JetStream instead of the in-process broker")
 	fs.DurationVar(&cfg.timeout, "timeout", 30*time.Second, "give up when the whole demo has not finished by then: opening the store and broker, writing the orders, the consumer catching up")
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
@@ -57,6 +61,9 @@ Without -postgres and -nats it runs on a SQLite file and the in-process broker.`
 	}
 	if cfg.orders < 1 {
 		return usagef("demo: -orders must be at least 1")
+	}
+	if cfg.postgres != "" && cfg.mysql != "" {
+		return usagef("demo: give -postgres or -mysql, not both")
 	}
 	if cfg.timeout <= 0 {
 		return usagef("demo: -timeout must be positive")
@@ -132,6 +139,14 @@ func (e *demoEnv) openStore(ctx context.Context, cfg demoConfig) error {
 		e.store, e.db, e.postgres = store, db, true
 		e.storeName = "PostgreSQL (" + redactURL(cfg.postgres) + ")"
 		e.closers = append(e.closers, func() { _ = store.Close(); _ = db.Close() })
+	} else if cfg.mysql != "" {
+		store, err := mysql.Open(ctx, cfg.mysql, sqlstore.Config{})
+		if err != nil {
+			return fmt.Errorf("demo: open MySQL: %w", err)
+		}
+		e.store, e.db = store, store.DB()
+		e.storeName = "MySQL"
+		e.closers = append(e.closers, func() { _ = store.Close() })
 	} else {
 		path := cfg.dbPath
 		if path == "" {
@@ -161,8 +176,8 @@ func (e *demoEnv) openStore(ctx context.Context, cfg demoConfig) error {
 	for _, stmt := range []string{
 		`DROP TABLE IF EXISTS demo_orders`,
 		`DROP TABLE IF EXISTS demo_invoices`,
-		`CREATE TABLE demo_orders (id TEXT PRIMARY KEY, customer TEXT NOT NULL, cents BIGINT NOT NULL)`,
-		`CREATE TABLE demo_invoices (order_id TEXT PRIMARY KEY, cents BIGINT NOT NULL)`,
+		`CREATE TABLE demo_orders (id VARCHAR(64) PRIMARY KEY, customer TEXT NOT NULL, cents BIGINT NOT NULL)`,
+		`CREATE TABLE demo_invoices (order_id VARCHAR(64) PRIMARY KEY, cents BIGINT NOT NULL)`,
 	} {
 		if _, err := e.db.ExecContext(ctx, stmt); err != nil {
 			return fmt.Errorf("demo: create tables: %w", err)

@@ -1,12 +1,12 @@
 // Command txm runs the transmanager demo and administers outbox stores.
 //
-//	txm demo     [-db path] [-postgres url] [-nats url] [-orders n] [-timeout d]
-//	txm migrate  [-sqlite path | -postgres url [-schema s]]
-//	txm migrate  -print [-sqlite path | -postgres url | -dialect sqlite|postgres] [-schema s]
-//	txm inspect  [-sqlite path | -postgres url [-schema s]] [-dead n] [-retrying n] [-json]
-//	txm replay   [-sqlite path | -postgres url [-schema s]] (-id id... | -topic t | -all) [-json]
+//	txm demo     [-db path | -postgres url | -mysql dsn] [-nats url] [-orders n] [-timeout d]
+//	txm migrate  [-sqlite path | -postgres url [-schema s] | -mysql dsn]
+//	txm migrate  -print [-sqlite path | -postgres url | -mysql dsn | -dialect sqlite|postgres|mysql] [-schema s]
+//	txm inspect  [-sqlite path | -postgres url [-schema s] | -mysql dsn] [-dead n] [-retrying n] [-json]
+//	txm replay   [-sqlite path | -postgres url [-schema s] | -mysql dsn] (-id id... | -topic t | -all) [-json]
 //	txm bench    [-postgres url -nats url] [-workers n,...] [-batch n,...] [-claims lease,lock] [-messages n] [-rate n] [-p99 d] [-count n] [-json | -csv] [-chart f] [-compare old.json]
-//	txm purge    [-sqlite path | -postgres url [-schema s]] [-published age] [-inbox-group g -inbox age] [-batch n]
+//	txm purge    [-sqlite path | -postgres url [-schema s] | -mysql dsn] [-published age] [-inbox-group g -inbox age] [-batch n]
 //	txm relay    (-sqlite path | -postgres url [-schema s]) -nats url [-stream name -subjects s,...] [-http addr] [-workers n] ...
 //
 // relay runs the relay as a process of its own until SIGTERM or SIGINT; each

@@ -13,9 +13,12 @@ import (
 	"testing"
 	"time"
 
+	gomysql "github.com/go-sql-driver/mysql"
+
 	"github.com/transmanager/transmanager/async"
 	"github.com/transmanager/transmanager/internal/testenv"
 	"github.com/transmanager/transmanager/txm/sqlstore"
+	"github.com/transmanager/transmanager/txm/sqlstore/mysql"
 	"github.com/transmanager/transmanager/txm/sqlstore/postgres"
 	"github.com/transmanager/transmanager/txm/sqlstore/sqlite"
 )
@@ -57,6 +60,21 @@ func TestDemoOnPostgresAndNATS(t *testing.T) {
 	}
 }
 
+func TestDemoOnMySQL(t *testing.T) {
+	dsn := mysqlDatabase(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	code, out, errOut := cli(ctx, "demo", "-orders", "14", "-mysql", dsn)
+	if code != exitOK {
+		t.Fatalf("demo: exit %d: %s\n%s", code, errOut, out)
+	}
+	for _, want := range []string{"MySQL", "in-process", "relay with leases", "12 orders committed", "handled exactly once"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
 // TestCommandLine checks help, usage errors and exit statuses: 0 for
 // success and -h, 1 for a failure, 2 for a usage error, each error printed
 // once.
@@ -83,8 +101,9 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"inspect", "-bogus"}, exitUsage, "", "flag provided but not defined: -bogus", true},
 		{[]string{"demo", "-orders", "x"}, exitUsage, "", `invalid value "x"`, true},
 		{[]string{"inspect", "-sqlite", missing, "extra"}, exitUsage, "", `unexpected argument "extra"`, true},
-		{[]string{"inspect"}, exitUsage, "", "give -sqlite PATH or -postgres URL", true},
-		{[]string{"inspect", "-sqlite", missing, "-postgres", "postgres://x"}, exitUsage, "", "not both", true},
+		{[]string{"inspect"}, exitUsage, "", "give -sqlite PATH, -postgres URL or -mysql DSN", true},
+		{[]string{"inspect", "-sqlite", missing, "-postgres", "postgres://x"}, exitUsage, "", "give one of -sqlite, -postgres and -mysql", true},
+		{[]string{"inspect", "-mysql", "root@tcp(x)/db", "-schema", "s"}, exitUsage, "", "-schema is for PostgreSQL", true},
 		{[]string{"replay", "-sqlite", missing}, exitUsage, "", "say what to replay", true},
 		{[]string{"replay", "-sqlite", missing, "-all", "-topic", "t"}, exitUsage, "", "cannot be combined", true},
 		{[]string{"inspect", "-sqlite", missing}, exitFailure, "", "no SQLite database at " + missing, true},
@@ -180,6 +199,46 @@ func TestAdminCommandsOnPostgres(t *testing.T) {
 	defer func() { _, _ = db.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE") }()
 	testAdminCommands(t, []string{"-postgres", url, "-schema", schema}, func(ctx context.Context) (*sqlstore.Store, func()) {
 		store, err := postgres.NewDB(db, sqlstore.Config{Schema: schema, PollOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return store, func() { _ = store.Close() }
+	})
+}
+
+// mysqlDatabase creates a MySQL database of the test's own, dropped at
+// cleanup, and returns its DSN: the commands use the default table names.
+func mysqlDatabase(t *testing.T) string {
+	t.Helper()
+	dsn := testenv.URL(t, testenv.MySQL)
+	ctx := context.Background()
+	admin, err := mysql.Open(ctx, dsn, sqlstore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("txm_cmd_test_%d", time.Now().UnixNano())
+	if _, err := admin.DB().ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
+		_ = admin.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := admin.DB().ExecContext(context.Background(), "DROP DATABASE "+name); err != nil {
+			t.Errorf("drop database %s: %v", name, err)
+		}
+		_ = admin.Close()
+	})
+	dc, err := gomysql.ParseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc.DBName = name
+	return dc.FormatDSN()
+}
+
+func TestAdminCommandsOnMySQL(t *testing.T) {
+	dsn := mysqlDatabase(t)
+	testAdminCommands(t, []string{"-mysql", dsn}, func(ctx context.Context) (*sqlstore.Store, func()) {
+		store, err := mysql.Open(ctx, dsn, sqlstore.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -22,18 +22,21 @@ type outboxTables struct {
 	migTable string // quoted, qualified
 }
 
-func newOutboxTables(db *sql.DB, schema string) outboxTables {
+func newOutboxTables(db *sql.DB, schema string, quote func(string) string) outboxTables {
 	q := func(table string) string {
 		if schema != "" {
-			return quoteIdent(schema) + "." + quoteIdent(table)
+			return quote(schema) + "." + quote(table)
 		}
-		return quoteIdent(table)
+		return quote(table)
 	}
 	return outboxTables{db: db,
 		outbox: q(sqlstore.DefaultOutboxTable), migTable: q(sqlstore.DefaultMigrationsTable)}
 }
 
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// quoteMySQL quotes an identifier for MySQL.
+func quoteMySQL(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
 
 // retrying is a pending message whose last publish failed.
 type retrying struct {
@@ -144,8 +147,9 @@ func (t outboxTables) migrations(ctx context.Context) ([]appliedMigration, error
 	return out, rows.Err()
 }
 
-// dbTime converts a time column of either dialect: Unix microseconds on
-// SQLite, timestamptz on PostgreSQL. NULL is nil.
+// dbTime converts a time column of any store: Unix microseconds on
+// SQLite, timestamptz on PostgreSQL, DATETIME on MySQL (read with
+// parseTime). NULL is nil.
 func dbTime(v any) (*time.Time, error) {
 	switch v := v.(type) {
 	case nil:

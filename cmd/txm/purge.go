@@ -9,7 +9,7 @@ import (
 )
 
 func runPurge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("purge", "(-sqlite PATH | -postgres URL [-schema S]) [-published AGE] [-inbox-group G -inbox AGE] [-batch N]", `
+	fs := newFlagSet("purge", "(-sqlite PATH | -postgres URL [-schema S] | -mysql DSN) [-published AGE] [-inbox-group G -inbox AGE] [-batch N]", `
 Delete old rows once, in batches of -batch rows a statement, and say how many
 were removed: with -published, the published outbox messages published more
 than AGE ago (they are kept only with sqlstore's Config.KeepPublished); with

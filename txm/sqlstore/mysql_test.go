@@ -1,0 +1,185 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	gomysql "github.com/go-sql-driver/mysql"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/transmanager/transmanager/internal/testenv"
+	"github.com/transmanager/transmanager/txm/sqlstore/internal/seam"
+)
+
+// mysqlDB opens a handle on TXM_MYSQL_URL's database with the settings of
+// mysql.Open, closed at cleanup.
+func mysqlDB(t testing.TB) *sql.DB {
+	t.Helper()
+	dc, err := gomysql.ParseDSN(testenv.URL(t, testenv.MySQL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc.ParseTime, dc.Loc, dc.InterpolateParams = true, time.UTC, true
+	conn, err := gomysql.NewConnector(dc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := sql.OpenDB(conn)
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// unmigratedMySQL returns n stores on one set of tables of the test's own,
+// not migrated, dropped at cleanup.
+func unmigratedMySQL(t *testing.T, n int) []*Store {
+	t.Helper()
+	db := mysqlDB(t)
+	prefix := randomName("txm_t")
+	cfg := Config{OutboxTable: prefix + "_outbox", InboxTable: prefix + "_inbox", MigrationsTable: prefix + "_migrations", Logger: discardLogger()}
+	t.Cleanup(func() {
+		for _, table := range []string{cfg.OutboxTable, cfg.InboxTable, cfg.MigrationsTable} {
+			if _, err := db.ExecContext(context.Background(), "DROP TABLE IF EXISTS `"+table+"`"); err != nil {
+				t.Errorf("drop %s: %v", table, err)
+			}
+		}
+	})
+	var stores []*Store
+	for range n {
+		s, err := Build(seam.Handle{Database: seam.MySQL, DB: db}, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		stores = append(stores, s)
+	}
+	return stores
+}
+
+// TestMySQLMigrateConcurrently starts four processes' Migrate at once on
+// new tables: all succeed, each version is recorded once, and the tables
+// work.
+func TestMySQLMigrateConcurrently(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	stores := unmigratedMySQL(t, 4)
+	var g errgroup.Group
+	for _, s := range stores {
+		g.Go(func() error { return s.Migrate(ctx) })
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	s := stores[0]
+	got := queryStrings(t, s.DB(), "SELECT CONCAT(tables, ' ', version, ' ', name) FROM "+s.cfg.qualified(s.cfg.MigrationsTable)+" ORDER BY version")
+	ms, err := s.migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, m := range ms {
+		want = append(want, s.tables+" "+strconv.Itoa(m.version)+" "+m.name)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("versions recorded: %q, want %q", got, want)
+	}
+	mustSave(t, stores[3].Outbox(), newMsg("t", "k"))
+}
+
+// TestMySQLMigrateWaitsForTheLock: while another session holds the
+// migration lock, Migrate waits and creates nothing; it applies the
+// versions once the lock is released, and gives up when its context ends.
+func TestMySQLMigrateWaitsForTheLock(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := unmigratedMySQL(t, 1)[0]
+	holder, err := s.DB().Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	var got int
+	if err := holder.QueryRowContext(ctx, "SELECT GET_LOCK(?, 5)", mysqlLockName(s.cfg)).Scan(&got); err != nil || got != 1 {
+		t.Fatalf("GET_LOCK = %d, %v", got, err)
+	}
+
+	short, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+	defer cancel()
+	if err := s.Migrate(short); err == nil || short.Err() == nil {
+		t.Fatalf("Migrate while the lock is held = %v, want the context's error", err)
+	}
+	tables := func() []string {
+		return queryStrings(t, s.DB(), "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name LIKE '"+
+			strings.TrimSuffix(s.cfg.OutboxTable, "_outbox")+"%' ORDER BY table_name")
+	}
+	if got := tables(); len(got) != 0 {
+		t.Fatalf("Migrate created %v while another session held the lock", got)
+	}
+
+	done := make(chan error, 1)
+	go func() { done <- s.Migrate(ctx) }()
+	select {
+	case err := <-done:
+		t.Fatalf("Migrate returned %v while the lock was held", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if _, err := holder.ExecContext(ctx, "SELECT RELEASE_LOCK(?)", mysqlLockName(s.cfg)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Migrate did not finish after the lock was released")
+	}
+	if got := tables(); len(got) != 3 {
+		t.Fatalf("tables after Migrate: %v", got)
+	}
+}
+
+// TestMySQLNotMigrated: a statement on missing tables matches
+// ErrNotMigrated.
+func TestMySQLNotMigrated(t *testing.T) {
+	t.Parallel()
+	s := unmigratedMySQL(t, 1)[0]
+	if err := s.Outbox().Save(context.Background(), newMsg("t", "")); !errors.Is(err, ErrNotMigrated) {
+		t.Fatalf("Save before Migrate = %v, want ErrNotMigrated", err)
+	}
+}
+
+func TestMySQLBind(t *testing.T) {
+	tests := []struct {
+		query    string
+		args     []any
+		want     string
+		wantArgs []any
+	}{
+		{"SELECT 1", []any{1}, "SELECT 1", []any{1}},
+		{"UPDATE t SET a = $2 WHERE id IN ($1) AND b = $2", []any{[]string{"x", "y"}, 7},
+			"UPDATE t SET a = ? WHERE id IN (?, ?) AND b = ?", []any{7, "x", "y", 7}},
+		{"WHERE seq IN ($1)", []any{[]int64{}}, "WHERE seq IN (NULL)", []any{}},
+		{"LIMIT $10", []any{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, "LIMIT ?", []any{10}},
+		{"a $3 b", []any{1}, "a $3 b", []any{}},
+	}
+	for _, tt := range tests {
+		got, args := mysqlBind(tt.query, tt.args)
+		if got != tt.want || !slices.Equal(args, tt.wantArgs) {
+			t.Errorf("mysqlBind(%q, %v) = %q, %v; want %q, %v", tt.query, tt.args, got, args, tt.want, tt.wantArgs)
+		}
+	}
+}
+
+func TestMySQLStatements(t *testing.T) {
+	got := mysqlStatements("-- a comment;\nCREATE TABLE a (\n    -- not the end;\n    x INT\n);\n\nCREATE TABLE b (y INT);\n")
+	want := []string{"CREATE TABLE a (\n    -- not the end;\n    x INT\n);\n", "CREATE TABLE b (y INT);\n"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("mysqlStatements = %q, want %q", got, want)
+	}
+}
