@@ -84,6 +84,32 @@ func (r benchRow) meets(target time.Duration) bool {
 	return target == 0 || r.Handled != nil && r.Handled.P99 <= float64(target)/float64(time.Millisecond)
 }
 
+// benchPath is one path (write or consume) through the library and by
+// hand, with the medians of their runs and the library's ratio to the
+// baseline.
+type benchPath struct {
+	Path     string                `json:"path"`
+	Messages int                   `json:"messages"`
+	Library  []scenario.PathResult `json:"library_runs"`
+	Baseline []scenario.PathResult `json:"baseline_runs"`
+	// Medians: msgs/s with its range, CPU µs per message (this process
+	// and, on the services, postgres and nats-server), allocations.
+	LibMsgsPerSec  float64 `json:"msgs_per_s"`
+	LibMin         float64 `json:"min_msgs_per_s"`
+	LibMax         float64 `json:"max_msgs_per_s"`
+	BaseMsgsPerSec float64 `json:"baseline_msgs_per_s"`
+	BaseMin        float64 `json:"baseline_min_msgs_per_s"`
+	BaseMax        float64 `json:"baseline_max_msgs_per_s"`
+	LibCPU         float64 `json:"cpu_us"`
+	BaseCPU        float64 `json:"baseline_cpu_us"`
+	LibAllocs      float64 `json:"allocs_per_msg"`
+	BaseAllocs     float64 `json:"baseline_allocs_per_msg"`
+	// Ratio is the library's median throughput over the baseline's; CPU
+	// the library's CPU per message over the baseline's.
+	Ratio    float64 `json:"ratio"`
+	CPURatio float64 `json:"cpu_ratio"`
+}
+
 // benchMachine says where the sweep ran.
 type benchMachine struct {
 	Cores      int    `json:"cores"`
@@ -117,6 +143,9 @@ type benchReport struct {
 	P99Target      float64              `json:"p99_target_ms,omitempty"`
 	Rows           []benchRow           `json:"rows"`
 	Recommendation *benchRecommendation `json:"recommendation,omitempty"`
+	// Paths compares the write and consume paths with their hand-written
+	// baselines (none with -path-messages 0).
+	Paths []benchPath `json:"paths,omitempty"`
 	// NoRecommendation says why there is none, when there is none.
 	NoRecommendation string `json:"no_recommendation,omitempty"`
 }
@@ -131,6 +160,7 @@ type benchConfig struct {
 	count          int
 	payload        int
 	keys           int
+	pathMessages   int
 	rate           int
 	duration       time.Duration
 	p99            time.Duration
@@ -179,6 +209,7 @@ both runs, the old and new medians of throughput and p99, the change and
 	fs.IntVar(&cfg.messages, "messages", 20000, "messages per drain")
 	fs.IntVar(&cfg.count, "count", 3, "repetitions of every point")
 	fs.IntVar(&cfg.payload, "payload", 256, "payload bytes per message")
+	fs.IntVar(&cfg.pathMessages, "path-messages", 3000, "messages of each write- and consume-path run against its hand-written baseline, 0 for none")
 	fs.IntVar(&cfg.keys, "keys", 0, "partition keys the latency runs' messages spread over (0: none)")
 	fs.IntVar(&cfg.rate, "rate", -1, "messages per second of the latency runs, 0 for none (default 500 on the embedded default, 1000 on the services)")
 	fs.DurationVar(&cfg.duration, "duration", time.Second, "how long each latency run is measured, after a quarter of it as warm-up")
@@ -278,6 +309,8 @@ func (c *benchConfig) check(claims string) error {
 		return usagef("bench: -broker-latency %v: want 0 or more", c.brokerLatency)
 	case c.brokerLatency > 0 && c.services():
 		return usagef("bench: -broker-latency is for the in-process broker; JetStream has its own")
+	case c.pathMessages < 0:
+		return usagef("bench: -path-messages %d: want 0 or more", c.pathMessages)
 	case c.keys < 0:
 		return usagef("bench: -keys %d: want 0 or more", c.keys)
 	case c.rate < -1:
@@ -451,7 +484,62 @@ func sweep(ctx context.Context, c benchConfig, progress io.Writer) (*benchReport
 		}
 	}
 	report.Recommendation, report.NoRecommendation = recommend(report.Rows, c.p99)
+	if c.pathMessages > 0 {
+		paths, err := c.paths(ctx, progress)
+		if err != nil {
+			return nil, err
+		}
+		report.Paths = paths
+	}
 	return report, nil
+}
+
+// paths runs the write and the consume path, through the library and by
+// hand, count times each, interleaved.
+func (c benchConfig) paths(ctx context.Context, progress io.Writer) ([]benchPath, error) {
+	type run struct{ path, impl string }
+	var runs []run
+	for _, p := range []string{scenario.PathWrite, scenario.PathConsume} {
+		for _, impl := range []string{scenario.ImplLibrary, scenario.ImplBaseline} {
+			runs = append(runs, run{p, impl})
+		}
+	}
+	results := map[run][]scenario.PathResult{}
+	bar := newProgress(progress, len(runs)*c.count)
+	for rep := range c.count {
+		for _, r := range scenario.Rotate(runs, rep) {
+			res, err := scenario.Path(ctx, r.path, r.impl, scenario.PathSpec{PostgresURL: c.postgres, NATSURL: c.nats,
+				Messages: c.pathMessages, PayloadSize: c.payload})
+			if err != nil {
+				bar.done()
+				return nil, fmt.Errorf("bench: repetition %d: %w", rep+1, err)
+			}
+			results[r] = append(results[r], res)
+			bar.step(fmt.Sprintf("%s path, %-8s %9.0f msgs/s  cpu %5.1f µs/msg", r.path, r.impl, res.MsgsPerSec, res.TotalUS))
+		}
+	}
+	bar.done()
+	rate := func(r scenario.PathResult) float64 { return r.MsgsPerSec }
+	cpu := func(r scenario.PathResult) float64 { return r.TotalUS }
+	allocs := func(r scenario.PathResult) float64 { return r.Allocs }
+	var out []benchPath
+	for _, p := range []string{scenario.PathWrite, scenario.PathConsume} {
+		lib, base := results[run{p, scenario.ImplLibrary}], results[run{p, scenario.ImplBaseline}]
+		bp := benchPath{Path: p, Messages: c.pathMessages, Library: lib, Baseline: base,
+			LibMsgsPerSec: scenario.Median(lib, rate), BaseMsgsPerSec: scenario.Median(base, rate),
+			LibCPU: scenario.Median(lib, cpu), BaseCPU: scenario.Median(base, cpu),
+			LibAllocs: scenario.Median(lib, allocs), BaseAllocs: scenario.Median(base, allocs)}
+		bp.LibMin, bp.LibMax = scenario.Spread(lib, rate)
+		bp.BaseMin, bp.BaseMax = scenario.Spread(base, rate)
+		if bp.BaseMsgsPerSec > 0 {
+			bp.Ratio = bp.LibMsgsPerSec / bp.BaseMsgsPerSec
+		}
+		if bp.BaseCPU > 0 {
+			bp.CPURatio = bp.LibCPU / bp.BaseCPU
+		}
+		out = append(out, bp)
+	}
+	return out, nil
 }
 
 func summarizeRuns(p benchPoint, rs []scenario.DrainResult, ls []scenario.EndToEndResult) benchRow {
@@ -633,6 +721,22 @@ func writeBenchTable(w io.Writer, r *benchReport) error {
 	fmt.Fprintln(w, "\ncpu: of the drain, this process's own and, where they run on this machine, of postgres and nats-server; allocs: this process's heap objects.")
 	if services {
 		fmt.Fprintln(w, "Workers do not apply to the JetStream publisher, which gets each batch in waves (ProcessorConfig.Workers).")
+	}
+	if len(r.Paths) > 0 {
+		fmt.Fprintf(w, "\npaths: %d messages by 4 goroutines, each in a transaction of its own, through the library and by hand on minimal tables of its own\n", r.Paths[0].Messages)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "path\tlibrary msgs/s\t[min–max]\tby hand msgs/s\t[min–max]\tratio\tcpu µs/msg\tby hand\tratio\tallocs/msg\tby hand\t")
+		for _, p := range r.Paths {
+			fmt.Fprintf(tw, "%s\t%s\t[%s–%s]\t%s\t[%s–%s]\t%.2f\t%.1f\t%.1f\t%.2f\t%.0f\t%.0f\t\n", p.Path,
+				thousands(p.LibMsgsPerSec), thousands(p.LibMin), thousands(p.LibMax),
+				thousands(p.BaseMsgsPerSec), thousands(p.BaseMin), thousands(p.BaseMax), p.Ratio,
+				p.LibCPU, p.BaseCPU, p.CPURatio, p.LibAllocs, p.BaseAllocs)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		fmt.Fprintln(w, "write: the order and its typed event via Outbox[T] in Store.InTx, against an INSERT of the order and of the JSON event;")
+		fmt.Fprintln(w, "consume: a typed Inbox[T] behind InboxHandler, against encoding/json and an INSERT … ON CONFLICT DO NOTHING of the ID, then the order.")
 	}
 	if rec := r.Recommendation; rec != nil {
 		fmt.Fprintf(w, "\nrecommended: %s: txm.ProcessorConfig{Workers: %d, BatchSize: %d, LockClaims: %t}\n",

@@ -148,7 +148,8 @@ func TestBenchEmbedded(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	grid := []string{"bench", "-messages", "200", "-workers", "1,2", "-batch", "50,100", "-rate", "200", "-duration", "300ms", "-count", "2"}
+	grid := []string{"bench", "-messages", "200", "-workers", "1,2", "-batch", "50,100", "-rate", "200", "-duration", "300ms",
+		"-path-messages", "100", "-count", "2"}
 
 	code, out, errOut := cli(ctx, append(grid, "-json")...)
 	if code != exitOK {
@@ -156,8 +157,8 @@ func TestBenchEmbedded(t *testing.T) {
 	}
 	// Not a terminal: one plain line per step, a drain and a latency run
 	// per point and repetition.
-	if n := strings.Count(errOut, "msgs/s  cpu"); n != 8 {
-		t.Errorf("%d drain lines, want 8 (4 points × 2):\n%s", n, errOut)
+	if n, paths := strings.Count(errOut, "msgs/s  cpu"), strings.Count(errOut, " path, "); n != 16 || paths != 8 {
+		t.Errorf("%d drain and path lines, %d of paths; want 8 drains (4 points × 2) and 8 path runs (2 paths × 2 × 2):\n%s", n, paths, errOut)
 	}
 	if n := strings.Count(errOut, "→ handled p99"); n != 8 || !strings.Contains(errOut, "bench: 16/16") {
 		t.Errorf("%d latency lines, want 8, and the 16th step:\n%s", n, errOut)
@@ -169,6 +170,15 @@ func TestBenchEmbedded(t *testing.T) {
 	if len(r.Rows) != 4 || r.Recommendation == nil || r.Machine.Cores <= 0 || r.Machine.GoVersion == "" || r.Messages != 200 ||
 		r.Rate != 200 || r.LatencySeconds != 0.3 {
 		t.Fatalf("report %+v", r)
+	}
+	if len(r.Paths) != 2 || r.Paths[0].Path != "write" || r.Paths[1].Path != "consume" {
+		t.Fatalf("paths %+v", r.Paths)
+	}
+	for _, p := range r.Paths {
+		if len(p.Library) != 2 || len(p.Baseline) != 2 || p.Ratio <= 0 || p.CPURatio <= 0 || p.LibMin > p.LibMsgsPerSec ||
+			p.Messages != 100 || p.Library[0].Impl != "library" || p.Baseline[0].Impl != "baseline" {
+			t.Errorf("path %+v", p)
+		}
 	}
 	var seen []int // the first runs' order: the warm-up aside, repetitions rotate
 	for _, row := range r.Rows {
@@ -211,7 +221,7 @@ func TestBenchEmbedded(t *testing.T) {
 		t.Fatalf("bench: exit %d: %s", code, errOut)
 	}
 	for _, want := range []string{"cores", "go1.", "SQLite", "in-process", "msgs/s", "handled p50", "allocs/msg",
-		"recommended: workers", "because ", "p99 meets 1h0m0s"} {
+		"recommended: workers", "because ", "p99 meets 1h0m0s", "paths: 100 messages", "consume"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
@@ -220,7 +230,7 @@ func TestBenchEmbedded(t *testing.T) {
 	// No latency of an end-to-end path through SQLite is within a
 	// microsecond: no recommendation, and the reason says so.
 	code, out, errOut = cli(ctx, "bench", "-messages", "200", "-workers", "1", "-batch", "50", "-rate", "200",
-		"-duration", "300ms", "-count", "1", "-p99", "1us")
+		"-duration", "300ms", "-path-messages", "0", "-count", "1", "-p99", "1us")
 	if code != exitOK {
 		t.Fatalf("bench -p99 1us: exit %d: %s", code, errOut)
 	}

@@ -175,7 +175,7 @@ func TestBenchChartEmbedded(t *testing.T) {
 	defer cancel()
 	dir := t.TempDir()
 	pngPath, svgPath := filepath.Join(dir, "out.png"), filepath.Join(dir, "out.svg")
-	grid := []string{"bench", "-messages", "100", "-rate", "100", "-duration", "200ms", "-workers", "1,2", "-batch", "50", "-count", "1"}
+	grid := []string{"bench", "-messages", "100", "-rate", "100", "-duration", "200ms", "-path-messages", "0", "-workers", "1,2", "-batch", "50", "-count", "1"}
 	code, _, errOut := cli(ctx, append(grid, "-chart", pngPath, "-chart-size", "500x300")...)
 	if code != exitOK || !strings.Contains(errOut, "chart written to "+pngPath) {
 		t.Fatalf("bench -chart: exit %d: %s", code, errOut)

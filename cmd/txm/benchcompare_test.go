@@ -114,14 +114,14 @@ func TestBenchCompareEmbedded(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	oldPath := filepath.Join(t.TempDir(), "old.json")
-	code, out, errOut := cli(ctx, "bench", "-messages", "100", "-rate", "100", "-duration", "200ms", "-workers", "1,2", "-batch", "50", "-count", "1", "-json")
+	code, out, errOut := cli(ctx, "bench", "-messages", "100", "-rate", "100", "-duration", "200ms", "-path-messages", "0", "-workers", "1,2", "-batch", "50", "-count", "1", "-json")
 	if code != exitOK {
 		t.Fatalf("bench -json: exit %d: %s", code, errOut)
 	}
 	if err := os.WriteFile(oldPath, []byte(out), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	code, out, errOut = cli(ctx, "bench", "-messages", "100", "-rate", "100", "-duration", "200ms", "-workers", "1,4", "-batch", "50", "-count", "1", "-compare", oldPath)
+	code, out, errOut = cli(ctx, "bench", "-messages", "100", "-rate", "100", "-duration", "200ms", "-path-messages", "0", "-workers", "1,4", "-batch", "50", "-count", "1", "-compare", oldPath)
 	if code != exitOK {
 		t.Fatalf("bench -compare: exit %d: %s", code, errOut)
 	}
@@ -132,7 +132,7 @@ func TestBenchCompareEmbedded(t *testing.T) {
 		}
 	}
 	// With -json, stdout stays JSON and the comparison goes to stderr.
-	code, out, errOut = cli(ctx, "bench", "-messages", "100", "-rate", "100", "-duration", "200ms", "-workers", "1", "-batch", "50", "-count", "1", "-json", "-compare", oldPath)
+	code, out, errOut = cli(ctx, "bench", "-messages", "100", "-rate", "100", "-duration", "200ms", "-path-messages", "0", "-workers", "1", "-batch", "50", "-count", "1", "-json", "-compare", oldPath)
 	var r benchReport
 	if code != exitOK || json.Unmarshal([]byte(out), &r) != nil || !strings.Contains(errOut, "only in old: workers 2") {
 		t.Errorf("bench -json -compare: exit %d:\n%s\nstderr:\n%s", code, out, errOut)

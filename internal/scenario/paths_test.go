@@ -1,0 +1,66 @@
+package scenario
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/transmanager/transmanager/internal/testenv"
+)
+
+func checkPath(t *testing.T, r PathResult, path, impl string, n int) {
+	t.Helper()
+	if r.Path != path || r.Impl != impl || r.Messages != n || r.MsgsPerSec <= 0 || r.SelfUS <= 0 || r.Allocs <= 0 {
+		t.Errorf("%s/%s: result %+v", path, impl, r)
+	}
+}
+
+func TestPathsEmbedded(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, path := range []string{PathWrite, PathConsume} {
+		for _, impl := range []string{ImplLibrary, ImplBaseline} {
+			r, err := Path(ctx, path, impl, PathSpec{Dir: t.TempDir(), Messages: 300, Workers: 3, PayloadSize: 128})
+			if err != nil {
+				t.Fatalf("%s/%s: %v", path, impl, err)
+			}
+			checkPath(t, r, path, impl, 300)
+			if r.PostgresUS != 0 || r.NATSUS != 0 {
+				t.Errorf("%s/%s: server CPU counted on the embedded default: %+v", path, impl, r)
+			}
+		}
+	}
+}
+
+func TestPathsServices(t *testing.T) {
+	pg := testenv.URL(t, testenv.Postgres)
+	ns := testenv.URL(t, testenv.NATS)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, path := range []string{PathWrite, PathConsume} {
+		for _, impl := range []string{ImplLibrary, ImplBaseline} {
+			r, err := Path(ctx, path, impl, PathSpec{PostgresURL: pg, NATSURL: ns, Messages: 300, Workers: 4})
+			if err != nil {
+				t.Fatalf("%s/%s: %v", path, impl, err)
+			}
+			checkPath(t, r, path, impl, 300)
+		}
+	}
+}
+
+func TestPathRejectsBadSpecs(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		path, impl string
+		s          PathSpec
+	}{
+		{"read", ImplLibrary, PathSpec{Messages: 1}},
+		{PathWrite, "orm", PathSpec{Messages: 1}},
+		{PathWrite, ImplLibrary, PathSpec{}},
+		{PathWrite, ImplLibrary, PathSpec{Messages: 1, PostgresURL: "postgres://x"}},
+	} {
+		if _, err := Path(ctx, tc.path, tc.impl, tc.s); err == nil {
+			t.Errorf("Path(%q, %q, %+v): no error", tc.path, tc.impl, tc.s)
+		}
+	}
+}
