@@ -1,0 +1,67 @@
+package store
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/transmanager/transmanager/internal/benchutil"
+	"github.com/transmanager/transmanager/internal/scenario"
+	"github.com/transmanager/transmanager/internal/testenv"
+)
+
+// BenchmarkPath runs the write and consume paths that txm bench compares
+// with their hand-written baselines (scenario.Path): the library and the
+// baseline one after the other in each iteration, each on a store, tables
+// and (on the services) a stream of its own. store=embedded is the
+// embedded default and needs no service; store=postgres needs
+// TXM_POSTGRES_URL and TXM_NATS_URL. TXM_PATH_MESSAGES sets the messages
+// per run (default 3000).
+//
+// Metrics, medians over the iterations: msgs/s and cpu-us/msg of the
+// library, base-msgs/s and base-cpu-us/msg of the baseline, x-base (the
+// library's throughput over the baseline's) and cpu-x-base (its CPU per
+// message over the baseline's).
+func BenchmarkPath(b *testing.B) {
+	n := benchutil.EnvInt(b, "TXM_PATH_MESSAGES", 3000)
+	for _, path := range []string{scenario.PathWrite, scenario.PathConsume} {
+		b.Run("path="+path+"/store=embedded", func(b *testing.B) {
+			benchPath(b, path, scenario.PathSpec{Dir: b.TempDir(), Messages: n, PayloadSize: 256})
+		})
+		b.Run("path="+path+"/store=postgres", func(b *testing.B) {
+			benchPath(b, path, scenario.PathSpec{PostgresURL: testenv.URL(b, testenv.Postgres),
+				NATSURL: testenv.URL(b, testenv.NATS), Messages: n, PayloadSize: 256})
+		})
+	}
+}
+
+func benchPath(b *testing.B, path string, s scenario.PathSpec) {
+	var lib, base []scenario.PathResult
+	for i := range b.N {
+		// Alternate which runs first, so neither always gets the warmer
+		// machine.
+		impls := scenario.Rotate([]string{scenario.ImplLibrary, scenario.ImplBaseline}, i)
+		for _, impl := range impls {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			r, err := scenario.Path(ctx, path, impl, s)
+			cancel()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if impl == scenario.ImplLibrary {
+				lib = append(lib, r)
+			} else {
+				base = append(base, r)
+			}
+		}
+	}
+	rate := func(r scenario.PathResult) float64 { return r.MsgsPerSec }
+	cpu := func(r scenario.PathResult) float64 { return r.TotalUS }
+	b.ReportMetric(scenario.Median(lib, rate), "msgs/s")
+	b.ReportMetric(scenario.Median(lib, cpu), "cpu-us/msg")
+	b.ReportMetric(scenario.Median(base, rate), "base-msgs/s")
+	b.ReportMetric(scenario.Median(base, cpu), "base-cpu-us/msg")
+	b.ReportMetric(scenario.Median(lib, rate)/scenario.Median(base, rate), "x-base")
+	b.ReportMetric(scenario.Median(lib, cpu)/scenario.Median(base, cpu), "cpu-x-base")
+	b.ReportMetric(0, "ns/op") // an iteration is two runs of fixed size
+}
