@@ -22,7 +22,19 @@ const (
 	// envelope as headers.
 	MetaMessageName = "message-name"
 	MetaSentAt      = "sent-at"
+	// MetaDeliverAt is the time before which the relay does not publish
+	// the message, and MetaExpiresAt the time after which it is not worth
+	// delivering: the relay does not publish it and the inbox skips it.
+	// Both are RFC 3339 strings in UTC with nanoseconds, as
+	// [FormatTime] writes them; txm.WithDeliverAt, txm.WithDelay,
+	// txm.WithExpiresAt and txm.WithTTL set them.
+	MetaDeliverAt = "deliver-at"
+	MetaExpiresAt = "expires-at"
 )
+
+// FormatTime formats t as the time metadata keys carry it: RFC 3339 in
+// UTC with nanoseconds (trailing zeros of the fraction dropped).
+func FormatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
 
 // Metadata is a message's headers. Values are usually strings; the getters
 // convert the common other kinds.
@@ -116,6 +128,14 @@ func (m Metadata) GetTime(key string) (t time.Time, ok bool) {
 
 // ContentType returns the MetaContentType value.
 func (m Metadata) ContentType() string { return m.GetString(MetaContentType) }
+
+// DeliverAt returns the MetaDeliverAt time; ok is false when the key is
+// absent or its value is not a time.
+func (m Metadata) DeliverAt() (t time.Time, ok bool) { return m.GetTime(MetaDeliverAt) }
+
+// ExpiresAt returns the MetaExpiresAt time; ok is false when the key is
+// absent or its value is not a time.
+func (m Metadata) ExpiresAt() (t time.Time, ok bool) { return m.GetTime(MetaExpiresAt) }
 
 // PartitionKey returns the MetaPartitionKey value; "" means no key.
 func (m Metadata) PartitionKey() string { return m.GetString(MetaPartitionKey) }

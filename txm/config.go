@@ -113,6 +113,15 @@ type ProcessorConfig struct {
 	// Observer receives the relay's events, for metrics. Default: none.
 	Observer Observer
 
+	// DropExpired makes the relay drop a message whose expiry
+	// ([async.MetaExpiresAt], see [WithExpiresAt]) has passed, marking it
+	// done without publishing it, instead of moving it to dead letters with
+	// the cause [ExpiredCause]. A dropped message leaves no dead letter
+	// behind, so it parks nothing of its key. Either way the Observer's
+	// Expired is called when it implements [ExpiredObserver]. A store
+	// without [DeadLetterStore] always drops. Default false: dead letters.
+	DropExpired bool
+
 	// Retention makes the relay delete old published messages, off the
 	// hot path: in a goroutine of its own that Start starts and stops, a
 	// pass at start and one every Retention.Interval, each deleting those

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"github.com/transmanager/transmanager/async"
 )
@@ -50,7 +51,9 @@ type GroupedInbox interface {
 // again: use a transactional store where that matters.
 //
 // On a duplicate (an error matching [ErrDuplicateMessage]) the middleware
-// acks the message and returns nil without calling next.
+// acks the message and returns nil without calling next. It does the same,
+// without saving the message, for a delivery whose expiry
+// ([async.MetaExpiresAt]) has passed ([InboxConfig.OnExpired]).
 //
 // # Consumer groups
 //
@@ -91,9 +94,21 @@ type InboxConfig struct {
 	// use.
 	OnDuplicate func(ctx context.Context, msg async.IncomingMessage)
 
+	// OnExpired, when set, is called for every delivery the handler skips
+	// because the message's expiry ([async.MetaExpiresAt], see
+	// [WithExpiresAt]) has passed: such a message is acked, logged at
+	// DEBUG, and neither recorded nor handled. It must be quick and safe
+	// for concurrent use.
+	OnExpired func(ctx context.Context, msg async.IncomingMessage)
+
+	// Now is the handler's clock, against which expiries are checked.
+	// Default: time.Now.
+	Now func() time.Time
+
 	// Logger receives the ERROR record of a consumer group mismatch
-	// ([ErrGroupMismatch]), logged once per handler, with the context of
-	// the message. Default: slog.Default().
+	// ([ErrGroupMismatch]), logged once per handler, and the DEBUG record
+	// of each expired message skipped, with the context of the message.
+	// Default: slog.Default().
 	Logger *slog.Logger
 }
 
@@ -110,6 +125,10 @@ func InboxHandlerWithConfig(store InboxStore, cfg InboxConfig) async.MessageHand
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.Default()
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
 	}
 	return func(next async.MessageHandler) async.MessageHandler {
 		err := nilStore
@@ -135,6 +154,22 @@ func InboxHandlerWithConfig(store InboxStore, cfg InboxConfig) async.MessageHand
 					}
 					return err
 				}
+			}
+			if expired(msg, now()) {
+				// Not worth handling any more: settle it, so the broker
+				// does not redeliver it, and record nothing.
+				if logger.Enabled(ctx, slog.LevelDebug) {
+					exp, _ := expiresAt(msg)
+					logger.LogAttrs(ctx, slog.LevelDebug, "txm: inbox: message expired; skipped",
+						slog.String("topic", msg.Subject()), slog.String("id", msg.ID()), slog.Time("expires_at", exp))
+				}
+				if err := msg.Ack(); err != nil {
+					return fmt.Errorf("txm: InboxHandler: ack expired message %s: %w", msg.ID(), err)
+				}
+				if cfg.OnExpired != nil {
+					cfg.OnExpired(ctx, msg)
+				}
+				return nil
 			}
 			duplicate := false
 			handle := func(ctx context.Context) error {

@@ -30,8 +30,8 @@ import (
 // [ErrNilArgument]. next may be nil: it is never called.
 //
 // Before saving, it refuses, with nothing saved, a message the relay could
-// never deliver: metadata that cannot be a header ([ErrInvalidMetadata])
-// and a message larger than [DefaultMaxMessageSize] ([ErrMessageTooLarge]).
+// never deliver: metadata that cannot be a header, or a delivery time or
+// expiry it cannot read ([ErrInvalidMetadata]), and a message larger than [DefaultMaxMessageSize] ([ErrMessageTooLarge]).
 // [OutboxPublisherWithConfig] sets another limit.
 //
 // It also refuses, with an error matching [ErrNoTransaction] and nothing

@@ -59,7 +59,9 @@ type Processor struct {
 	dead    DeadLetterStore
 	purger  Purger // set when cfg.Retention.Published > 0
 	waker   Waker
-	full    FullWaker // the waker, when it can tell that it covers every save
+	full    FullWaker   // the waker, when it can tell that it covers every save
+	due     DueReporter // tells an idle relay when the next message falls due
+	expObs  ExpiredObserver
 	cfg     ProcessorConfig
 	initErr error
 	breaker *breaker
@@ -126,6 +128,8 @@ func NewOutboxProcessorWithConfig(publisher async.MessagePublisher, store Outbox
 	p.dead, _ = store.(DeadLetterStore)
 	p.waker, _ = store.(Waker)
 	p.full, _ = store.(FullWaker)
+	p.due, _ = store.(DueReporter)
+	p.expObs, _ = cfg.Observer.(ExpiredObserver)
 	if cfg.LockClaims {
 		if p.locker, _ = store.(LockingClaimer); p.locker == nil {
 			return nil, fmt.Errorf("txm: ProcessorConfig.LockClaims: the store (%T) does not implement LockingClaimer", store)
@@ -347,6 +351,7 @@ func (p *Processor) claimLoop(ctx, workCtx context.Context, handle func(batch) i
 		}
 		storeFailures = 0
 		if len(batch.items) == 0 {
+			p.askDue(workCtx)
 			p.wait(ctx, p.idleWait(), true)
 			continue
 		}
@@ -364,6 +369,7 @@ func (p *Processor) claimLoop(ctx, workCtx context.Context, handle func(batch) i
 		// loop, and a settled batch kicks it for the keys it held. Claiming
 		// again at once would mostly come back empty.
 		if p.full != nil && p.claimer != nil && len(batch.items) < p.cfg.BatchSize && p.full.WakesForAllSaves() {
+			p.askDue(workCtx)
 			p.wait(ctx, p.idleWait(), true)
 		}
 	}
@@ -405,8 +411,34 @@ func (p *Processor) retryAt(t time.Time) {
 	}
 }
 
+// askDue asks a store that implements [DueReporter] when its next message
+// falls due, so that an idle relay wakes for it.
+func (p *Processor) askDue(ctx context.Context) {
+	if p.due == nil {
+		return
+	}
+	dctx, cancel := context.WithTimeout(ctx, p.cfg.PublishTimeout)
+	in, ok, err := p.due.NextDue(dctx)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
+			p.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "txm: relay: asking the store for its next due message failed; polling", slog.Any("error", err))
+		}
+		return
+	}
+	if !ok || in <= 0 {
+		return
+	}
+	t := p.cfg.Clock.Now().Add(in)
+	p.dueMu.Lock()
+	if p.nextDue.IsZero() || t.Before(p.nextDue) {
+		p.nextDue = t
+	}
+	p.dueMu.Unlock()
+}
+
 // idleWait is how long an idle relay waits: the poll interval, or less when
-// a retry it scheduled falls due sooner.
+// a retry it scheduled, or the store's next due message, falls due sooner.
 func (p *Processor) idleWait() time.Duration {
 	p.dueMu.Lock()
 	defer p.dueMu.Unlock()
@@ -536,6 +568,7 @@ const (
 	statePublished                     // confirmed by the publisher
 	stateFailed                        // the publisher returned an error
 	stateDeferred                      // its topic's circuit is open: held until the cooldown ends
+	stateExpired                       // its expiry passed: not published
 )
 
 // process publishes one batch and settles every message of it in the
@@ -564,13 +597,9 @@ func (p *Processor) publish(ctx context.Context, b batch) []outcome {
 	return outcomes
 }
 
-// partitionKey returns the message's partition key, "" for none.
-func partitionKey(m async.Message) string {
-	if md := m.Metadata(); md != nil {
-		return md.PartitionKey()
-	}
-	return ""
-}
+// partitionKey returns the key the message is ordered by ([SequenceKey]),
+// "" for none.
+func partitionKey(m async.Message) string { return SequenceKey(m.Metadata()) }
 
 // publishLanes publishes a batch with the workers. A key has at most one
 // message in flight: its next message becomes ready only once the previous
@@ -626,6 +655,11 @@ func (p *Processor) publishLanes(ctx context.Context, batch []Claimed, outcomes 
 					done(i, true) // cut by a hard stop: released, not counted
 					continue
 				}
+				if expired(msg, p.cfg.Clock.Now()) {
+					outcomes[i] = outcome{state: stateExpired}
+					done(i, !p.dropsExpired()) // a dead letter parks its key
+					continue
+				}
 				if wait := p.breaker.openFor(msg.Subject(), p.cfg.Clock.Now()); wait > 0 {
 					outcomes[i] = outcome{state: stateDeferred, wait: wait}
 					done(i, true)
@@ -679,6 +713,16 @@ func (p *Processor) publishWaves(ctx context.Context, batch []Claimed, outcomes 
 		key := partitionKey(c.Message)
 		if held[key] {
 			continue // released with the rest of its key
+		}
+		if expired(c.Message, now) {
+			outcomes[i] = outcome{state: stateExpired}
+			if key != "" && !p.dropsExpired() { // a dead letter parks its key
+				if held == nil {
+					held = map[string]bool{}
+				}
+				held[key] = true
+			}
+			continue
 		}
 		if wait := p.breaker.openFor(c.Message.Subject(), now); wait > 0 {
 			outcomes[i] = outcome{state: stateDeferred, wait: wait}
@@ -827,11 +871,13 @@ func (p *Processor) settle(ctx context.Context, b batch, outcomes []outcome) int
 		})
 	}
 	for i, c := range batch {
-		if outcomes[i].state != stateFailed {
-			continue
+		switch outcomes[i].state {
+		case stateFailed:
+			failed++
+			p.fail(sctx, tries, c, outcomes[i].err)
+		case stateExpired:
+			p.expire(sctx, tries, c)
 		}
-		failed++
-		p.fail(sctx, tries, c, outcomes[i].err)
 	}
 	if len(skipped) > 0 && p.claimer != nil && b.held == nil { // a rollback or commit frees them
 		p.storeCall(sctx, tries, "release claims", func(ctx context.Context) error {
@@ -890,12 +936,55 @@ func (p *Processor) fail(ctx context.Context, tries int, c Claimed, cause error)
 		return
 	}
 	delay := p.cfg.Retry.Delay(attempts)
+	if exp, ok := expiresAt(msg); ok && !p.cfg.Clock.Now().Add(delay).Before(exp) {
+		log.LogAttrs(ctx, slog.LevelWarn, "txm: relay: publish failed and the retry would come after the message's expiry")
+		p.expire(ctx, tries, c)
+		return
+	}
 	log.LogAttrs(ctx, slog.LevelWarn, "txm: relay: publish failed; retrying later", slog.Duration("retry_in", delay))
 	p.storeCall(ctx, tries, "mark failed", func(ctx context.Context) error {
 		return p.claimer.MarkFailed(ctx, msg.ID(), delay, cause.Error())
 	})
 	p.retryAt(p.cfg.Clock.Now().Add(delay))
 	p.cfg.Observer.Retried(msg, attempts, cause)
+}
+
+// ErrExpired is the error the relay gives [Observer.Dead] for a message it
+// moved to dead letters because its expiry passed (stored with the cause
+// [ExpiredCause]). Checked with errors.Is.
+var ErrExpired = errors.New("txm: message expired before it was published")
+
+// dropsExpired reports whether the relay drops expired messages rather
+// than moving them to dead letters.
+func (p *Processor) dropsExpired() bool {
+	return p.cfg.DropExpired || p.dead == nil || p.claimer == nil
+}
+
+// expire settles a message whose expiry passed (or would pass before its
+// retry): dead letters with [ExpiredCause], or dropped.
+func (p *Processor) expire(ctx context.Context, tries int, c Claimed) {
+	msg := c.Message
+	exp, _ := expiresAt(msg)
+	if p.dropsExpired() {
+		p.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "txm: relay: message expired; dropped",
+			slog.String("message_id", msg.ID()), slog.String("topic", msg.Subject()), slog.Time("expires_at", exp))
+		p.storeCall(ctx, tries, "mark expired published", func(ctx context.Context) error {
+			return p.store.MarkPublished(ctx, msg.ID())
+		})
+		if p.expObs != nil {
+			p.expObs.Expired(msg, true)
+		}
+		return
+	}
+	p.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "txm: relay: message expired; moved to dead letters",
+		slog.String("message_id", msg.ID()), slog.String("topic", msg.Subject()), slog.Time("expires_at", exp))
+	p.storeCall(ctx, tries, "mark expired dead", func(ctx context.Context) error {
+		return p.dead.MarkDead(ctx, msg.ID(), ExpiredCause)
+	})
+	p.cfg.Observer.Dead(msg, c.Attempts+1, ErrExpired)
+	if p.expObs != nil {
+		p.expObs.Expired(msg, false)
+	}
 }
 
 // storeCallTries is how many times storeCall tries a bookkeeping call

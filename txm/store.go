@@ -21,7 +21,8 @@ import (
 //
 // A store may implement the optional capabilities [Transactor],
 // [TxReporter], [Claimer], [LockingClaimer], [DeadLetterStore],
-// [BatchSaver], [StatsReporter], [Purger] and [Waker];
+// [BatchSaver], [StatsReporter], [Purger], [Waker], [Scheduler] and
+// [DueReporter];
 // the relay (and [OutboxPublisher], for TxReporter) discovers them by type
 // assertion and falls back to the three
 // methods here when they are missing.
@@ -89,12 +90,14 @@ type Claimed struct {
 // retry schedule.
 //
 // Claim returns up to limit pending messages that are due (their next
-// attempt time has come) and not leased, and leases them for lease: no other
+// attempt time, or for a scheduled message its delivery time, has come) and
+// not leased, and leases them for lease: no other
 // Claim returns them until the lease ends or they are released. Messages that
 // share a partition key come out in the order they were saved, and a message
 // is returned only when every earlier message of its key is published or is
 // in the same result before it: a key whose head waits for a retry, is
-// leased elsewhere or is dead is parked. Lease times use the store's clock
+// leased elsewhere or is dead is parked. A message with a delivery time is
+// outside its key's sequence ([SequenceKey]): it neither waits nor parks. Lease times use the store's clock
 // (the database's for SQL stores).
 type Claimer interface {
 	Claim(ctx context.Context, limit int, lease time.Duration) ([]Claimed, error)
@@ -170,11 +173,21 @@ type BatchSaver interface {
 
 // TopicStats is the state of one topic's outbox messages.
 type TopicStats struct {
+	// Pending counts the messages waiting to go out that are due: all but
+	// the scheduled messages whose delivery time has not come (messages
+	// waiting for a retry count here).
 	Pending int64
-	Dead    int64
-	// OldestPending is the save time of the oldest pending message, zero
-	// when there is none.
+	// Scheduled counts the messages whose delivery time ([WithDeliverAt])
+	// has not come, by the store's clock.
+	Scheduled int64
+	Dead      int64
+	// OldestPending is when the oldest pending message became due (its
+	// save time, or its delivery time for a scheduled message), zero when
+	// there is none. Scheduled messages not due yet do not count.
 	OldestPending time.Time
+	// NextDue is the earliest delivery time of the scheduled messages,
+	// zero when there is none.
+	NextDue time.Time
 }
 
 // OutboxStats is the state of an outbox.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"time"
 
 	"github.com/transmanager/transmanager/async"
 	"github.com/transmanager/transmanager/codec"
@@ -87,6 +88,7 @@ type PublishOption struct {
 	id      string
 	key     string
 	headers async.Metadata
+	sched   schedule // WithDeliverAt, WithDelay, WithExpiresAt, WithTTL
 }
 
 // WithPartitionKey sets the message's partition key: the relay publishes
@@ -97,8 +99,9 @@ func WithPartitionKey(key string) PublishOption { return PublishOption{key: key}
 // same ID twice stores it once.
 func WithMessageID(id string) PublishOption { return PublishOption{id: id} }
 
-// WithHeaders adds metadata to the message. The content type and partition
-// key set by the Outbox take precedence over the same keys here.
+// WithHeaders adds metadata to the message. The content type, partition
+// key, delivery time and expiry set by the Outbox and the other options
+// take precedence over the same keys here.
 func WithHeaders(md async.Metadata) PublishOption { return PublishOption{headers: md} }
 
 // Publish encodes v with the topic's codec and publishes it to topic.
@@ -125,9 +128,14 @@ func (o *Outbox[T]) Message(topic string, v T, opts ...PublishOption) (async.Mes
 		return nil, fmt.Errorf("txm: encode %s for %s: %w", o.name, topic, err)
 	}
 	var id, key string
+	var sched schedule
 	n := 1
 	for _, opt := range opts {
 		n += len(opt.headers)
+		if opt.sched.set != 0 {
+			sched.merge(opt.sched)
+			n += 2
+		}
 		if opt.key != "" {
 			key, n = opt.key, n+1
 		}
@@ -144,6 +152,9 @@ func (o *Outbox[T]) Message(topic string, v T, opts ...PublishOption) (async.Mes
 	md[async.MetaContentType] = contentType
 	if key != "" {
 		md[async.MetaPartitionKey] = key
+	}
+	if err := sched.apply(md, time.Now()); err != nil {
+		return nil, fmt.Errorf("txm: message %s for %s: %w", o.name, topic, err)
 	}
 	return async.NewMessageFromEnvelope(async.Envelope{ID: id, Subject: topic, Name: o.name, Metadata: md, Data: data}), nil
 }

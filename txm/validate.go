@@ -28,7 +28,11 @@ var ErrMessageTooLarge = errors.New("txm: message too large")
 // empty or has a character other than the token characters of RFC 9110
 // (letters, digits and !#$%&'*+-.^_`|~; so no space, colon or control
 // character), or a value with a CR or LF. Nothing is saved. The error names
-// the key. Checked with errors.Is.
+// the key. It is matched as well by a delivery time or expiry
+// ([async.MetaDeliverAt], [async.MetaExpiresAt]) that is not an RFC 3339
+// string, by an expiry that is not after the delivery time, and by the
+// error of a scheduling option given a value it cannot use ([WithDelay],
+// [WithTTL]). Checked with errors.Is.
 var ErrInvalidMetadata = errors.New("txm: invalid metadata")
 
 // envelopeOverhead is what a message's size counts besides its payload,
@@ -92,6 +96,9 @@ func checkMessage(msg async.Message, max int) error {
 			return fmt.Errorf("txm: outbox: message %s: metadata %q: value has a CR or LF: %w", msg.ID(), k, ErrInvalidMetadata)
 		}
 		size += len(k) + len(": \r\n") + n
+	}
+	if _, _, err := ScheduleOf(msg.Metadata()); err != nil {
+		return fmt.Errorf("txm: outbox: message %s: %w", msg.ID(), err)
 	}
 	if max > 0 && size > max {
 		return fmt.Errorf("txm: outbox: message %s is %d bytes (payload %d), more than the maximum of %d: %w",

@@ -15,8 +15,8 @@ import (
 // Outbox is the outbox of a [Store]. It implements [txm.OutboxStore] and
 // every optional capability of the txm package: [txm.Transactor],
 // [txm.Claimer], [txm.DeadLetterStore], [txm.BatchSaver],
-// [txm.StatsReporter], [txm.Purger] and [txm.FullWaker]. It is safe for
-// concurrent use.
+// [txm.StatsReporter], [txm.Purger], [txm.FullWaker], [txm.Scheduler] and
+// [txm.DueReporter]. It is safe for concurrent use.
 //
 // Messages are copied on save and on the way out, so neither the saver nor
 // the relay can change what is stored.
@@ -32,6 +32,8 @@ var (
 	_ txm.StatsReporter   = (*Outbox)(nil)
 	_ txm.Purger          = (*Outbox)(nil)
 	_ txm.FullWaker       = (*Outbox)(nil)
+	_ txm.Scheduler       = (*Outbox)(nil)
+	_ txm.DueReporter     = (*Outbox)(nil)
 )
 
 type state uint8
@@ -58,21 +60,36 @@ type entry struct {
 	publishedAt time.Time
 	deadAt      time.Time
 	elem        *list.Element // in Store.queue or Store.published; nil when in neither
+	// A scheduled message (one saved with a delivery time) is outside its
+	// key's sequence: its key field is "".
+	scheduled bool
+	deliverAt time.Time // the delivery time of a scheduled message
+	expiresAt time.Time // zero: no expiry
+	lockedBy  *tx       // a live transaction that cancels or moves it; claims skip it
 }
 
 // insertLocked stores a committed message (already cloned) as pending.
 func (s *Store) insertLocked(msg async.Message, now time.Time) {
 	s.seq++
+	deliverAt, expiresAt, _ := txm.ScheduleOf(msg.Metadata()) // checked by Save
 	e := &entry{
-		msg:     msg,
-		key:     msg.Metadata().PartitionKey(),
-		topic:   msg.Subject(),
-		seq:     s.seq,
-		savedAt: now,
+		msg:       msg,
+		key:       txm.SequenceKey(msg.Metadata()),
+		topic:     msg.Subject(),
+		seq:       s.seq,
+		savedAt:   now,
+		scheduled: !deliverAt.IsZero(),
+		deliverAt: deliverAt,
+		dueAt:     deliverAt,
+		expiresAt: expiresAt,
 	}
 	e.elem = s.queue.PushBack(e)
 	s.entries[msg.ID()] = e
 	s.pending[e.topic]++
+	if e.scheduled {
+		s.sched[msg.ID()] = e
+		s.waiting[msg.ID()] = e
+	}
 }
 
 func validate(msg async.Message) error {
@@ -81,6 +98,9 @@ func validate(msg async.Message) error {
 	}
 	if msg.ID() == "" {
 		return errors.New("message has no ID")
+	}
+	if _, _, err := txm.ScheduleOf(msg.Metadata()); err != nil {
+		return err
 	}
 	return nil
 }
@@ -227,6 +247,8 @@ func (s *Store) leaveLocked(e *entry) {
 	switch e.state {
 	case statePending:
 		decr(s.pending, e.topic)
+		delete(s.sched, e.msg.ID())
+		delete(s.waiting, e.msg.ID())
 	case stateDead:
 		decr(s.deadTopic, e.topic)
 		delete(s.dead, e.msg.ID())
@@ -245,12 +267,16 @@ func decr(m map[string]int64, k string) {
 	m[k]--
 }
 
-// Claim leases up to limit pending messages that are due and not leased,
+// Claim leases up to limit pending messages that are due (for a scheduled
+// message: its delivery time has come) and not leased,
 // for lease (zero or less means [Config.DefaultLease]), and returns them in
 // save order with their attempts. Messages that share a partition key come
 // out in save order, and a key whose earliest unpublished message is
 // leased, waiting for a retry or dead is parked: none of its messages is
-// returned. A limit of zero or less returns nothing.
+// returned. A scheduled message is outside its key's sequence
+// ([txm.SequenceKey]): it neither waits for its key nor parks it. A
+// message that a live transaction cancels or reschedules is skipped. A
+// limit of zero or less returns nothing.
 func (o *Outbox) Claim(ctx context.Context, limit int, lease time.Duration) ([]txm.Claimed, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("memstore: claim: %w", err)
@@ -276,6 +302,9 @@ func (o *Outbox) Claim(ctx context.Context, limit int, lease time.Duration) ([]t
 				continue
 			}
 		}
+		if e.lockedBy != nil { // only scheduled messages, which park nothing
+			continue
+		}
 		if e.state != statePending || now.Before(e.dueAt) || now.Before(e.leasedUntil) {
 			if e.key != "" {
 				if parked == nil {
@@ -286,6 +315,9 @@ func (o *Outbox) Claim(ctx context.Context, limit int, lease time.Duration) ([]t
 			continue
 		}
 		e.leasedUntil = until
+		if !e.dueAt.IsZero() {
+			delete(s.waiting, e.msg.ID())
+		}
 		got = append(got, e)
 	}
 	out := make([]txm.Claimed, len(got))
@@ -357,6 +389,7 @@ func (o *Outbox) MarkFailed(ctx context.Context, id string, retryAfter time.Dura
 		e.lastError = cause
 		e.leasedUntil = time.Time{}
 		e.dueAt = s.now().Add(retryAfter)
+		s.waiting[id] = e
 	}
 	return nil
 }
@@ -377,6 +410,8 @@ func (o *Outbox) MarkDead(ctx context.Context, id string, cause string) error {
 		return nil
 	}
 	decr(s.pending, e.topic)
+	delete(s.sched, id)
+	delete(s.waiting, id)
 	if e.key == "" { // parks nothing: keep it out of the claim scan
 		s.queue.Remove(e.elem)
 		e.elem = nil
@@ -468,6 +503,12 @@ func (o *Outbox) Replay(ctx context.Context, filter txm.DeadLetterFilter) (int, 
 		e.dueAt = time.Time{}
 		e.deadAt = time.Time{}
 		s.pending[e.topic]++
+		if e.scheduled {
+			if now := s.now(); e.deliverAt.After(now) {
+				e.deliverAt = now // due at once, as every replayed message
+			}
+			s.sched[e.msg.ID()] = e
+		}
 		s.requeueLocked(e)
 	}
 	s.mu.Unlock()
@@ -489,10 +530,11 @@ func (s *Store) requeueLocked(e *entry) {
 	e.elem = s.queue.PushFront(e)
 }
 
-// Stats reports the pending (including leased and waiting) and dead
-// messages, overall and by topic, with the save time of the oldest pending
-// message. ByTopic is never nil and lists every topic with a pending or
-// dead message.
+// Stats reports the pending (due, including leased and waiting for a
+// retry), scheduled (delivery time not come yet) and dead messages, overall
+// and by topic, with the time the oldest pending message became due and
+// the next delivery time of the scheduled ones. ByTopic is never nil and
+// lists every topic with a pending, scheduled or dead message.
 func (o *Outbox) Stats(ctx context.Context) (txm.OutboxStats, error) {
 	if err := ctx.Err(); err != nil {
 		return txm.OutboxStats{}, fmt.Errorf("memstore: stats: %w", err)
@@ -500,41 +542,67 @@ func (o *Outbox) Stats(ctx context.Context) (txm.OutboxStats, error) {
 	s := o.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := s.now()
 	by := make(map[string]txm.TopicStats, len(s.pending)+len(s.deadTopic))
 	var st txm.OutboxStats
 	for topic, n := range s.pending {
 		ts := by[topic]
 		ts.Pending = n
 		by[topic] = ts
-		st.Pending += n
 	}
 	for topic, n := range s.deadTopic {
 		ts := by[topic]
 		ts.Dead = n
 		by[topic] = ts
-		st.Dead += n
 	}
-	// The queue is in save order: the first pending message of a topic is
-	// its oldest, and the first of all is the oldest overall.
-	found := 0
-	for el := s.queue.Front(); el != nil && found < len(s.pending); el = el.Next() {
-		e := el.Value.(*entry)
-		if e.state != statePending {
-			continue
-		}
+	for _, e := range s.sched {
 		ts := by[e.topic]
-		if !ts.OldestPending.IsZero() {
+		if now.Before(e.deliverAt) {
+			ts.Pending--
+			ts.Scheduled++
+			ts.NextDue = earliest(ts.NextDue, e.deliverAt)
+		} else {
+			ts.OldestPending = earliest(ts.OldestPending, later(e.savedAt, e.deliverAt))
+		}
+		by[e.topic] = ts
+	}
+	// The queue is in save order: the first unscheduled pending message of
+	// a topic is its oldest.
+	first := make(map[string]bool, len(s.pending))
+	for el := s.queue.Front(); el != nil && len(first) < len(s.pending); el = el.Next() {
+		e := el.Value.(*entry)
+		if e.state != statePending || e.scheduled || first[e.topic] {
 			continue
 		}
-		ts.OldestPending = e.savedAt
+		first[e.topic] = true
+		ts := by[e.topic]
+		ts.OldestPending = earliest(ts.OldestPending, e.savedAt)
 		by[e.topic] = ts
-		if found == 0 {
-			st.OldestPending = e.savedAt
-		}
-		found++
+	}
+	for _, ts := range by {
+		st.Pending += ts.Pending
+		st.Scheduled += ts.Scheduled
+		st.Dead += ts.Dead
+		st.OldestPending = earliest(st.OldestPending, ts.OldestPending)
+		st.NextDue = earliest(st.NextDue, ts.NextDue)
 	}
 	st.ByTopic = by
 	return st, nil
+}
+
+// earliest returns the earlier of a and b, a zero time standing for none.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // Purge deletes at most limit published messages that were published

@@ -50,6 +50,8 @@ type Store struct {
 	dead      map[string]*entry // dead messages, by ID
 	pending   map[string]int64  // pending messages by topic
 	deadTopic map[string]int64  // dead messages by topic
+	sched     map[string]*entry // pending scheduled messages, by ID
+	waiting   map[string]*entry // pending messages with a due time (scheduled or retried), until claimed
 	outRes    map[string]*tx    // outbox IDs saved by uncommitted transactions
 	// Inbox state.
 	inbox map[inboxKey]time.Time // committed inbox records, with their save time
@@ -68,6 +70,8 @@ func New(cfg Config) *Store {
 		dead:      make(map[string]*entry),
 		pending:   make(map[string]int64),
 		deadTopic: make(map[string]int64),
+		sched:     make(map[string]*entry),
+		waiting:   make(map[string]*entry),
 		outRes:    make(map[string]*tx),
 		inbox:     make(map[inboxKey]time.Time),
 		inRes:     make(map[inboxKey]*tx),
@@ -99,6 +103,7 @@ type ctxKey struct{ s *Store }
 type tx struct {
 	outbox []async.Message // clones, in save order
 	inbox  []inboxKey
+	ops    []schedOp // cancels and reschedules of committed messages, in call order
 	ended  bool
 	done   chan struct{} // closed when the transaction ends
 }
@@ -163,6 +168,11 @@ func (s *Store) endLocked(t *tx) {
 	for _, k := range t.inbox {
 		delete(s.inRes, k)
 	}
+	for _, op := range t.ops {
+		if op.e.lockedBy == t {
+			op.e.lockedBy = nil
+		}
+	}
 	t.ended = true
 	close(t.done)
 }
@@ -176,7 +186,10 @@ func (s *Store) commit(t *tx) {
 	for _, k := range t.inbox {
 		s.inbox[k] = now
 	}
-	saved := len(t.outbox) > 0
+	for _, op := range t.ops {
+		s.applyLocked(op)
+	}
+	saved := len(t.outbox) > 0 || len(t.ops) > 0
 	s.endLocked(t)
 	s.mu.Unlock()
 	if saved {

@@ -5,13 +5,19 @@
 //
 //   - txm.relay.published, txm.relay.retried, txm.relay.dead_lettered:
 //     counters of the relay's outcomes;
+//   - txm.relay.expired: messages the relay did not publish because their
+//     expiry passed, with a "dropped" attribute (false: dead-lettered);
 //   - txm.inbox.duplicates: duplicates absorbed by the inbox;
+//   - txm.inbox.expired: expired deliveries the inbox skipped;
 //   - txm.relay.publish.duration (s): how long a confirmed publish took;
 //   - txm.relay.delivery.lag (s): from the message's SentAt to its
 //     confirmation;
 //   - txm.relay.batch.size: messages per claimed batch;
-//   - txm.outbox.backlog and txm.outbox.oldest_pending.age (s): gauges read
-//     from a [txm.StatsReporter] at each collection, when Config.Stats is set.
+//   - txm.outbox.backlog (due messages), txm.outbox.scheduled (messages
+//     whose delivery time has not come), txm.outbox.dead and
+//     txm.outbox.oldest_pending.age (s, scheduled messages not due yet
+//     left out): gauges read from a [txm.StatsReporter] at each
+//     collection, when Config.Stats is set.
 //
 // Tracing: [Telemetry.SaveMiddleware] stores the caller's trace context in
 // the message metadata when the message is saved;
@@ -74,13 +80,18 @@ type Telemetry struct {
 	retried    metric.Int64Counter
 	dead       metric.Int64Counter
 	duplicates metric.Int64Counter
+	expired    metric.Int64Counter
+	inExpired  metric.Int64Counter
 	duration   metric.Float64Histogram
 	lag        metric.Float64Histogram
 	batch      metric.Int64Histogram
 	reg        metric.Registration
 }
 
-var _ txm.Observer = (*Telemetry)(nil)
+var (
+	_ txm.Observer        = (*Telemetry)(nil)
+	_ txm.ExpiredObserver = (*Telemetry)(nil)
+)
 
 // New creates the instruments.
 func New(cfg Config) (*Telemetry, error) {
@@ -109,6 +120,10 @@ func New(cfg Config) (*Telemetry, error) {
 	add(err)
 	t.duplicates, err = m.Int64Counter("txm.inbox.duplicates", metric.WithDescription("Redeliveries absorbed by the inbox."), metric.WithUnit("{message}"))
 	add(err)
+	t.expired, err = m.Int64Counter("txm.relay.expired", metric.WithDescription("Messages not published because their expiry passed."), metric.WithUnit("{message}"))
+	add(err)
+	t.inExpired, err = m.Int64Counter("txm.inbox.expired", metric.WithDescription("Deliveries skipped because their expiry passed."), metric.WithUnit("{message}"))
+	add(err)
 	t.duration, err = m.Float64Histogram("txm.relay.publish.duration", metric.WithDescription("Time a confirmed publish took."), metric.WithUnit("s"))
 	add(err)
 	t.lag, err = m.Float64Histogram("txm.relay.delivery.lag", metric.WithDescription("Time from a message's creation to its confirmation."), metric.WithUnit("s"))
@@ -116,7 +131,9 @@ func New(cfg Config) (*Telemetry, error) {
 	t.batch, err = m.Int64Histogram("txm.relay.batch.size", metric.WithDescription("Messages per claimed batch."), metric.WithUnit("{message}"))
 	add(err)
 	if cfg.Stats != nil {
-		backlog, err := m.Int64ObservableGauge("txm.outbox.backlog", metric.WithDescription("Pending messages."), metric.WithUnit("{message}"))
+		backlog, err := m.Int64ObservableGauge("txm.outbox.backlog", metric.WithDescription("Pending messages that are due."), metric.WithUnit("{message}"))
+		add(err)
+		scheduled, err := m.Int64ObservableGauge("txm.outbox.scheduled", metric.WithDescription("Scheduled messages whose delivery time has not come."), metric.WithUnit("{message}"))
 		add(err)
 		deadGauge, err := m.Int64ObservableGauge("txm.outbox.dead", metric.WithDescription("Messages in dead letters."), metric.WithUnit("{message}"))
 		add(err)
@@ -136,6 +153,7 @@ func New(cfg Config) (*Telemetry, error) {
 			for topic, ts := range st.ByTopic {
 				attrs := metric.WithAttributes(attribute.String("topic", topic))
 				o.ObserveInt64(backlog, ts.Pending, attrs)
+				o.ObserveInt64(scheduled, ts.Scheduled, attrs)
 				o.ObserveInt64(deadGauge, ts.Dead, attrs)
 				ageSec := 0.0
 				if !ts.OldestPending.IsZero() {
@@ -144,7 +162,7 @@ func New(cfg Config) (*Telemetry, error) {
 				o.ObserveFloat64(age, ageSec, attrs)
 			}
 			return nil
-		}, backlog, deadGauge, age)
+		}, backlog, scheduled, deadGauge, age)
 		add(err)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -184,6 +202,18 @@ func (t *Telemetry) Retried(msg async.Message, _ int, _ error) {
 // Dead implements [txm.Observer].
 func (t *Telemetry) Dead(msg async.Message, _ int, _ error) {
 	t.dead.Add(context.Background(), 1, topicAttr(msg))
+}
+
+// Expired implements [txm.ExpiredObserver].
+func (t *Telemetry) Expired(msg async.Message, dropped bool) {
+	t.expired.Add(context.Background(), 1, metric.WithAttributes(
+		attribute.String("topic", msg.Subject()), attribute.Bool("dropped", dropped)))
+}
+
+// InboxExpired counts an expired delivery skipped by the inbox; it fits
+// [txm.InboxConfig.OnExpired].
+func (t *Telemetry) InboxExpired(ctx context.Context, msg async.IncomingMessage) {
+	t.inExpired.Add(ctx, 1, topicAttr(msg))
 }
 
 // Duplicate counts a duplicate absorbed by the inbox; it fits
