@@ -57,6 +57,9 @@ const (
 	relayBatchesInFlight = 2
 	relayLease           = 3 * time.Second
 	consumerAckWait      = 5 * time.Second
+	// consumerMaxAckPending bounds the group's unacked deliveries, so a
+	// consumer killed leaves at most this many to be delivered again.
+	consumerMaxAckPending = 64
 )
 
 func runCrashCycles(t *testing.T, cfg crashConfig) {
@@ -161,14 +164,19 @@ func runCrashCycles(t *testing.T, cfg crashConfig) {
 		t.Errorf("wire duplicates: %d copies of messages in the stream beyond the first, more than the %d that can be in flight at %d relay kills (%d × batch %d × %d batches in flight)",
 			r.wireDuplicates, bound, relayKills, relayKills, relayBatch, relayBatchesInFlight)
 	}
+	redeliveryBound := kills["consumer"]*consumerMaxAckPending + r.wireDuplicates
+	if r.redeliveries > redeliveryBound {
+		t.Errorf("redeliveries: %d, more than the %d that can be unacked at %d consumer kills (MaxAckPending %d) plus the stream's duplicates",
+			r.redeliveries, redeliveryBound, kills["consumer"], consumerMaxAckPending)
+	}
 	t.Logf("crash cycles on %s (%s): %d relays (%d with locked claims), %d consumers, %d keys",
 		e.broker, serverVersion(e), cfg.relays, cfg.relays/2, cfg.consumers, cfg.keys)
 	t.Logf("kills: %d (relays %d, consumers %d) over %v; drained in %v",
 		cfg.kills, kills["relay"], kills["consumer"], killPhase.Round(time.Second), drainTime.Round(time.Second))
 	t.Logf("messages committed: %d; rolled back on purpose: %d; lost: %d; double effects: %d; rolled back published: %d, handled: %d",
 		committed, rolledBack, r.lost, r.doubleEffects, r.rolledBackPublished, r.rolledBackHandled)
-	t.Logf("per-key order violations in the stream: %d over %d keys; wire duplicates: %d (bound %d); redeliveries to consumers: %d (absorbed by the inbox)",
-		r.orderViolations, r.keys, r.wireDuplicates, bound, r.redeliveries)
+	t.Logf("per-key order violations in the stream: %d over %d keys; wire duplicates: %d copies in the stream (bound %d); redeliveries to consumers: %d (bound %d, absorbed by the inbox)",
+		r.orderViolations, r.keys, r.wireDuplicates, bound, r.redeliveries, redeliveryBound)
 }
 
 // result is what the ledger check found.

@@ -189,6 +189,7 @@ func (e *env) consumerProc(t *testing.T, name string, ackWait time.Duration, log
 	args := []string{
 		"-postgres", e.pgURL, "-schema", e.schema, "-nats", e.natsURL,
 		"-topic", e.topic, "-group", "chaos", "-name", name, "-ack-wait", ackWait.String(),
+		"-max-ack-pending", fmt.Sprint(consumerMaxAckPending),
 	}
 	return newProc(t, "consumer", name, bin, args, logDir)
 }

@@ -51,6 +51,7 @@ func run() error {
 	name := flag.String("name", "consumer", "this process's name in the effects table")
 	ackWait := flag.Duration("ack-wait", 5*time.Second, "JetStream ack wait")
 	concurrency := flag.Int("concurrency", 8, "handlers at once")
+	maxAckPending := flag.Int("max-ack-pending", 64, "deliveries unacked at once across the group (JetStream MaxAckPending)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -100,7 +101,7 @@ func run() error {
 		return inboxed.HandleMessage(ctx, m)
 	})
 
-	sub := natsjs.NewSubscriber(js, natsjs.SubscriberConfig{Logger: logger, MaxRedeliveries: -1})
+	sub := natsjs.NewSubscriber(js, natsjs.SubscriberConfig{Logger: logger, MaxRedeliveries: -1, MaxAckPending: *maxAckPending})
 	defer sub.Close()
 	if _, err := sub.Subscribe(ctx, *topic, handler, async.GroupName(*group),
 		async.AckWait(*ackWait), async.Concurrency(*concurrency)); err != nil {
