@@ -29,6 +29,11 @@
 //	                        server at TXM_NATS_URL [TXM_CHAOS_BROKER] (private)
 //	-chaos.keep             keep the schema and stream afterwards, for inspection
 //
+// The soak test sends 20,000 messages; -soak sends 1,000,000
+// (-soak.messages N, [TXM_SOAK_MESSAGES], any other number), which needs a
+// longer timeout than go test's default: go test ./chaostest -run Soak
+// -soak -timeout 2h -v.
+//
 // The package has no API: everything is in its tests and its commands
 // (cmd/chaosconsumer).
 package chaostest
