@@ -43,6 +43,7 @@ func newStores(t *testing.T) storetest.Stores {
 		Outbox:  s.Outbox(),
 		Inbox:   func(group string) txm.InboxStore { return s.Inbox(group) },
 		Advance: clock.Advance,
+		Now:     clock.Now,
 	}
 }
 

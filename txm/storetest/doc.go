@@ -4,7 +4,8 @@
 // of the optional capabilities [txm.Transactor], [txm.TxReporter] (with
 // [txm.OutboxPublisher]'s [txm.ErrNoTransaction]), [txm.Claimer],
 // [txm.DeadLetterStore], [txm.BatchSaver], [txm.StatsReporter],
-// [txm.Purger] and [txm.Waker].
+// [txm.Purger], [txm.Waker], [txm.Scheduler] and [txm.DueReporter], with
+// the claims of scheduled messages (those with [async.MetaDeliverAt]).
 //
 // # Running the suite
 //

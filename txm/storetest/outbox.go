@@ -28,6 +28,7 @@ func RunOutbox(t *testing.T, h Harness) {
 		t.Run("StatsReporter", func(t *testing.T) { testStats(t, h) })
 		t.Run("Purger", func(t *testing.T) { testPurger(t, h) })
 		t.Run("Waker", func(t *testing.T) { testWaker(t, h) })
+		t.Run("Scheduling", func(t *testing.T) { testScheduling(t, h) })
 	})
 }
 

@@ -20,6 +20,10 @@ type Stores struct {
 	// cannot be moved (a database's): lease and retry tests then use short
 	// real durations (Lease below) and wait for them with a bounded poll.
 	Advance func(d time.Duration)
+	// Now returns the store's time, against which the suite sets delivery
+	// times: the movable clock's, or the database's. Nil means time.Now,
+	// right for a database on the test's machine.
+	Now func() time.Time
 }
 
 // Harness creates the stores the suite runs on.
