@@ -57,7 +57,12 @@ func (e *env) scheduler() txm.Scheduler {
 	return s
 }
 
+// testScheduling runs on stores that implement [txm.Scheduler]: a store
+// that keeps scheduled messages does.
 func testScheduling(t *testing.T, h Harness) {
+	if _, ok := h.New(t).Outbox.(txm.Scheduler); !ok {
+		t.Skip("store does not implement txm.Scheduler (scheduled messages)")
+	}
 	t.Run("NotClaimedBeforeItsTime", func(t *testing.T) {
 		e := setup(t, h)
 		c := e.claimer()
