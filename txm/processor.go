@@ -46,6 +46,14 @@ var ErrAlreadyStarted = errors.New("txm: processor already started")
 // three [OutboxStore] methods, failed messages stay unpublished and the
 // relay retries them with growing delays ([ProcessorConfig.StoreRetry]).
 //
+// A message with a delivery time ([WithDeliverAt]) is claimed only from
+// that time on, outside its key's order; an idle relay wakes for it when
+// its store implements [DueReporter], and otherwise finds it at its next
+// poll. A message whose expiry ([WithExpiresAt]) has passed is never
+// published: it goes to dead letters with the cause [ExpiredCause], or is
+// dropped with [ProcessorConfig.DropExpired], and a failed publish whose
+// retry would come after the expiry expires the message at once.
+//
 // Errors of the store are logged and retried with growing delays: the relay
 // never stops on its own, except when its store was closed (a claim fails
 // with [async.ErrClosed]) or cannot claim as configured; then Start returns
