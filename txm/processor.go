@@ -359,7 +359,7 @@ func (p *Processor) claimLoop(ctx, workCtx context.Context, handle func(batch) i
 		}
 		storeFailures = 0
 		if len(batch.items) == 0 {
-			p.askDue(workCtx)
+			p.askDue(ctx)
 			p.wait(ctx, p.idleWait(), true)
 			continue
 		}
@@ -377,7 +377,7 @@ func (p *Processor) claimLoop(ctx, workCtx context.Context, handle func(batch) i
 		// loop, and a settled batch kicks it for the keys it held. Claiming
 		// again at once would mostly come back empty.
 		if p.full != nil && p.claimer != nil && len(batch.items) < p.cfg.BatchSize && p.full.WakesForAllSaves() {
-			p.askDue(workCtx)
+			p.askDue(ctx)
 			p.wait(ctx, p.idleWait(), true)
 		}
 	}

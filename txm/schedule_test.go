@@ -395,3 +395,32 @@ func TestInboxSkipsExpiredMessages(t *testing.T) {
 		t.Fatalf("unexpired delivery: handled %d, OnExpired %d; want 1, 1", handled, expired)
 	}
 }
+
+// TestSeedStoreDropsExpiredMessages: a store with the three seed methods
+// has no dead letters: the relay drops an expired message, marking it
+// published without publishing it.
+func TestSeedStoreDropsExpiredMessages(t *testing.T) {
+	t.Parallel()
+	store := &listStore{}
+	gone := scheduled("prices", "", async.Metadata{async.MetaExpiresAt: async.FormatTime(time.Now().Add(-time.Second))})
+	fresh := scheduled("prices", "", async.Metadata{})
+	for _, m := range []async.Message{gone, fresh} {
+		if err := store.Save(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub := newRecordingPublisher()
+	obs := newExpiryObserver()
+	startRelay(t, newRelay(t, pub, store, txm.ProcessorConfig{Observer: obs}))
+	if id := <-obs.ch; id != gone.ID() {
+		t.Fatalf("expired %s, want %s", id, gone.ID())
+	}
+	waitFor(t, "both messages settled", 10*time.Second, func() bool {
+		left, _ := store.FindUnpublished(context.Background(), 10)
+		return len(left) == 0
+	})
+	if pub.attemptsOf(gone.ID()) != 0 || pub.publishedIDs()[fresh.ID()] != 1 {
+		t.Fatalf("attempts of the expired message %d, publishes of the fresh one %d; want 0, 1",
+			pub.attemptsOf(gone.ID()), pub.publishedIDs()[fresh.ID()])
+	}
+}
