@@ -137,6 +137,9 @@ type benchReport struct {
 	Messages       int                  `json:"messages"`
 	PayloadSize    int                  `json:"payload_bytes"`
 	Keys           int                  `json:"keys,omitempty"`
+	Codec          string               `json:"codec,omitempty"`
+	Producers      int                  `json:"producers,omitempty"`
+	Consumers      int                  `json:"consumers,omitempty"`
 	Count          int                  `json:"count"`
 	Rate           int                  `json:"rate,omitempty"` // of the latency runs; 0: none
 	LatencySeconds float64              `json:"latency_seconds,omitempty"`
@@ -160,6 +163,9 @@ type benchConfig struct {
 	count          int
 	payload        int
 	keys           int
+	codec          string
+	producers      int
+	consumers      int
 	pathMessages   int
 	rate           int
 	duration       time.Duration
@@ -210,6 +216,9 @@ both runs, the old and new medians of throughput and p99, the change and
 	fs.IntVar(&cfg.count, "count", 3, "repetitions of every point")
 	fs.IntVar(&cfg.payload, "payload", 256, "payload bytes per message")
 	fs.IntVar(&cfg.pathMessages, "path-messages", 3000, "messages of each write- and consume-path run against its hand-written baseline, 0 for none")
+	fs.StringVar(&cfg.codec, "codec", scenario.CodecJSON, "the messages' codec in the latency and path runs: json or msgpack")
+	fs.IntVar(&cfg.producers, "producers", 0, "goroutines committing the latency runs' messages (default 4 on the embedded default, 32 on the services)")
+	fs.IntVar(&cfg.consumers, "consumers", 1, "messages the latency runs' consumer handles at once")
 	fs.IntVar(&cfg.keys, "keys", 0, "partition keys the latency runs' messages spread over (0: none)")
 	fs.IntVar(&cfg.rate, "rate", -1, "messages per second of the latency runs, 0 for none (default 500 on the embedded default, 1000 on the services)")
 	fs.DurationVar(&cfg.duration, "duration", time.Second, "how long each latency run is measured, after a quarter of it as warm-up")
@@ -311,6 +320,12 @@ func (c *benchConfig) check(claims string) error {
 		return usagef("bench: -broker-latency is for the in-process broker; JetStream has its own")
 	case c.pathMessages < 0:
 		return usagef("bench: -path-messages %d: want 0 or more", c.pathMessages)
+	case !slices.Contains(scenario.Codecs, c.codec):
+		return usagef("bench: -codec %q: want one of %s", c.codec, strings.Join(scenario.Codecs, ", "))
+	case c.producers < 0:
+		return usagef("bench: -producers %d: want 0 or more", c.producers)
+	case c.consumers <= 0:
+		return usagef("bench: -consumers %d: want at least 1", c.consumers)
 	case c.keys < 0:
 		return usagef("bench: -keys %d: want 0 or more", c.keys)
 	case c.rate < -1:
@@ -392,7 +407,7 @@ func (c benchConfig) latency(ctx context.Context, p benchPoint) (scenario.EndToE
 	return scenario.EndToEnd(ctx, scenario.EndToEndSpec{PostgresURL: c.postgres, NATSURL: c.nats,
 		Batch: p.Batch, Relay: txm.ProcessorConfig{Workers: p.Workers, LockClaims: p.Claims == claimLock},
 		Rate: c.rate, Duration: c.duration, Warmup: c.duration / 4, Keys: c.keys, PayloadSize: c.payload,
-		BrokerLatency: c.brokerLatency})
+		Codec: c.codec, Producers: c.producers, Consumers: c.consumers, BrokerLatency: c.brokerLatency})
 }
 
 // hasLatency reports whether p gets latency runs: the relay's points, when
@@ -409,6 +424,7 @@ func sweep(ctx context.Context, c benchConfig, progress io.Writer) (*benchReport
 		Store:    "SQLite file (temporary directory)",
 		Broker:   "in-process (async/memory)",
 		Messages: c.messages, PayloadSize: c.payload, Keys: c.keys, Count: c.count,
+		Codec: c.codec, Producers: c.producers, Consumers: c.consumers,
 		P99Target: float64(c.p99) / float64(time.Millisecond),
 	}
 	if c.rate > 0 {
@@ -509,7 +525,7 @@ func (c benchConfig) paths(ctx context.Context, progress io.Writer) ([]benchPath
 	for rep := range c.count {
 		for _, r := range scenario.Rotate(runs, rep) {
 			res, err := scenario.Path(ctx, r.path, r.impl, scenario.PathSpec{PostgresURL: c.postgres, NATSURL: c.nats,
-				Messages: c.pathMessages, PayloadSize: c.payload})
+				Messages: c.pathMessages, PayloadSize: c.payload, Codec: c.codec})
 			if err != nil {
 				bar.done()
 				return nil, fmt.Errorf("bench: repetition %d: %w", rep+1, err)
@@ -665,6 +681,12 @@ func writeBenchTable(w io.Writer, r *benchReport) error {
 		keys := ""
 		if r.Keys > 0 {
 			keys = fmt.Sprintf(" over %d partition keys", r.Keys)
+		}
+		if r.Codec != "" && r.Codec != scenario.CodecJSON {
+			keys += ", " + r.Codec
+		}
+		if r.Consumers > 1 {
+			keys += fmt.Sprintf(", %d consumers", r.Consumers)
 		}
 		fmt.Fprintf(w, "latency: %d msgs/s committed for %gs%s, each in its own transaction, relayed and handled through an inbox;\n"+
 			"  ms from commit to the broker's ack and to handled (inbox committed), medians of the runs' HDR-histogram percentiles\n",

@@ -39,6 +39,10 @@ func TestBenchUsageErrors(t *testing.T) {
 		{[]string{"-duration", "0s"}, "-duration"},
 		{[]string{"-rate", "-5"}, "-rate"},
 		{[]string{"-keys", "-1"}, "-keys"},
+		{[]string{"-codec", "xml"}, "-codec"},
+		{[]string{"-consumers", "0"}, "-consumers"},
+		{[]string{"-producers", "-2"}, "-producers"},
+		{[]string{"-path-messages", "-1"}, "-path-messages"},
 		{[]string{"-workers", "1", "-bogus"}, "flag provided but not defined"},
 		{[]string{"extra"}, "unexpected argument"},
 	} {
@@ -216,12 +220,12 @@ func TestBenchEmbedded(t *testing.T) {
 		t.Errorf("csv has no commit → handled p99:\n%s", out)
 	}
 
-	code, out, errOut = cli(ctx, append(grid[:len(grid)-2], "-count", "1", "-p99", "1h")...)
+	code, out, errOut = cli(ctx, append(grid[:len(grid)-2], "-count", "1", "-p99", "1h", "-codec", "msgpack", "-consumers", "2")...)
 	if code != exitOK {
 		t.Fatalf("bench: exit %d: %s", code, errOut)
 	}
 	for _, want := range []string{"cores", "go1.", "SQLite", "in-process", "msgs/s", "handled p50", "allocs/msg",
-		"recommended: workers", "because ", "p99 meets 1h0m0s", "paths: 100 messages", "consume"} {
+		"recommended: workers", "because ", "p99 meets 1h0m0s", "paths: 100 messages", "consume", "msgpack, 2 consumers"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}

@@ -16,7 +16,6 @@ import (
 	"github.com/transmanager/transmanager/async"
 	"github.com/transmanager/transmanager/async/memory"
 	"github.com/transmanager/transmanager/async/natsjs"
-	"github.com/transmanager/transmanager/codec"
 	"github.com/transmanager/transmanager/txm"
 	"github.com/transmanager/transmanager/txm/sqlstore"
 	"github.com/transmanager/transmanager/txm/sqlstore/postgres"
@@ -54,6 +53,11 @@ type EndToEndSpec struct {
 	// in turn.
 	Keys        int
 	PayloadSize int
+	// Codec encodes the messages: CodecJSON ("" too) or CodecMsgpack.
+	Codec string
+	// Consumers is how many messages the consumer handles at once
+	// (async.Concurrency); 0: 1.
+	Consumers int
 	// BrokerLatency is how long each publish to the in-process broker
 	// waits first, to stand for a network (embedded default only).
 	BrokerLatency time.Duration
@@ -74,8 +78,8 @@ type EndToEndResult struct {
 
 // e2eOrder is the end-to-end scenario's typed message.
 type e2eOrder struct {
-	ID   string `json:"id"`
-	Note string `json:"note"`
+	ID   string `json:"id" msgpack:"id"`
+	Note string `json:"note" msgpack:"note"`
 }
 
 // e2eGroup is the consumer's group (its inbox and its subscription).
@@ -268,6 +272,10 @@ func EndToEnd(ctx context.Context, s EndToEndSpec) (EndToEndResult, error) {
 	case !embedded && s.BrokerLatency > 0:
 		return EndToEndResult{}, errors.New("end to end: BrokerLatency is for the in-process broker")
 	}
+	codecs, _, _, err := scenarioCodec(s.Codec)
+	if err != nil {
+		return EndToEndResult{}, fmt.Errorf("end to end: %w", err)
+	}
 	if s.Producers <= 0 {
 		s.Producers = 4
 		if !embedded {
@@ -275,7 +283,6 @@ func EndToEnd(ctx context.Context, s EndToEndSpec) (EndToEndResult, error) {
 		}
 	}
 	var r *e2eRig
-	var err error
 	if embedded {
 		r, err = openEmbeddedRig(ctx, s)
 	} else {
@@ -288,7 +295,6 @@ func EndToEnd(ctx context.Context, s EndToEndSpec) (EndToEndResult, error) {
 
 	total := int(float64(s.Rate) * (s.Warmup + s.Duration).Seconds())
 	times := newE2ETimes(total)
-	codecs := codec.NewRegistry(codec.JSON())
 
 	// The consumer: the inbox outermost but for the stamp, which counts
 	// a message handled once its inbox transaction committed.
@@ -304,7 +310,7 @@ func EndToEnd(ctx context.Context, s EndToEndSpec) (EndToEndResult, error) {
 	}
 	handler := async.ChainHandler(txm.NewInbox(handle, txm.WithCodecs(codecs)),
 		stampHandled, txm.InboxHandler(r.relay.Inbox(e2eGroup)))
-	sub, err := r.sub.Subscribe(ctx, r.topic, handler, async.GroupName(e2eGroup))
+	sub, err := r.sub.Subscribe(ctx, r.topic, handler, async.GroupName(e2eGroup), async.Concurrency(max(s.Consumers, 1)))
 	if err != nil {
 		return EndToEndResult{}, fmt.Errorf("end to end: subscribe: %w", err)
 	}

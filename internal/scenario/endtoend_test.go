@@ -69,6 +69,11 @@ func TestEndToEndEmbedded(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkEndToEnd(t, r, rate, d)
+	mp, err := EndToEnd(ctx, EndToEndSpec{Dir: t.TempDir(), Batch: 50, Rate: rate, Duration: d, Codec: CodecMsgpack, Consumers: 4})
+	if err != nil {
+		t.Fatalf("msgpack, 4 consumers: %v", err)
+	}
+	checkEndToEnd(t, mp, rate, d)
 	// Every publish waits a millisecond before the broker takes it.
 	if r.Ack.P50 < 1 {
 		t.Errorf("commit → ack p50 %.3f ms, below the broker's 1 ms latency", r.Ack.P50)
@@ -94,6 +99,7 @@ func TestEndToEndServices(t *testing.T) {
 func TestEndToEndRejectsBadSpecs(t *testing.T) {
 	for _, s := range []EndToEndSpec{
 		{Batch: 10, Rate: 0, Duration: time.Second},
+		{Batch: 10, Rate: 10, Duration: time.Second, Codec: "xml"},
 		{Batch: 0, Rate: 10, Duration: time.Second},
 		{PostgresURL: "postgres://x", Batch: 10, Rate: 10, Duration: time.Second},
 		{PostgresURL: "postgres://x", NATSURL: "nats://x", BrokerLatency: time.Millisecond, Batch: 10, Rate: 10, Duration: time.Second},

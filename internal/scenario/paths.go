@@ -3,7 +3,6 @@ package scenario
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,7 +21,6 @@ import (
 	"github.com/transmanager/transmanager/async"
 	"github.com/transmanager/transmanager/async/memory"
 	"github.com/transmanager/transmanager/async/natsjs"
-	"github.com/transmanager/transmanager/codec"
 	"github.com/transmanager/transmanager/txm"
 	"github.com/transmanager/transmanager/txm/sqlstore"
 	"github.com/transmanager/transmanager/txm/sqlstore/postgres"
@@ -44,9 +42,9 @@ const (
 	ImplLibrary = "library"
 	// ImplBaseline runs it as a user would by hand on tables of their own,
 	// minimal: for the write path, an INSERT of the order and one of the
-	// JSON-encoded event (topic, payload) into an outbox table with a
-	// serial key, in one database/sql transaction; for the consume path,
-	// encoding/json to decode, then in one transaction an INSERT … ON
+	// event encoded by the codec's own library (topic, payload) into an
+	// outbox table with a serial key, in one database/sql transaction; for
+	// the consume path, the codec's library to decode, then in one transaction an INSERT … ON
 	// CONFLICT DO NOTHING of the message ID into a table of seen IDs and,
 	// when it was new, the invoice's INSERT. Both receive through the same
 	// subscriber, so the consume path's difference is the inbox and the
@@ -68,6 +66,9 @@ type PathSpec struct {
 	Messages    int
 	Workers     int // 0: 4
 	PayloadSize int
+	// Codec encodes the messages: CodecJSON ("" too) or CodecMsgpack; the
+	// baseline calls the same codec's library directly.
+	Codec string
 }
 
 // PathResult is what a path run measured. The CPU figures are per message,
@@ -220,6 +221,9 @@ func Path(ctx context.Context, path, impl string, s PathSpec) (PathResult, error
 	case (s.PostgresURL == "") != (s.NATSURL == ""):
 		return PathResult{}, errors.New("path: give PostgresURL and NATSURL together, or neither")
 	}
+	if _, _, _, err := scenarioCodec(s.Codec); err != nil {
+		return PathResult{}, fmt.Errorf("path: %w", err)
+	}
 	if s.Workers <= 0 {
 		s.Workers = 4
 	}
@@ -298,10 +302,11 @@ func (r *pathRig) write(ctx context.Context, impl string, s PathSpec) (time.Dura
 	note := strings.Repeat("x", max(s.PayloadSize-40, 0))
 	insertOrder := r.rebind(`INSERT INTO ` + r.tables + `orders (id, cents, note) VALUES (?, ?, ?)`)
 	run := Random()
+	codecs, marshal, _, _ := scenarioCodec(s.Codec)
 	var work func(ctx context.Context, i int) error
 	table := r.outbox
 	if impl == ImplLibrary {
-		out := txm.NewOutbox[e2eOrder](txm.OutboxPublisher(r.store.Outbox())(nil), txm.WithCodecs(codec.NewRegistry(codec.JSON())))
+		out := txm.NewOutbox[e2eOrder](txm.OutboxPublisher(r.store.Outbox())(nil), txm.WithCodecs(codecs))
 		work = func(ctx context.Context, i int) error {
 			id := run + "-" + strconv.Itoa(i)
 			return r.store.InTx(ctx, func(ctx context.Context) error {
@@ -317,7 +322,7 @@ func (r *pathRig) write(ctx context.Context, impl string, s PathSpec) (time.Dura
 		insertEvent := r.rebind(`INSERT INTO ` + table + ` (topic, payload) VALUES (?, ?)`)
 		work = func(ctx context.Context, i int) error {
 			id := run + "-" + strconv.Itoa(i)
-			payload, err := json.Marshal(e2eOrder{ID: id, Note: note})
+			payload, err := marshal(e2eOrder{ID: id, Note: note})
 			if err != nil {
 				return err
 			}
@@ -349,7 +354,7 @@ func (r *pathRig) write(ctx context.Context, impl string, s PathSpec) (time.Dura
 
 func (r *pathRig) consume(ctx context.Context, impl string, s PathSpec) (time.Duration, CPU, error) {
 	note := strings.Repeat("x", max(s.PayloadSize-40, 0))
-	codecs := codec.NewRegistry(codec.JSON())
+	codecs, _, unmarshal, _ := scenarioCodec(s.Codec)
 	// The messages as the relay publishes them: typed, with their content
 	// type.
 	out := txm.NewOutbox[e2eOrder](r.pub, txm.WithCodecs(codecs))
@@ -398,7 +403,7 @@ func (r *pathRig) consume(ctx context.Context, impl string, s PathSpec) (time.Du
 		insertSeen := r.rebind(`INSERT INTO ` + r.tables + `raw_seen (id) VALUES (?) ON CONFLICT DO NOTHING`)
 		handler = async.MessageHandlerFunc(func(ctx context.Context, msg async.IncomingMessage) error {
 			var o e2eOrder
-			if err := json.Unmarshal(msg.Data(), &o); err != nil {
+			if err := unmarshal(msg.Data(), &o); err != nil {
 				return err
 			}
 			tx, err := r.db.BeginTx(ctx, nil)

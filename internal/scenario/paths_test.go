@@ -32,6 +32,23 @@ func TestPathsEmbedded(t *testing.T) {
 	}
 }
 
+func TestPathsMsgpack(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, path := range []string{PathWrite, PathConsume} {
+		for _, impl := range []string{ImplLibrary, ImplBaseline} {
+			r, err := Path(ctx, path, impl, PathSpec{Dir: t.TempDir(), Messages: 100, Codec: CodecMsgpack})
+			if err != nil {
+				t.Fatalf("%s/%s: %v", path, impl, err)
+			}
+			checkPath(t, r, path, impl, 100)
+		}
+	}
+	if _, err := Path(ctx, PathWrite, ImplLibrary, PathSpec{Messages: 1, Codec: "xml"}); err == nil {
+		t.Error("codec xml: no error")
+	}
+}
+
 func TestPathsServices(t *testing.T) {
 	pg := testenv.URL(t, testenv.Postgres)
 	ns := testenv.URL(t, testenv.NATS)
