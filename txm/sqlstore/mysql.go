@@ -36,14 +36,18 @@ const mysqlAvailable = `o.state = 'pending'
 
 // mysqlCandidates selects, in save order, up to $1 available messages that
 // come before the first message holding their key, as sqliteCandidates
-// does, with their keys. It reads without locking; mysqlClaim locks them
-// afterwards.
+// does, with their keys. It reads without locking; Store.mysqlPick locks
+// them afterwards. The pending messages are read from state_idx in save
+// order, and the holders of a key from held_idx, whatever the statistics
+// say (FORCE INDEX): a scan of the primary key reads every published
+// message kept, and a lookup of a key's holders by partition_key alone
+// reads all its messages.
 const mysqlCandidates = `SELECT o.seq, o.partition_key
-    FROM {outbox} o
+    FROM {outbox} o FORCE INDEX ({state_idx})
     WHERE ` + mysqlAvailable + `
       AND NOT EXISTS (
-        SELECT 1 FROM {outbox} h
-        WHERE h.partition_key = o.partition_key AND h.seq < o.seq
+        SELECT 1 FROM {outbox} h FORCE INDEX ({held_idx})
+        WHERE h.held_key = o.partition_key AND h.seq < o.seq
             AND ` + holdsKey + `)
     ORDER BY o.seq
     LIMIT $1`
@@ -52,6 +56,7 @@ func newMySQLStatements(cfg Config) statements {
 	r := strings.NewReplacer(
 		"{outbox}", cfg.qualified(cfg.OutboxTable), "{inbox}", cfg.qualified(cfg.InboxTable),
 		"{now}", mysqlNow,
+		"{state_idx}", cfg.quote(cfg.OutboxTable+"_state_idx"), "{held_idx}", cfg.quote(cfg.OutboxTable+"_held_idx"),
 	)
 	f := r.Replace
 	var s statements
@@ -76,9 +81,16 @@ func newMySQLStatements(cfg Config) statements {
 	s.published = f(`UPDATE {outbox} SET state = 'published', published_at = {now}, claimed_until = NULL,
         dead_at = NULL
     WHERE id IN ($1) AND state <> 'published'`)
+	// seq is the clustered primary key: the messages a claim of this store
+	// returned are found by it.
+	s.publishedBySeq = f(`UPDATE {outbox} SET state = 'published', published_at = {now}, claimed_until = NULL
+    WHERE seq IN ($1) AND state = 'pending'`)
 	if !cfg.KeepPublished {
 		s.published = f(`DELETE FROM {outbox} WHERE id IN ($1) AND state <> 'published'`)
+		s.publishedBySeq = f(`DELETE FROM {outbox} WHERE seq IN ($1) AND state = 'pending'`)
 	}
+	s.extendLocked = f(`UPDATE {outbox} SET claimed_until = {now} + INTERVAL $2 MICROSECOND
+    WHERE id IN ($1) AND state = 'pending'`)
 	s.extend = f(`UPDATE {outbox} SET claimed_until = {now} + INTERVAL $2 MICROSECOND
     WHERE id IN ($1) AND state = 'pending' AND claimed_until IS NOT NULL`)
 	s.release = f(`UPDATE {outbox} SET claimed_until = NULL
@@ -144,91 +156,119 @@ func mysqlSaveMany(cfg Config, n int) string {
 // mysqlBatch is how many messages one MySQL insert carries.
 const mysqlBatch = 500
 
-// mysqlClaim leases up to limit messages in a transaction: it reads the
-// candidates without locking, locks them with SKIP LOCKED, and leases, in
-// save order, each one it locked that is still available, except a keyed
-// message after one of its key that it could not lock or that is no longer
-// available (another claim took it, or it failed since): a key is never
-// handed out past a message the claim did not get.
+// mysqlClaim leases up to limit messages (see mysqlPick) in a transaction:
+// the one ctx carries, or one of its own.
 func (s *Store) mysqlClaim(ctx context.Context, limit int, lease time.Duration) ([]claimedRow, error) {
 	var out []claimedRow
 	_, err := s.runTx(ctx, func(q querier) error {
-		rows, err := q.query(ctx, s.stmts.claim, limit)
-		if err != nil {
+		var err error
+		if out, err = s.mysqlPick(ctx, q, limit); err != nil || len(out) == 0 {
 			return err
 		}
-		type candidate struct {
-			seq int64
-			key sql.NullString
+		seqs := make([]int64, len(out))
+		for i, r := range out {
+			seqs[i] = r.seq
 		}
-		var cands []candidate
-		for rows.Next() {
-			var c candidate
-			if err := rows.Scan(&c.seq, &c.key); err != nil {
-				_ = rows.Close()
-				return err
-			}
-			cands = append(cands, c)
-		}
-		if err := rows.Close(); err != nil {
-			return err
-		}
-		if len(cands) == 0 {
-			return nil
-		}
-		seqs := make([]int64, len(cands))
-		for i, c := range cands {
-			seqs[i] = c.seq
-		}
-		rows, err = q.query(ctx, s.stmts.lockCandidates, seqs)
-		if err != nil {
-			return err
-		}
-		locked := map[int64]claimedRow{}
-		var ok bool
-		scanner := newMessageScanner(&ok)
-		for rows.Next() {
-			ok = false
-			seq, msg, attempts, err := scanner.scan(rows)
-			if err != nil {
-				_ = rows.Close()
-				return err
-			}
-			if ok {
-				locked[seq] = claimedRow{seq: seq, Claimed: txm.Claimed{Message: msg, Attempts: attempts}}
-			}
-		}
-		if err := rows.Close(); err != nil {
-			return err
-		}
-		blocked := map[string]bool{}
-		granted := make([]int64, 0, len(locked))
-		for _, c := range cands {
-			r, got := locked[c.seq]
-			if c.key.Valid {
-				if blocked[c.key.String] {
-					continue
-				}
-				if !got {
-					blocked[c.key.String] = true
-					continue
-				}
-			} else if !got {
-				continue
-			}
-			granted = append(granted, c.seq)
-			out = append(out, r)
-		}
-		if len(granted) == 0 {
-			return nil
-		}
-		_, err = q.exec(ctx, s.stmts.leaseBySeq, granted, lease.Microseconds())
+		_, err = q.exec(ctx, s.stmts.leaseBySeq, seqs, lease.Microseconds())
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// mysqlPick locks, in the transaction of q, up to limit messages that a
+// claim may take, and returns them in save order. It reads the candidates
+// without locking, locks them with SKIP LOCKED, and keeps, in save order,
+// each one it locked that is still available, except a keyed message after
+// one of its key that it could not lock or that is no longer available
+// (another claim holds it, or it failed since): a key is never handed out
+// past a message the claim did not get. A lease claim leases what it
+// returns; a locked claim (Outbox.ClaimLocked) keeps the locks until its
+// transaction ends.
+func (s *Store) mysqlPick(ctx context.Context, q querier, limit int) ([]claimedRow, error) {
+	rows, err := q.query(ctx, s.stmts.claim, limit)
+	if err != nil {
+		return nil, err
+	}
+	type candidate struct {
+		seq int64
+		key sql.NullString
+	}
+	var cands []candidate
+	for rows.Next() {
+		var c candidate
+		if err := rows.Scan(&c.seq, &c.key); err != nil {
+			_ = rows.Close()
+			return nil, err
+		}
+		cands = append(cands, c)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if len(cands) == 0 {
+		return nil, nil
+	}
+	seqs := make([]int64, len(cands))
+	for i, c := range cands {
+		seqs[i] = c.seq
+	}
+	rows, err = q.query(ctx, s.stmts.lockCandidates, seqs)
+	if err != nil {
+		return nil, err
+	}
+	locked := make(map[int64]claimedRow, len(cands))
+	var ok bool
+	scanner := newMessageScanner(&ok)
+	for rows.Next() {
+		ok = false
+		seq, msg, attempts, err := scanner.scan(rows)
+		if err != nil {
+			_ = rows.Close()
+			return nil, err
+		}
+		if ok {
+			locked[seq] = claimedRow{seq: seq, Claimed: txm.Claimed{Message: msg, Attempts: attempts}}
+		}
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	var blocked map[string]bool
+	out := make([]claimedRow, 0, len(locked))
+	for _, c := range cands {
+		r, got := locked[c.seq]
+		if c.key.Valid {
+			if blocked[c.key.String] {
+				continue
+			}
+			if !got {
+				if blocked == nil {
+					blocked = map[string]bool{}
+				}
+				blocked[c.key.String] = true
+				continue
+			}
+		} else if !got {
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// mysqlIdle makes MySQL end the session of the transaction q runs in, and
+// so the transaction, when it waits longer than idle for its next
+// statement: MySQL has no timeout for an idle transaction, so it sets the
+// session's wait_timeout, in whole seconds, rounded up. The setting stays
+// with the connection after the transaction: the server closes it when it
+// sits idle in the pool for that long, and the driver replaces it.
+func mysqlIdle(ctx context.Context, q querier, idle time.Duration) error {
+	secs := int64((idle + time.Second - 1) / time.Second)
+	_, err := q.exec(ctx, "SET SESSION wait_timeout = "+strconv.FormatInt(secs, 10))
+	return err
 }
 
 // mysqlFilterArgs returns the arguments of the dead-letter filter.

@@ -378,7 +378,7 @@ func (o *Outbox) claim(ctx context.Context, op string, limit int, lease time.Dur
 		return nil, s.fail(ctx, op, err)
 	}
 	slices.SortFunc(out, func(a, b claimedRow) int { return cmp.Compare(a.seq, b.seq) })
-	if s.dialect == postgres {
+	if s.dialect != sqlite {
 		s.leased.add(out)
 	}
 	claimed := make([]txm.Claimed, len(out))
@@ -410,9 +410,11 @@ var errNeedsTx = errors.New("a locked claim needs a transaction in the context (
 // would expire (the relay passes 2 × PublishTimeout + 1s). In a transaction
 // the store began ([Store.InTx]), the claim's plan is also pinned as in a
 // lease claim (sequential and bitmap scans off, one generic plan) for the
-// rest of the transaction. PostgreSQL only: on SQLite, where a transaction
-// holds the database's one write lock, it fails with an error matching
-// [errors.ErrUnsupported].
+// rest of the transaction. MySQL has no such timeout: the session's
+// wait_timeout is set to idle, rounded up to whole seconds, which ends
+// the session, and so the claim, the same way. On SQLite, where a
+// transaction holds the database's one write lock, it fails with an error
+// matching [errors.ErrUnsupported].
 func (o *Outbox) ClaimLocked(ctx context.Context, limit int, idle time.Duration) ([]txm.Claimed, error) {
 	s := o.s
 	const op = "claim locked"
@@ -420,14 +422,33 @@ func (o *Outbox) ClaimLocked(ctx context.Context, limit int, idle time.Duration)
 	switch {
 	case err != nil:
 		return nil, s.fail(ctx, op, err)
-	case s.dialect != postgres:
-		return nil, s.fail(ctx, op, fmt.Errorf("locked claims need PostgreSQL: %w", errors.ErrUnsupported))
+	case s.dialect == sqlite:
+		return nil, s.fail(ctx, op, fmt.Errorf("locked claims need PostgreSQL or MySQL: %w", errors.ErrUnsupported))
 	case h == nil:
 		return nil, s.fail(ctx, op, errNeedsTx)
 	case limit <= 0:
 		return nil, nil
 	}
 	h.lockedClaim.Store(true)
+	if s.dialect == mysql {
+		if idle > 0 {
+			err = mysqlIdle(ctx, q, idle)
+		}
+		var picked []claimedRow
+		if err == nil {
+			picked, err = s.mysqlPick(ctx, q, limit)
+		}
+		if err != nil {
+			return nil, s.fail(ctx, op, err)
+		}
+		claimed := make([]txm.Claimed, len(picked))
+		seqs := make([]int64, len(picked))
+		for i, r := range picked {
+			claimed[i], seqs[i] = r.Claimed, r.seq
+		}
+		h.addLocked(seqs, claimed)
+		return claimed, nil
+	}
 	stmt := s.limited(true, limit)
 	var idleMs any // NULL: leave the timeout as it is
 	if idle > 0 {
@@ -657,7 +678,7 @@ func (o *Outbox) MarkPublished(ctx context.Context, ids ...string) error {
 			return o.s.update(ctx, "mark published", true, o.s.stmts.publishedBySeq, seqs)
 		}
 	}
-	if o.s.dialect == postgres && len(ids) > 0 {
+	if o.s.dialect != sqlite && len(ids) > 0 {
 		// Leased by a claim of this store: pending unless marked since,
 		// which forgot them.
 		if seqs, ok := o.s.leased.take(ids); ok {

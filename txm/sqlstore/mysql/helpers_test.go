@@ -19,6 +19,8 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
 // tablesConfig returns a configuration with tables of the test's own,
 // dropped at cleanup.
 func tablesConfig(t testing.TB, cfg sqlstore.Config) sqlstore.Config {
@@ -55,7 +57,12 @@ func tablesConfig(t testing.TB, cfg sqlstore.Config) sqlstore.Config {
 // cleanup.
 func newStore(t testing.TB, cfg sqlstore.Config) *sqlstore.Store {
 	t.Helper()
-	cfg = tablesConfig(t, cfg)
+	return newStoreOn(t, tablesConfig(t, cfg))
+}
+
+// newStoreOn returns a migrated store with cfg, closed at cleanup.
+func newStoreOn(t testing.TB, cfg sqlstore.Config) *sqlstore.Store {
+	t.Helper()
 	ctx := context.Background()
 	s, err := mysql.Open(ctx, testenv.URL(t, testenv.MySQL), cfg)
 	if err != nil {

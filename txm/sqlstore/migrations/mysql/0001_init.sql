@@ -26,13 +26,19 @@ CREATE TABLE IF NOT EXISTS {{.Outbox}} (
     last_error      TEXT         NULL,
     published_at    DATETIME(6)  NULL,
     dead_at         DATETIME(6)  NULL,
+    -- The key of a message that may hold back its partition key: leased,
+    -- waiting for a retry or dead; NULL for the others. MySQL has no
+    -- partial index: indexed, this column stands for one (held_idx).
+    held_key        VARCHAR(255) GENERATED ALWAYS AS (CASE WHEN state <> 'published'
+        AND (state = 'dead' OR claimed_until IS NOT NULL OR next_attempt_at IS NOT NULL)
+        THEN partition_key END) VIRTUAL,
     PRIMARY KEY (seq),
     CONSTRAINT {{.OutboxName "id_key"}} UNIQUE KEY (id),
     -- The relay's scan: pending messages in save order; also the dead
     -- letters in save order.
     KEY {{.OutboxName "state_idx"}} (state, seq),
-    -- The earlier messages of a key, which may hold it back.
-    KEY {{.OutboxName "key_idx"}} (partition_key, seq),
+    -- The messages that may hold back their key, by key in save order.
+    KEY {{.OutboxName "held_idx"}} (held_key, seq),
     -- Retention: published messages by age.
     KEY {{.OutboxName "published_idx"}} (state, published_at),
     CONSTRAINT {{.OutboxName "state_check"}} CHECK (state IN ('pending', 'published', 'dead'))

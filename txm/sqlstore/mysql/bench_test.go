@@ -1,0 +1,187 @@
+package mysql_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/transmanager/transmanager/async"
+	"github.com/transmanager/transmanager/txm/sqlstore"
+)
+
+// The MySQL store against what a hand-written outbox does on the same
+// table, in the same run:
+//
+//	go test -run '^$' -bench . ./txm/sqlstore/mysql/
+//
+// BenchmarkWrite/store is Store.InTx around Outbox.Save, one message per
+// transaction; BenchmarkWrite/hand is BEGIN, the INSERT, COMMIT.
+// BenchmarkClaimMark/store drains a backlog with Outbox.Claim and
+// Outbox.MarkPublished, batches of 100 (the relay's leases);
+// BenchmarkClaimMark/store-lock with Outbox.ClaimLocked and MarkPublished
+// in one Store.InTx (ProcessorConfig.LockClaims); BenchmarkClaimMark/hand with the
+// loop a hand-written relay runs: BEGIN, SELECT ... FOR UPDATE SKIP LOCKED
+// of the next 100 pending rows, DELETE them, COMMIT (no lease and no key
+// order). ns/op is per message in both.
+
+func benchMessage(i int) async.Message {
+	return async.NewMessage("orders.placed", "OrderPlaced", []byte(`{"id":"1234","total":1250}`),
+		async.WithMetadata(async.Metadata{
+			async.MetaPartitionKey: fmt.Sprintf("order-%d", i%50),
+			async.MetaContentType:  "application/json",
+		}))
+}
+
+// handInsert is the hand-written insert into the store's outbox table.
+func handInsert(s *sqlstore.Store, table string) func(ctx context.Context, m async.Message) error {
+	stmt := "INSERT INTO `" + table + "` (id, topic, name, partition_key, metadata, payload, sent_at, created_at) " +
+		"VALUES (?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))"
+	return func(ctx context.Context, m async.Message) error {
+		tx, err := s.DB().BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback()
+		if _, err := tx.ExecContext(ctx, stmt, m.ID(), m.Subject(), m.MessageName(), m.Metadata().PartitionKey(),
+			`{"content-type":"application/json"}`, m.Data(), m.SentAt()); err != nil {
+			return err
+		}
+		return tx.Commit()
+	}
+}
+
+func BenchmarkWrite(b *testing.B) {
+	ctx := context.Background()
+	for _, impl := range []string{"store", "hand"} {
+		b.Run(impl, func(b *testing.B) {
+			cfg := tablesConfig(b, sqlstore.Config{})
+			s := newStoreOn(b, cfg)
+			save := func(ctx context.Context, m async.Message) error {
+				return s.InTx(ctx, func(ctx context.Context) error { return s.Outbox().Save(ctx, m) })
+			}
+			if impl == "hand" {
+				save = handInsert(s, cfg.OutboxTable)
+			}
+			i := 0
+			for b.Loop() {
+				if err := save(ctx, benchMessage(i)); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+	}
+}
+
+func BenchmarkClaimMark(b *testing.B) {
+	ctx := context.Background()
+	const batch = 100
+	for _, impl := range []string{"store", "store-lock", "hand"} {
+		b.Run(impl, func(b *testing.B) {
+			cfg := tablesConfig(b, sqlstore.Config{})
+			s := newStoreOn(b, cfg)
+			msgs := make([]async.Message, b.N)
+			for i := range msgs {
+				msgs[i] = benchMessage(i)
+			}
+			for start := 0; start < len(msgs); start += 1000 {
+				if _, err := s.Outbox().SaveMany(ctx, msgs[start:min(start+1000, len(msgs))]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			drain := storeDrain(s, batch)
+			switch impl {
+			case "store-lock":
+				drain = lockedDrain(s, batch)
+			case "hand":
+				drain = handDrain(s, cfg.OutboxTable, batch)
+			}
+			b.ResetTimer()
+			done := 0
+			for done < b.N {
+				n, err := drain(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if n == 0 {
+					b.Fatalf("drained %d of %d messages, then nothing", done, b.N)
+				}
+				done += n
+			}
+		})
+	}
+}
+
+func storeDrain(s *sqlstore.Store, batch int) func(ctx context.Context) (int, error) {
+	o := s.Outbox()
+	return func(ctx context.Context) (int, error) {
+		claimed, err := o.Claim(ctx, batch, time.Minute)
+		if err != nil {
+			return 0, err
+		}
+		ids := make([]string, len(claimed))
+		for i, c := range claimed {
+			ids[i] = c.Message.ID()
+		}
+		return len(ids), o.MarkPublished(ctx, ids...)
+	}
+}
+
+func lockedDrain(s *sqlstore.Store, batch int) func(ctx context.Context) (int, error) {
+	o := s.Outbox()
+	return func(ctx context.Context) (n int, err error) {
+		err = s.InTx(ctx, func(ctx context.Context) error {
+			claimed, err := o.ClaimLocked(ctx, batch, time.Minute)
+			if err != nil {
+				return err
+			}
+			ids := make([]string, len(claimed))
+			for i, c := range claimed {
+				ids[i] = c.Message.ID()
+			}
+			n = len(ids)
+			return o.MarkPublished(ctx, ids...)
+		})
+		return n, err
+	}
+}
+
+func handDrain(s *sqlstore.Store, table string, batch int) func(ctx context.Context) (int, error) {
+	sel := fmt.Sprintf("SELECT seq, id, topic, name, metadata, payload, sent_at FROM `%s` WHERE state = 'pending' ORDER BY seq LIMIT %d FOR UPDATE SKIP LOCKED", table, batch)
+	return func(ctx context.Context) (int, error) {
+		tx, err := s.DB().BeginTx(ctx, nil)
+		if err != nil {
+			return 0, err
+		}
+		defer tx.Rollback()
+		rows, err := tx.QueryContext(ctx, sel)
+		if err != nil {
+			return 0, err
+		}
+		var seqs []any
+		for rows.Next() {
+			var seq int64
+			var id, topic, name, metadata string
+			var payload []byte
+			var sent time.Time
+			if err := rows.Scan(&seq, &id, &topic, &name, &metadata, &payload, &sent); err != nil {
+				_ = rows.Close()
+				return 0, err
+			}
+			seqs = append(seqs, seq)
+		}
+		if err := rows.Close(); err != nil {
+			return 0, err
+		}
+		if len(seqs) == 0 {
+			return 0, tx.Commit()
+		}
+		del := "DELETE FROM `" + table + "` WHERE seq IN (?" + strings.Repeat(", ?", len(seqs)-1) + ")"
+		if _, err := tx.ExecContext(ctx, del, seqs...); err != nil {
+			return 0, err
+		}
+		return len(seqs), tx.Commit()
+	}
+}

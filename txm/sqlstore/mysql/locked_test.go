@@ -1,0 +1,189 @@
+package mysql_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/transmanager/transmanager/async"
+	"github.com/transmanager/transmanager/txm"
+	"github.com/transmanager/transmanager/txm/sqlstore"
+)
+
+func keyed(key string, i int) async.Message {
+	return async.NewMessage("t", "T", []byte("{}"), async.WithID(fmt.Sprintf("%s-%d", key, i)),
+		async.WithMetadata(async.Metadata{async.MetaPartitionKey: key}))
+}
+
+func claimedIDs(cs []txm.Claimed) []string {
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		out[i] = c.Message.ID()
+	}
+	return out
+}
+
+// TestLockedClaimsSkipEachOther: a locked claim passes over the messages
+// another open locked claim holds, and never hands a key out past its head
+// held there; the messages are free again once that transaction ends.
+func TestLockedClaimsSkipEachOther(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t, sqlstore.Config{})
+	o := s.Outbox()
+	msgs := []async.Message{keyed("a", 1), keyed("a", 2), keyed("b", 1), keyed("b", 2),
+		async.NewMessage("t", "T", nil, async.WithID("free-1"))}
+	if _, err := o.SaveMany(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan []string, 1)
+	release := make(chan struct{})
+	errs := make(chan error, 2)
+	go func() {
+		errs <- s.InTx(ctx, func(ctx context.Context) error {
+			c, err := o.ClaimLocked(ctx, 1, time.Minute)
+			if err != nil {
+				return err
+			}
+			first <- claimedIDs(c)
+			<-release
+			return nil // the claim ends without an outcome: a-1 stays pending
+		})
+	}()
+	if got := <-first; !slices.Equal(got, []string{"a-1"}) {
+		t.Fatalf("first claim: %v, want [a-1]", got)
+	}
+	var second []string
+	err := s.InTx(ctx, func(ctx context.Context) error {
+		c, err := o.ClaimLocked(ctx, 10, time.Minute)
+		second = claimedIDs(c)
+		return err
+	})
+	close(release)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(second, []string{"b-1", "b-2", "free-1"}) {
+		t.Fatalf("claim beside an open one: %v, want [b-1 b-2 free-1] (a-2 waits behind a-1)", second)
+	}
+	err = s.InTx(ctx, func(ctx context.Context) error {
+		c, err := o.ClaimLocked(ctx, 10, time.Minute)
+		if err == nil && !slices.Equal(claimedIDs(c), []string{"a-1", "a-2", "b-1", "b-2", "free-1"}) {
+			t.Errorf("claim after both ended: %v", claimedIDs(c))
+		}
+		if err == nil {
+			err = o.MarkPublished(ctx, claimedIDs(c)...)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := o.Stats(ctx); err != nil || st.Pending != 0 {
+		t.Fatalf("after the marks: %+v, %v", st, err)
+	}
+}
+
+// TestRelayWithLockedClaims runs two relays with locked claims
+// (ProcessorConfig.LockClaims) on one MySQL outbox: every message is
+// published, each key's messages in save order.
+func TestRelayWithLockedClaims(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s := newStore(t, sqlstore.Config{})
+	const keys, perKey = 8, 40
+	var msgs []async.Message
+	for i := range perKey {
+		for k := range keys {
+			msgs = append(msgs, keyed(fmt.Sprintf("k%d", k), i))
+		}
+	}
+	var mu sync.Mutex
+	seen := map[string][]string{} // key -> IDs in publish order
+	total := 0
+	pub := async.MessagePublisherFunc(func(_ context.Context, _ string, m async.Message) error {
+		mu.Lock()
+		defer mu.Unlock()
+		k := m.Metadata().PartitionKey()
+		seen[k] = append(seen[k], m.ID())
+		total++
+		return nil
+	})
+	runCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for range 2 {
+		p, err := txm.NewOutboxProcessorWithConfig(pub, s.Outbox(), txm.ProcessorConfig{
+			LockClaims: true, BatchSize: 16, PollInterval: 10 * time.Millisecond, Logger: discard(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			if err := p.Start(runCtx); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	if _, err := s.Outbox().SaveMany(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		mu.Lock()
+		n := total
+		mu.Unlock()
+		if n >= len(msgs) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("published %d of %d", n, len(msgs))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	wg.Wait()
+	for k := range keys {
+		key := fmt.Sprintf("k%d", k)
+		var want []string
+		for i := range perKey {
+			want = append(want, fmt.Sprintf("%s-%d", key, i))
+		}
+		if got := slices.Compact(seen[key]); !slices.Equal(got, want) {
+			t.Errorf("key %s published as %v, want %v", key, got, want)
+		}
+	}
+}
+
+// TestLockedClaimIdle: with idle > 0 a locked claim's transaction ends
+// when it waits longer than that (rounded up to seconds) for its next
+// statement, freeing its messages, as a lease would expire.
+func TestLockedClaimIdle(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t, sqlstore.Config{})
+	o := s.Outbox()
+	if err := o.Save(ctx, keyed("a", 1)); err != nil {
+		t.Fatal(err)
+	}
+	err := s.InTx(ctx, func(ctx context.Context) error {
+		c, err := o.ClaimLocked(ctx, 10, 500*time.Millisecond)
+		if err != nil || len(c) != 1 {
+			t.Fatalf("claim: %v, %v", claimedIDs(c), err)
+		}
+		time.Sleep(2500 * time.Millisecond)
+		return o.MarkPublished(ctx, c[0].Message.ID())
+	})
+	if err == nil {
+		t.Fatal("a transaction idle past its timeout committed")
+	}
+	c, err := o.Claim(ctx, 10, time.Minute)
+	if err != nil || !slices.Equal(claimedIDs(c), []string{"a-1"}) {
+		t.Fatalf("claim after the idle transaction ended: %v, %v", claimedIDs(c), err)
+	}
+}
