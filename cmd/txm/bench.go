@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -174,6 +175,7 @@ type benchConfig struct {
 	json, csv      bool
 	chart          chartConfig
 	compare        string // a previous -json output
+	save           string // also write the -json output to this file
 }
 
 func (c benchConfig) services() bool { return c.postgres != "" }
@@ -229,6 +231,7 @@ both runs, the old and new medians of throughput and p99, the change and
 	fs.StringVar(&cfg.chart.path, "chart", "", "also draw the median throughput to this file, a .png or a .svg")
 	fs.StringVar(&cfg.chart.x, "chart-x", "", `the chart's x axis: "workers" or "batch" (default: the one with more values in the grid)`)
 	chartSize := fs.String("chart-size", "800x800", "the chart's WIDTHxHEIGHT in pixels")
+	fs.StringVar(&cfg.save, "save", "", "also write the report as -json prints it to this file, for a later -compare")
 	fs.StringVar(&cfg.compare, "compare", "", "compare every point with a previous -json output (to stderr with -json or -csv)")
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
@@ -255,6 +258,16 @@ both runs, the old and new medians of throughput and p99, the change and
 	report, err := sweep(ctx, cfg, stderr)
 	if err != nil {
 		return err
+	}
+	if cfg.save != "" {
+		b, err := json.MarshalIndent(report, "", "  ")
+		if err == nil {
+			err = os.WriteFile(cfg.save, append(b, '\n'), 0o644)
+		}
+		if err != nil {
+			return fmt.Errorf("bench: -save: %w", err)
+		}
+		fmt.Fprintf(stderr, "bench: report written to %s\n", cfg.save)
 	}
 	if cfg.chart.path != "" {
 		if err := saveBenchChart(report, cfg.chart); err != nil {

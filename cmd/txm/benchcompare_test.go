@@ -114,6 +114,7 @@ func TestBenchCompareEmbedded(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	oldPath := filepath.Join(t.TempDir(), "old.json")
+	savePath := filepath.Join(t.TempDir(), "new.json")
 	code, out, errOut := cli(ctx, "bench", "-messages", "100", "-rate", "100", "-duration", "200ms", "-path-messages", "0", "-workers", "1,2", "-batch", "50", "-count", "1", "-json")
 	if code != exitOK {
 		t.Fatalf("bench -json: exit %d: %s", code, errOut)
@@ -121,9 +122,14 @@ func TestBenchCompareEmbedded(t *testing.T) {
 	if err := os.WriteFile(oldPath, []byte(out), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	code, out, errOut = cli(ctx, "bench", "-messages", "100", "-rate", "100", "-duration", "200ms", "-path-messages", "0", "-workers", "1,4", "-batch", "50", "-count", "1", "-compare", oldPath)
+	code, out, errOut = cli(ctx, "bench", "-messages", "100", "-rate", "100", "-duration", "200ms", "-path-messages", "0", "-workers", "1,4", "-batch", "50", "-count", "1", "-compare", oldPath, "-save", savePath)
 	if code != exitOK {
 		t.Fatalf("bench -compare: exit %d: %s", code, errOut)
+	}
+	// -save keeps the report as -json prints it, beside the table.
+	if saved, err := readBenchReport(savePath); err != nil || len(saved.Rows) != 2 || saved.Rows[1].Workers != 4 ||
+		!strings.Contains(errOut, "report written to "+savePath) {
+		t.Errorf("-save: %v, %+v; stderr %s", err, saved, errOut)
 	}
 	for _, want := range []string{"recommended: ", "compared with " + oldPath, "\nworkers 1, batch 50, leases ",
 		"only in old: workers 2, batch 50, leases", "only in new: workers 4, batch 50, leases"} {
