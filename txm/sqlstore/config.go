@@ -81,9 +81,8 @@ type Config struct {
 	// failures and reconnections). Default: slog.Default().
 	Logger *slog.Logger
 
-	// dialect is the store's, set by withDefaults: it decides how
-	// identifiers are quoted.
-	dialect dialect
+	// quoteIdent is the engine's quote, set by withDefaults.
+	quoteIdent func(string) string
 }
 
 // Defaults of [Config].
@@ -113,7 +112,7 @@ func checkIdent(field, v string) error {
 }
 
 // withDefaults validates c and fills in its defaults.
-func (c Config) withDefaults(d dialect) (Config, error) {
+func (c Config) withDefaults(e engine) (Config, error) {
 	if c.OutboxTable == "" {
 		c.OutboxTable = DefaultOutboxTable
 	}
@@ -135,14 +134,14 @@ func (c Config) withDefaults(d dialect) (Config, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	c.dialect = d
+	c.quoteIdent = e.quote
 	if c.DefaultLease < 0 {
 		return c, fmt.Errorf("sqlstore: Config.DefaultLease must not be negative, got %v", c.DefaultLease)
 	}
+	if err := e.checkConfig(c); err != nil {
+		return c, err
+	}
 	if c.Schema != "" {
-		if d == sqlite {
-			return c, fmt.Errorf("sqlstore: Config.Schema must be empty for SQLite, got %q", c.Schema)
-		}
 		if err := checkIdent("Schema", c.Schema); err != nil {
 			return c, err
 		}
@@ -170,12 +169,12 @@ func (c Config) withDefaults(d dialect) (Config, error) {
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
 // quote quotes an identifier that checkIdent accepted for the store's
-// database: MySQL quotes with backticks.
+// database.
 func (c Config) quote(s string) string {
-	if c.dialect == mysql {
-		return "`" + s + "`"
+	if c.quoteIdent == nil {
+		return quoteIdent(s)
 	}
-	return quoteIdent(s)
+	return c.quoteIdent(s)
 }
 
 // qualified returns the quoted, schema-qualified name of a table.

@@ -80,12 +80,15 @@
 // # Migrations
 //
 // The schema is a list of versioned SQL files embedded in the package
-// (migrations/postgres/*.sql, migrations/sqlite/*.sql), templated with the
-// configured table names. [Store.Migrate] creates [Config.Schema] when it
-// does not exist, applies the versions that the migrations table does not
+// (migrations/postgres/*.sql, migrations/sqlite/*.sql,
+// migrations/mysql/*.sql), templated with the configured table names.
+// [Store.Migrate] creates [Config.Schema] when it does not exist
+// (PostgreSQL), applies the versions that the migrations table does not
 // record yet, in one transaction, and records them; processes that start
 // together may all call it (PostgreSQL: a transaction-scoped advisory lock;
-// SQLite: BEGIN IMMEDIATE). [Store.MigrationSQL] returns the same
+// SQLite: BEGIN IMMEDIATE; MySQL: GET_LOCK on a connection of its own, and,
+// since MySQL commits DDL as it runs, statements that are each safe to run
+// again instead of one transaction). [Store.MigrationSQL] returns the same
 // statements for your own migration tool, as one script, and
 // [Store.MigrationFS] as one file per version (golang-migrate, goose,
 // Atlas); they are idempotent, so Migrate after them changes nothing.
@@ -179,7 +182,11 @@
 // order either. On SQLite, which has one writer at a time, a claim is a
 // single UPDATE ... RETURNING. A claim made in a transaction of the
 // caller's holds the advisory lock until that transaction ends; the relay
-// claims without one.
+// claims without one. On MySQL a claim reads its candidates, locks them
+// with FOR UPDATE SKIP LOCKED in a second statement, rechecks each on the
+// row as locked, and leases, per key, the candidates before the first one
+// it could not lock or that changed: the same guarantee without the
+// advisory lock.
 //
 // The claim scans pending messages from the oldest, looks up each key's
 // first holding message in held_idx (memoized per key), and stops after
@@ -242,7 +249,7 @@
 //
 // # Locked claims
 //
-// [Outbox.ClaimLocked] (PostgreSQL; the relay's
+// [Outbox.ClaimLocked] (PostgreSQL and MySQL; the relay's
 // [txm.ProcessorConfig.LockClaims]) claims without a lease: a SELECT ...
 // FOR UPDATE SKIP LOCKED in a transaction that the relay keeps open while
 // it publishes the batch, and in which it then records the outcome. The
@@ -305,8 +312,9 @@
 // did not. Set PollOnly behind a pooler in transaction mode, which cannot
 // keep a LISTEN session.
 //
-// SQLite signals within the process only: a save in your own transaction
-// ([WithTx]) reaches the relay on its next poll.
+// SQLite and MySQL signal within the process only: a save in your own
+// transaction ([WithTx]) or another process's reaches the relay on its
+// next poll.
 //
 // [Outbox.WakesForAllSaves] reports whether the wake-ups cover every save
 // of every process: on PostgreSQL, unless PollOnly, while the LISTEN
@@ -323,6 +331,16 @@
 // anything to claim, which in WAL mode waits for no writer, and takes the
 // write lock only when there is: an idle relay neither slows the savers
 // down nor waits behind a long transaction.
+//
+// # Engines
+//
+// The core of this package (transactions, saves, claims, marks, dead
+// letters, retention, migrations) is written once; what differs per
+// database is the database's engine, in files of its own with its SQL text
+// and its migrations: postgres*.go, sqlite.go and mysql.go. The packages
+// postgres, sqlite and mysql build a store on their engine through
+// [Build]; a new database is one engine file set, its migrations and such
+// a package (see the README).
 //
 // # Errors
 //

@@ -49,7 +49,7 @@ func (i *Inbox) Save(ctx context.Context, msg async.IncomingMessage) error {
 	if err != nil {
 		return s.fail(ctx, "inbox save", err)
 	}
-	args := []any{i.group, r.id, r.topic, r.name, r.metadata, r.payload, s.timeArg(r.sentAt), s.timeArg(msg.ReceivedAt()), sqliteNow}
+	args := []any{i.group, r.id, r.topic, r.name, r.metadata, r.payload, s.eng.timeArg(r.sentAt), s.eng.timeArg(msg.ReceivedAt()), sqliteNow}
 	n, err := q.exec(ctx, s.stmts.inboxSave, s.args(args)...)
 	if err != nil {
 		return s.fail(ctx, "inbox save", err)

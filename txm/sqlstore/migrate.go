@@ -44,7 +44,7 @@ func (t templateData) InboxName(suffix string) string {
 
 // migrations returns the store's migrations in version order.
 func (s *Store) migrations() ([]migration, error) {
-	dir := "migrations/" + s.dialect.String()
+	dir := "migrations/" + s.eng.name()
 	entries, err := fs.ReadDir(migrationFiles, dir)
 	if err != nil {
 		return nil, err
@@ -78,50 +78,13 @@ func (s *Store) migrations() ([]migration, error) {
 	return out, nil // fs.ReadDir sorts by name, so by version
 }
 
-// schemaSQL creates Config.Schema (PostgreSQL), or is "" without one.
-func (s *Store) schemaSQL() string {
-	if s.cfg.Schema == "" || s.dialect != postgres {
-		return ""
-	}
-	return "CREATE SCHEMA IF NOT EXISTS " + quoteIdent(s.cfg.Schema) + ";\n"
-}
-
 // migrationsTableSQL creates the schema, if the store has one, and the
 // table where Migrate records versions.
-func (s *Store) migrationsTableSQL() string {
-	t := s.cfg.qualified(s.cfg.MigrationsTable)
-	if s.dialect == mysql {
-		return mysqlMigrationsTableSQL(t)
-	}
-	if s.dialect == sqlite {
-		return `CREATE TABLE IF NOT EXISTS ` + t + ` (
-    tables     TEXT    NOT NULL,
-    version    INTEGER NOT NULL,
-    name       TEXT    NOT NULL,
-    applied_at INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000000 AS INTEGER)),
-    PRIMARY KEY (tables, version)
-) STRICT;
-`
-	}
-	return s.schemaSQL() + `CREATE TABLE IF NOT EXISTS ` + t + ` (
-    tables     text        NOT NULL,
-    version    integer     NOT NULL,
-    name       text        NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT statement_timestamp(),
-    PRIMARY KEY (tables, version)
-);
-`
-}
+func (s *Store) migrationsTableSQL() string { return s.eng.migrationsTableSQL(s.cfg) }
 
-// recordSQL records that m was applied. The values are validated
-// identifiers and numbers, safe to inline.
+// recordSQL records that m was applied.
 func (s *Store) recordSQL(m migration) string {
-	if s.dialect == mysql {
-		return fmt.Sprintf("INSERT INTO %s (tables, version, name) VALUES ('%s', %d, '%s') ON DUPLICATE KEY UPDATE version = version;\n",
-			s.cfg.qualified(s.cfg.MigrationsTable), s.tables, m.version, strings.ReplaceAll(m.name, "'", "''"))
-	}
-	return fmt.Sprintf("INSERT INTO %s (tables, version, name) VALUES ('%s', %d, '%s') ON CONFLICT DO NOTHING;\n",
-		s.cfg.qualified(s.cfg.MigrationsTable), s.tables, m.version, strings.ReplaceAll(m.name, "'", "''"))
+	return s.eng.recordSQL(s.cfg.qualified(s.cfg.MigrationsTable), s.tables, m)
 }
 
 // versionFiles returns, in version order, the name and text of each
@@ -136,7 +99,7 @@ func (s *Store) versionFiles() ([]migrationFile, error) {
 	out := make([]migrationFile, 0, len(ms))
 	for i, m := range ms {
 		var b strings.Builder
-		fmt.Fprintf(&b, "-- +goose Up\n-- transmanager sqlstore (%s), version %d: %s\n", s.dialect, m.version, m.name)
+		fmt.Fprintf(&b, "-- +goose Up\n-- transmanager sqlstore (%s), version %d: %s\n", s.eng.name(), m.version, m.name)
 		if i == 0 {
 			b.WriteString(s.migrationsTableSQL())
 		}
@@ -165,7 +128,7 @@ func (s *Store) MigrationSQL() string {
 		return "-- sqlstore: " + err.Error() + "\nSELECT sqlstore_migrations_are_broken;\n"
 	}
 	var b strings.Builder
-	b.WriteString("-- transmanager sqlstore schema (" + s.dialect.String() + ")\n")
+	b.WriteString("-- transmanager sqlstore schema (" + s.eng.name() + ")\n")
 	for _, f := range files {
 		b.WriteString("\n")
 		b.WriteString(f.text)
@@ -197,21 +160,6 @@ func (s *Store) MigrationFS() fs.FS {
 	return fsys
 }
 
-// execMigration runs a migration's text: at once, or statement by
-// statement on MySQL, whose driver runs one statement per call.
-func (s *Store) execMigration(ctx context.Context, q querier, text string) error {
-	if s.dialect != mysql {
-		_, err := q.exec(ctx, text)
-		return err
-	}
-	for _, stmt := range mysqlStatements(text) {
-		if _, err := q.exec(ctx, stmt); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // Migrate creates or updates the store's tables: in one transaction, it
 // creates [Config.Schema] if the store has one and it does not exist
 // (PostgreSQL; the role then needs the CREATE privilege on the database),
@@ -229,12 +177,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 		return s.fail(ctx, "migrate", err)
 	}
 	apply := func(q querier) error {
-		if s.dialect == postgres {
-			if _, err := q.exec(ctx, s.stmts.claimLock, s.migrateKey); err != nil {
-				return fmt.Errorf("lock: %w", err)
-			}
-		}
-		if err := s.execMigration(ctx, q, s.migrationsTableSQL()); err != nil {
+		if err := s.eng.execMigration(ctx, q, s.migrationsTableSQL()); err != nil {
 			return fmt.Errorf("migrations table: %w", err)
 		}
 		rows, err := q.query(ctx, "SELECT version FROM "+s.cfg.qualified(s.cfg.MigrationsTable)+" WHERE tables = $1", s.tables)
@@ -257,49 +200,13 @@ func (s *Store) Migrate(ctx context.Context) error {
 			if applied[m.version] {
 				continue
 			}
-			if err := s.execMigration(ctx, q, m.sql+s.recordSQL(m)); err != nil {
+			if err := s.eng.execMigration(ctx, q, m.sql+s.recordSQL(m)); err != nil {
 				return fmt.Errorf("version %d (%s): %w", m.version, m.name, err)
 			}
 		}
 		return nil
 	}
-	if s.dialect == mysql {
-		if err := s.mysqlMigrate(ctx, apply); err != nil {
-			return s.fail(ctx, "migrate", err)
-		}
-		return nil
-	}
-	if s.dialect == postgres {
-		tx, err := s.be.begin(ctx)
-		if err != nil {
-			return s.fail(ctx, "migrate", err)
-		}
-		if err := apply(tx); err != nil {
-			_ = tx.rollback(context.WithoutCancel(ctx))
-			return s.fail(ctx, "migrate", err)
-		}
-		if err := tx.commit(ctx); err != nil {
-			return s.fail(ctx, "migrate", err)
-		}
-		return nil
-	}
-	// SQLite: BEGIN IMMEDIATE on a connection of our own, whatever the
-	// handle's _txlock.
-	conn, err := s.db.Conn(ctx)
-	if err != nil {
-		return s.fail(ctx, "migrate", err)
-	}
-	defer conn.Close()
-	q := sqlQuerier{conn}
-	if _, err := q.exec(ctx, "BEGIN IMMEDIATE"); err != nil {
-		return s.fail(ctx, "migrate", err)
-	}
-	if err := apply(q); err != nil {
-		_, _ = q.exec(context.WithoutCancel(ctx), "ROLLBACK")
-		return s.fail(ctx, "migrate", err)
-	}
-	if _, err := q.exec(ctx, "COMMIT"); err != nil {
-		_, _ = q.exec(context.WithoutCancel(ctx), "ROLLBACK")
+	if err := s.eng.migrate(ctx, s, apply); err != nil {
 		return s.fail(ctx, "migrate", err)
 	}
 	return nil

@@ -29,7 +29,7 @@ import (
 // mysqlNow is the database clock in UTC, to the microsecond.
 const mysqlNow = "UTC_TIMESTAMP(6)"
 
-// mysqlAvailable is available (see dialect.go) for MySQL, on the row o.
+// mysqlAvailable is available (see statements.go) for MySQL, on the row o.
 const mysqlAvailable = `o.state = 'pending'
       AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= {now})
       AND (o.claimed_until IS NULL OR o.claimed_until <= {now})`
@@ -52,7 +52,34 @@ const mysqlCandidates = `SELECT o.seq, o.partition_key
     ORDER BY o.seq
     LIMIT $1`
 
-func newMySQLStatements(cfg Config) statements {
+// mysqlEngine is the engine of MySQL and MariaDB stores.
+type mysqlEngine struct{}
+
+var _ lockingEngine = mysqlEngine{}
+
+// newMySQL returns a store on a database/sql handle of the MySQL driver
+// (github.com/go-sql-driver/mysql).
+func newMySQL(db *sql.DB, cfg Config) (*Store, error) {
+	if db == nil {
+		return nil, errMySQLDB
+	}
+	s, err := newStore(mysqlEngine{}, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.db = db
+	s.be = newMySQLBackend(db)
+	return s, nil
+}
+
+func (mysqlEngine) name() string { return "mysql" }
+
+// quote quotes with backticks (MySQL without ANSI_QUOTES).
+func (mysqlEngine) quote(ident string) string { return "`" + ident + "`" }
+
+func (mysqlEngine) checkConfig(Config) error { return nil }
+
+func (mysqlEngine) statements(cfg Config) statements {
 	r := strings.NewReplacer(
 		"{outbox}", cfg.qualified(cfg.OutboxTable), "{inbox}", cfg.qualified(cfg.InboxTable),
 		"{now}", mysqlNow,
@@ -156,26 +183,47 @@ func mysqlSaveMany(cfg Config, n int) string {
 // mysqlBatch is how many messages one MySQL insert carries.
 const mysqlBatch = 500
 
-// mysqlClaim leases up to limit messages (see mysqlPick) in a transaction:
-// the one ctx carries, or one of its own.
-func (s *Store) mysqlClaim(ctx context.Context, limit int, lease time.Duration) ([]claimedRow, error) {
+// claim leases up to limit messages (see mysqlPick) in a transaction: the
+// one ctx carries, or one of its own.
+func (mysqlEngine) claim(ctx context.Context, s *Store, limit int, lease time.Duration) ([]claimedRow, error) {
 	var out []claimedRow
-	_, err := s.runTx(ctx, func(q querier) error {
-		var err error
-		if out, err = s.mysqlPick(ctx, q, limit); err != nil || len(out) == 0 {
+	err := mysqlRetry(ctx, holderFrom(ctx) == nil, func() error {
+		_, err := s.runTx(ctx, func(q querier) error {
+			var err error
+			if out, err = s.mysqlPick(ctx, q, limit); err != nil || len(out) == 0 {
+				return err
+			}
+			seqs := make([]int64, len(out))
+			for i, r := range out {
+				seqs[i] = r.seq
+			}
+			_, err = q.exec(ctx, s.stmts.leaseBySeq, seqs, lease.Microseconds())
 			return err
-		}
-		seqs := make([]int64, len(out))
-		for i, r := range out {
-			seqs[i] = r.seq
-		}
-		_, err = q.exec(ctx, s.stmts.leaseBySeq, seqs, lease.Microseconds())
+		})
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// mysqlRetries is how many times a statement or transaction of the store's
+// own runs again after InnoDB chose it as a deadlock's victim.
+const mysqlRetries = 3
+
+// mysqlRetry runs fn, and again, up to mysqlRetries times, while it fails
+// on a deadlock (ER_LOCK_DEADLOCK, 1213) and own is true: InnoDB rolled
+// the whole transaction back, which can be run again only when it is the
+// store's own. Concurrent claims and marks lock rows of the same indexes
+// in different orders, which InnoDB resolves this way.
+func mysqlRetry(ctx context.Context, own bool, fn func() error) error {
+	for i := 0; ; i++ {
+		err := fn()
+		if err == nil || !own || i == mysqlRetries || !strings.Contains(err.Error(), "Error 1213") || ctx.Err() != nil {
+			return err
+		}
+	}
 }
 
 // mysqlPick locks, in the transaction of q, up to limit messages that a
@@ -262,17 +310,22 @@ func (s *Store) mysqlPick(ctx context.Context, q querier, limit int) ([]claimedR
 // mysqlIdle makes MySQL end the session of the transaction q runs in, and
 // so the transaction, when it waits longer than idle for its next
 // statement: MySQL has no timeout for an idle transaction, so it sets the
-// session's wait_timeout, in whole seconds, rounded up. The setting stays
-// with the connection after the transaction: the server closes it when it
-// sits idle in the pool for that long, and the driver replaces it.
+// session's wait_timeout, in whole seconds, rounded up. A transaction that
+// Store.InTx began sets it back (mysqlIdleReset) before it ends; in a
+// caller's transaction the setting stays with the connection: the server
+// closes it when it sits idle in the pool for that long, and the driver
+// replaces it.
+// mysqlIdleReset gives the session the server's wait_timeout again.
+const mysqlIdleReset = "SET SESSION wait_timeout = @@GLOBAL.wait_timeout"
+
 func mysqlIdle(ctx context.Context, q querier, idle time.Duration) error {
 	secs := int64((idle + time.Second - 1) / time.Second)
 	_, err := q.exec(ctx, "SET SESSION wait_timeout = "+strconv.FormatInt(secs, 10))
 	return err
 }
 
-// mysqlFilterArgs returns the arguments of the dead-letter filter.
-func mysqlFilterArgs(f txm.DeadLetterFilter) []any {
+// filterArgs returns the arguments of the dead-letter filter.
+func (mysqlEngine) filterArgs(f txm.DeadLetterFilter) []any {
 	limit := int64(math.MaxInt64)
 	if f.Limit > 0 {
 		limit = int64(f.Limit)
@@ -284,9 +337,10 @@ func mysqlFilterArgs(f txm.DeadLetterFilter) []any {
 	return []any{len(f.IDs), ids, f.Topic, limit}
 }
 
-// mysqlMigrationsTableSQL creates the table where Migrate records versions.
-func mysqlMigrationsTableSQL(table string) string {
-	return `CREATE TABLE IF NOT EXISTS ` + table + ` (
+// migrationsTableSQL creates the table where Migrate records versions.
+// Config.Schema names a database, which must exist.
+func (mysqlEngine) migrationsTableSQL(cfg Config) string {
+	return `CREATE TABLE IF NOT EXISTS ` + cfg.qualified(cfg.MigrationsTable) + ` (
     tables     VARCHAR(255) NOT NULL,
     version    INT          NOT NULL,
     name       VARCHAR(255) NOT NULL,
@@ -308,12 +362,12 @@ func mysqlLockName(cfg Config) string {
 // again until it gets the lock or its context ends.
 const mysqlLockWait = 1
 
-// mysqlMigrate runs apply on a connection of its own that holds the
+// migrate runs apply on a connection of its own that holds the
 // store's migration lock (GET_LOCK, held by the session until
 // RELEASE_LOCK or until the connection ends), so that processes migrating
 // at once take turns. MySQL commits DDL as it runs it, so the versions are
 // not applied in one transaction: each statement is idempotent instead.
-func (s *Store) mysqlMigrate(ctx context.Context, apply func(q querier) error) error {
+func (mysqlEngine) migrate(ctx context.Context, s *Store, apply func(q querier) error) error {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return err
@@ -475,11 +529,84 @@ func writeList(b *strings.Builder, n int) {
 	}
 }
 
-// isMySQLNoTable reports whether err is MySQL's ER_NO_SUCH_TABLE (1146),
-// as the driver prints it.
-func isMySQLNoTable(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "Error 1146")
+// noTable reports whether err is MySQL's ER_NO_SUCH_TABLE (1146), as the
+// driver prints it.
+func (mysqlEngine) noTable(err error) bool {
+	return strings.Contains(err.Error(), "Error 1146")
 }
 
 // errMySQLDB is returned for a nil handle.
 var errMySQLDB = errors.New("sqlstore: mysql: nil db")
+
+func (mysqlEngine) save(ctx context.Context, s *Store, q querier, _ *txHolder, args []any) (int64, error) {
+	return q.exec(ctx, s.stmts.save, args...)
+}
+
+func (mysqlEngine) saveMany(ctx context.Context, s *Store, recs []record) (int64, error) {
+	return s.saveManyRows(ctx, recs, mysqlBatch, func(n int) string { return mysqlSaveMany(s.cfg, n) },
+		func(args []any, r record) []any {
+			return append(args, r.id, r.topic, r.name, r.key, r.metadata, r.payload, r.sentAt)
+		})
+}
+
+// claimLocked picks messages as a lease claim does and keeps them locked
+// until the transaction ends. MySQL has no timeout for an idle
+// transaction: with idle > 0 it sets the session's (mysqlIdle).
+func (mysqlEngine) claimLocked(ctx context.Context, s *Store, q querier, h *txHolder, limit int, idle time.Duration) ([]txm.Claimed, []int64, error) {
+	if idle > 0 {
+		if err := mysqlIdle(ctx, q, idle); err != nil {
+			return nil, nil, err
+		}
+		if h.owner == s {
+			h.setAtEnd(mysqlIdleReset)
+		}
+	}
+	picked, err := s.mysqlPick(ctx, q, limit)
+	if err != nil {
+		return nil, nil, err
+	}
+	claimed := make([]txm.Claimed, len(picked))
+	seqs := make([]int64, len(picked))
+	for i, r := range picked {
+		claimed[i], seqs[i] = r.Claimed, r.seq
+	}
+	return claimed, seqs, nil
+}
+
+func (mysqlEngine) update(ctx context.Context, _ *Store, q querier, h *txHolder, stmt string, args []any) error {
+	return mysqlRetry(ctx, h == nil, func() error {
+		_, err := q.exec(ctx, stmt, args...)
+		return err
+	})
+}
+
+func (mysqlEngine) now() (any, bool) { return nil, false }
+
+// timeArg returns t: the driver writes it in UTC (mysql.Open sets loc).
+func (mysqlEngine) timeArg(t time.Time) any { return t }
+
+// idsArg returns ids as a list, which mysqlBind writes one placeholder
+// per ID.
+func (mysqlEngine) idsArg(ids []string) any { return ids }
+
+func (mysqlEngine) planned(args []any) []any { return args }
+
+func (mysqlEngine) recordSQL(table, tables string, m migration) string {
+	return fmt.Sprintf("INSERT INTO %s (tables, version, name) VALUES ('%s', %d, '%s') ON DUPLICATE KEY UPDATE version = version;\n",
+		table, tables, m.version, strings.ReplaceAll(m.name, "'", "''"))
+}
+
+// execMigration runs a migration statement by statement: the driver runs
+// one per call.
+func (mysqlEngine) execMigration(ctx context.Context, q querier, text string) error {
+	for _, stmt := range mysqlStatements(text) {
+		if _, err := q.exec(ctx, stmt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// listen does nothing: MySQL has no LISTEN, and relays find the saves of
+// other processes by polling.
+func (mysqlEngine) listen(*Store) {}

@@ -3,18 +3,13 @@ package sqlstore
 import (
 	"cmp"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/transmanager/transmanager/async"
@@ -69,21 +64,8 @@ func (o *Outbox) Save(ctx context.Context, msg async.Message) error {
 	if err != nil {
 		return s.fail(ctx, "outbox save", err)
 	}
-	args := []any{r.id, r.topic, r.name, r.key, r.metadata, r.payload, s.timeArg(r.sentAt)}
-	var n int64
-	switch {
-	case s.dialect == sqlite:
-		n, err = q.exec(ctx, s.stmts.save, append(args, nowMicros())...)
-	case s.cfg.PollOnly, s.dialect == mysql:
-		n, err = q.exec(ctx, s.stmts.save, args...)
-	case !s.claimNotify():
-		if n, err = q.exec(ctx, s.stmts.save, args...); err == nil && n > 0 {
-			s.throttledSave(h)
-		}
-	default:
-		var notified int64
-		err = queryRow(ctx, q, s.stmts.saveNotify, append(args, s.cfg.NotifyChannel), &n, &notified)
-	}
+	args := []any{r.id, r.topic, r.name, r.key, r.metadata, r.payload, s.eng.timeArg(r.sentAt)}
+	n, err := s.eng.save(ctx, s, q, h, args)
 	if err != nil {
 		return s.fail(ctx, "outbox save", err)
 	}
@@ -128,163 +110,26 @@ func (o *Outbox) SaveMany(ctx context.Context, msgs []async.Message) (int, error
 		}
 		recs[i] = r
 	}
-	var n int64
-	var err error
-	if s.dialect == postgres {
-		n, err = s.saveManyPostgres(ctx, recs)
-	} else {
-		n, err = s.saveManyRows(ctx, recs)
-	}
+	n, err := s.eng.saveMany(ctx, s, recs)
 	if err != nil {
 		return 0, s.fail(ctx, "outbox save many", err)
 	}
 	return int(n), nil
 }
 
-func (s *Store) saveManyPostgres(ctx context.Context, recs []record) (int64, error) {
-	q, h, err := s.querier(ctx)
-	if err != nil {
-		return 0, err
-	}
-	if pb, ok := s.be.(pgxBackend); ok && len(recs) >= copyMin {
-		n, err := s.copyOutbox(ctx, pb, h, recs)
-		if !errors.Is(err, errCopyConflict) {
-			if err != nil {
-				return 0, err
-			}
-			return n, s.notifyCopied(ctx, q, h)
-		}
-		// Some ID was stored already (or is twice in recs): nothing was
-		// copied, so insert again skipping the duplicates.
-	}
-	ids := make([]string, len(recs))
-	topics := make([]string, len(recs))
-	names := make([]string, len(recs))
-	keys := make([]string, len(recs))
-	metas := make([]string, len(recs))
-	payloads := make([][]byte, len(recs))
-	sent := make([]time.Time, len(recs))
-	for i, r := range recs {
-		ids[i], topics[i], names[i], metas[i], payloads[i], sent[i] = r.id, r.topic, r.name, r.metadata, r.payload, r.sentAt
-		if r.key != nil {
-			keys[i] = *r.key
-		}
-	}
-	args := []any{ids, topics, names, keys, metas, payloads, sent}
-	var n int64
-	switch {
-	case s.cfg.PollOnly:
-		n, err = q.exec(ctx, s.stmts.saveMany, args...)
-	case !s.claimNotify():
-		if n, err = q.exec(ctx, s.stmts.saveMany, args...); err == nil && n > 0 {
-			s.throttledSave(h)
-		}
-	default:
-		var notified int64
-		err = queryRow(ctx, q, s.stmts.saveManyNotify, append(args, s.cfg.NotifyChannel), &n, &notified)
-	}
-	if err != nil {
-		return 0, err
-	}
-	if n > 0 {
-		s.saved(h)
-	}
-	return n, nil
-}
-
-// copyMin is the smallest batch that SaveMany copies (pgx stores): below
-// it the insert from unnest() is as fast, and needs no savepoint.
-const copyMin = 32
-
-// errCopyConflict reports a COPY that failed on a duplicate ID.
-var errCopyConflict = errors.New("copy: duplicate ID")
-
-// outboxCopyColumns are the columns copyOutbox writes.
-var outboxCopyColumns = []string{"id", "topic", "name", "partition_key", "metadata", "payload", "sent_at"}
-
-// copyOutbox inserts recs with COPY, all or none. COPY has no ON CONFLICT:
-// a duplicate ID fails the whole COPY, reported as errCopyConflict. In a
-// transaction the COPY runs under a savepoint, so that its failure leaves
-// the transaction usable.
-func (s *Store) copyOutbox(ctx context.Context, pb pgxBackend, h *txHolder, recs []record) (int64, error) {
-	src := pgx.CopyFromSlice(len(recs), func(i int) ([]any, error) {
-		r := recs[i]
-		return []any{r.id, r.topic, r.name, r.key, r.metadata, r.payload, r.sentAt}, nil
-	})
-	table := s.cfg.identifier(s.cfg.OutboxTable)
-	if h == nil {
-		n, err := pb.b.CopyFrom(ctx, table, outboxCopyColumns, src)
-		return n, copyError(err)
-	}
-	sp, err := h.pgx.Begin(ctx) // a savepoint
-	if err != nil {
-		return 0, err
-	}
-	n, err := sp.CopyFrom(ctx, table, outboxCopyColumns, src)
-	if err != nil {
-		if rerr := sp.Rollback(ctx); rerr != nil {
-			return 0, fmt.Errorf("%w (rolling back to the savepoint: %w)", err, rerr)
-		}
-		return 0, copyError(err)
-	}
-	return n, sp.Commit(ctx)
-}
-
-// uniqueViolation is PostgreSQL's SQLSTATE for a unique constraint
-// violation.
-const uniqueViolation = "23505"
-
-// copyError returns errCopyConflict for a unique violation of the outbox's
-// primary key, and err otherwise.
-func copyError(err error) error {
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) && pe.Code == uniqueViolation {
-		return fmt.Errorf("%w: %w", errCopyConflict, err)
-	}
-	return err
-}
-
-// notifyCopied wakes the relays after a COPY, which cannot NOTIFY in the
-// same statement: with a NOTIFY of its own in the transaction (delivered
-// at commit) when no notification went out within the interval.
-func (s *Store) notifyCopied(ctx context.Context, q querier, h *txHolder) error {
-	switch {
-	case s.cfg.PollOnly:
-	case s.claimNotify():
-		if _, err := q.exec(ctx, `SELECT pg_notify($1, '')`, s.cfg.NotifyChannel); err != nil {
-			return err
-		}
-	default:
-		s.throttledSave(h)
-	}
-	s.saved(h)
-	return nil
-}
-
-// sqliteBatch is how many messages one SQLite insert carries: 8 parameters
-// each stays well below SQLite's limit of 32766.
-const sqliteBatch = 500
-
-// saveManyRows saves recs with multi-row inserts in one transaction
-// (SQLite, MySQL).
-func (s *Store) saveManyRows(ctx context.Context, recs []record) (int64, error) {
+// saveManyRows saves recs with multi-row inserts of up to batch messages,
+// in one transaction: the one ctx carries or one of its own. insert
+// returns the insert of n messages, and row appends one message's
+// arguments.
+func (s *Store) saveManyRows(ctx context.Context, recs []record, batch int, insert func(n int) string, row func(args []any, r record) []any) (int64, error) {
 	var n int64
 	own, err := s.runTx(ctx, func(q querier) error {
-		now := nowMicros()
-		for chunk := range slices.Chunk(recs, sqliteBatch) {
+		for chunk := range slices.Chunk(recs, batch) {
 			args := make([]any, 0, 8*len(chunk))
-			stmt := sqliteSaveMany(s.cfg, len(chunk))
-			if s.dialect == mysql {
-				stmt = mysqlSaveMany(s.cfg, len(chunk))
-				for _, r := range chunk {
-					args = append(args, r.id, r.topic, r.name, r.key, r.metadata, r.payload, r.sentAt)
-				}
-			} else {
-				for _, r := range chunk {
-					args = append(args, r.id, r.topic, r.name, r.key, r.metadata, r.payload, r.sentAt.UnixMicro(), now)
-				}
+			for _, r := range chunk {
+				args = row(args, r)
 			}
-			k, err := q.exec(ctx, stmt, args...)
+			k, err := q.exec(ctx, insert(len(chunk)), args...)
 			if err != nil {
 				return err
 			}
@@ -342,43 +187,12 @@ func (o *Outbox) claim(ctx context.Context, op string, limit int, lease time.Dur
 	if lease <= 0 {
 		lease = s.cfg.DefaultLease
 	}
-	var out []claimedRow
-	read := func(q querier, args ...any) error {
-		rows, err := q.query(ctx, s.claimSQL(limit), args...)
-		if err != nil {
-			return err
-		}
-		out, err = scanClaimed(rows)
-		return err
-	}
-	var err error
-	if s.dialect == sqlite {
-		err = s.claimSQLite(ctx, read, limit, lease)
-	} else if s.dialect == mysql {
-		out, err = s.mysqlClaim(ctx, limit, lease)
-	} else if pb, ok := s.be.(pgxBackend); ok && holderFrom(ctx) == nil {
-		err = pb.lockedQuery(ctx, s.stmts.claimLockOwn, []any{s.claimKey}, s.claimSQL(limit), []any{lease.Microseconds()},
-			func(r rows) (err error) {
-				out, err = scanClaimed(r)
-				return err
-			})
-	} else {
-		lock := s.stmts.claimLockOwn
-		if holderFrom(ctx) != nil {
-			lock = s.stmts.claimLock
-		}
-		_, err = s.runTx(ctx, func(q querier) error {
-			if _, err := q.exec(ctx, lock, s.claimKey); err != nil {
-				return err
-			}
-			return read(q, lease.Microseconds())
-		})
-	}
+	out, err := s.eng.claim(ctx, s, limit, lease)
 	if err != nil {
 		return nil, s.fail(ctx, op, err)
 	}
 	slices.SortFunc(out, func(a, b claimedRow) int { return cmp.Compare(a.seq, b.seq) })
-	if s.dialect != sqlite {
+	if s.stmts.publishedBySeq != "" {
 		s.leased.add(out)
 	}
 	claimed := make([]txm.Claimed, len(out))
@@ -419,185 +233,24 @@ func (o *Outbox) ClaimLocked(ctx context.Context, limit int, idle time.Duration)
 	s := o.s
 	const op = "claim locked"
 	q, h, err := s.querier(ctx)
+	le, locks := s.eng.(lockingEngine)
 	switch {
 	case err != nil:
 		return nil, s.fail(ctx, op, err)
-	case s.dialect == sqlite:
-		return nil, s.fail(ctx, op, fmt.Errorf("locked claims need PostgreSQL or MySQL: %w", errors.ErrUnsupported))
+	case !locks:
+		return nil, s.fail(ctx, op, fmt.Errorf("%s has no locked claims: %w", s.eng.name(), errors.ErrUnsupported))
 	case h == nil:
 		return nil, s.fail(ctx, op, errNeedsTx)
 	case limit <= 0:
 		return nil, nil
 	}
 	h.lockedClaim.Store(true)
-	if s.dialect == mysql {
-		if idle > 0 {
-			err = mysqlIdle(ctx, q, idle)
-		}
-		var picked []claimedRow
-		if err == nil {
-			picked, err = s.mysqlPick(ctx, q, limit)
-		}
-		if err != nil {
-			return nil, s.fail(ctx, op, err)
-		}
-		claimed := make([]txm.Claimed, len(picked))
-		seqs := make([]int64, len(picked))
-		for i, r := range picked {
-			claimed[i], seqs[i] = r.Claimed, r.seq
-		}
-		h.addLocked(seqs, claimed)
-		return claimed, nil
-	}
-	stmt := s.limited(true, limit)
-	var idleMs any // NULL: leave the timeout as it is
-	if idle > 0 {
-		idleMs = strconv.FormatInt(max(idle.Milliseconds(), 1), 10)
-	}
-	var claimed []txm.Claimed
-	var seqs []int64
-	if h.pgx != nil && h.owner == s {
-		err = pgxBackend{b: h.pgx}.lockedQuery(ctx, s.stmts.pinLocked, []any{idleMs}, stmt, nil, func(r rows) (err error) {
-			claimed, seqs, err = scanLocked(r)
-			return err
-		})
-	} else {
-		switch {
-		case h.owner == s:
-			_, err = q.exec(ctx, s.stmts.pinLocked, idleMs)
-		case idle > 0:
-			_, err = q.exec(ctx, s.stmts.idleLocked, idleMs)
-		}
-		var r rows
-		if err == nil {
-			if r, err = q.query(ctx, stmt); err == nil {
-				claimed, seqs, err = scanLocked(r)
-			}
-		}
-	}
+	claimed, seqs, err := le.claimLocked(ctx, s, q, h, limit, idle)
 	if err != nil {
 		return nil, s.fail(ctx, op, err)
 	}
 	h.addLocked(seqs, claimed)
 	return claimed, nil
-}
-
-// scanLocked reads a locked claim's rows, in save order, and keeps each
-// message without a key, and each keyed message whose previous unpublished
-// message (prev_seq) it has none of or kept: a chain from the key's head.
-// The rows it drops stay locked, untouched, until the transaction ends.
-// It returns the seq of each message kept beside it.
-func scanLocked(rows rows) ([]txm.Claimed, []int64, error) {
-	defer rows.Close()
-	var out []txm.Claimed
-	var seqs []int64
-	var kept map[int64]bool // keyed messages kept, by seq
-	var prev sql.NullInt64
-	scanner := newMessageScanner(&prev)
-	for rows.Next() {
-		prev = sql.NullInt64{}
-		seq, msg, attempts, err := scanner.scan(rows)
-		if err != nil {
-			return nil, nil, err
-		}
-		if prev.Valid && !kept[prev.Int64] {
-			continue
-		}
-		if msg.Metadata().PartitionKey() != "" {
-			if kept == nil {
-				kept = map[int64]bool{}
-			}
-			kept[seq] = true
-		}
-		out = append(out, txm.Claimed{Message: msg, Attempts: attempts})
-		seqs = append(seqs, seq)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, nil, err
-	}
-	return out, seqs, rows.Close()
-}
-
-// claimSQL returns the claim statement for limit. On PostgreSQL the limit
-// is written into the statement's text, one statement per limit (the
-// relay's batch size), so that its one cached generic plan knows the limit:
-// a generic plan for LIMIT $1 assumes a tenth of the table and slowed the
-// drain of a backlog, and planning every claim for its arguments is a
-// large share of a claim's cost.
-func (s *Store) claimSQL(limit int) string {
-	if s.dialect != postgres {
-		return s.stmts.claim
-	}
-	return s.limited(false, limit)
-}
-
-// limited returns the lease claim or, when locked, the locked claim with
-// limit written into its text.
-func (s *Store) limited(locked bool, limit int) string {
-	key := claimKey{locked, limit}
-	s.claimMu.Lock()
-	defer s.claimMu.Unlock()
-	if q, ok := s.claimByLimit[key]; ok {
-		return q
-	}
-	tmpl := s.stmts.claimByLimit
-	if locked {
-		tmpl = s.stmts.claimLocked
-	}
-	q := strings.Replace(tmpl, "{limit}", strconv.Itoa(limit), 1)
-	// A relay claims with its batch size; a caller that varies the limit
-	// gets a statement per call rather than an ever-growing cache.
-	if len(s.claimByLimit) < maxClaimStatements {
-		s.claimByLimit[key] = q
-	}
-	return q
-}
-
-// claimKey identifies a claim statement of Store.limited.
-type claimKey struct {
-	locked bool
-	limit  int
-}
-
-// maxClaimStatements bounds the claim statements a store keeps, one per
-// limit and kind.
-const maxClaimStatements = 8
-
-// claimSQLite claims with one UPDATE. Without a transaction in ctx it
-// first looks, with a read that does not wait for SQLite's write lock,
-// whether there is anything to claim: an idle relay's polls then neither
-// take the lock from writers nor wait for a long transaction.
-func (s *Store) claimSQLite(ctx context.Context, read func(q querier, args ...any) error, limit int, lease time.Duration) error {
-	q, h, err := s.querier(ctx)
-	if err != nil {
-		return err
-	}
-	if h == nil {
-		var n int64
-		if err := queryRow(ctx, q, s.stmts.claimable, []any{1, nowMicros()}, &n); err != nil {
-			return err
-		}
-		if n == 0 {
-			return nil
-		}
-		release, err := s.queueWrite(ctx)
-		if err != nil {
-			return err
-		}
-		defer release()
-	}
-	return read(q, limit, lease.Microseconds(), nowMicros())
-}
-
-// queueWrite waits until no other write of this store's relay runs
-// (SQLite), or until ctx ends.
-func (s *Store) queueWrite(ctx context.Context) (release func(), err error) {
-	select {
-	case s.writing <- struct{}{}:
-		return func() { <-s.writing }, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
 }
 
 type claimedRow struct {
@@ -678,14 +331,14 @@ func (o *Outbox) MarkPublished(ctx context.Context, ids ...string) error {
 			return o.s.update(ctx, "mark published", true, o.s.stmts.publishedBySeq, seqs)
 		}
 	}
-	if o.s.dialect != sqlite && len(ids) > 0 {
+	if len(ids) > 0 && o.s.stmts.publishedBySeq != "" {
 		// Leased by a claim of this store: pending unless marked since,
 		// which forgot them.
 		if seqs, ok := o.s.leased.take(ids); ok {
 			return o.s.update(ctx, "mark published", true, o.s.stmts.publishedBySeq, seqs)
 		}
 	}
-	return o.s.update(ctx, "mark published", len(ids) > 0, o.s.stmts.published, o.s.idsArg(ids), sqliteNow)
+	return o.s.update(ctx, "mark published", len(ids) > 0, o.s.stmts.published, o.s.eng.idsArg(ids), sqliteNow)
 }
 
 // ExtendClaims renews the lease of pending messages that are leased, for
@@ -701,14 +354,14 @@ func (o *Outbox) ExtendClaims(ctx context.Context, lease time.Duration, ids ...s
 	if h := holderFrom(ctx); h != nil && h.lockedClaim.Load() {
 		stmt = o.s.stmts.extendLocked
 	}
-	return o.s.update(ctx, "extend claims", len(ids) > 0, stmt, o.s.idsArg(ids), lease.Microseconds(), sqliteNow)
+	return o.s.update(ctx, "extend claims", len(ids) > 0, stmt, o.s.eng.idsArg(ids), lease.Microseconds(), sqliteNow)
 }
 
 // ReleaseClaims ends the lease of messages without counting an attempt, so
 // they can be claimed again at once.
 func (o *Outbox) ReleaseClaims(ctx context.Context, ids ...string) error {
 	o.s.leased.forget(ids...)
-	if err := o.s.update(ctx, "release claims", len(ids) > 0, o.s.stmts.release, o.s.idsArg(ids)); err != nil {
+	if err := o.s.update(ctx, "release claims", len(ids) > 0, o.s.stmts.release, o.s.eng.idsArg(ids)); err != nil {
 		return err
 	}
 	if len(ids) > 0 {
@@ -761,59 +414,23 @@ func (s *Store) update(ctx context.Context, op string, run bool, stmt string, ar
 	if !run {
 		return nil
 	}
-	h := holderFrom(ctx)
-	if pb, ok := s.be.(pgxBackend); ok && h == nil {
-		// The update's one generic plan, pinned to index scans: no
-		// planning per call, and no sequential scan kept from a plan
-		// built while the table looked empty.
-		_, err = pb.pinnedExec(ctx, s.stmts.pinByID, stmt, s.args(args))
-	} else if h != nil && h.pgx != nil && h.owner == s && h.lockedClaim.Load() {
-		// A locked claim pinned the plans of the store's own transaction
-		// (pinLocked) for the rest of it: the same generic plan.
-		_, err = q.exec(ctx, stmt, s.args(args)...)
-	} else {
-		if s.dialect == sqlite && h == nil {
-			release, qerr := s.queueWrite(ctx)
-			if qerr != nil {
-				return s.fail(ctx, op, qerr)
-			}
-			defer release()
-		}
-		_, err = q.exec(ctx, stmt, s.planned(s.args(args))...)
-	}
-	if err != nil {
+	if err := s.eng.update(ctx, s, q, holderFrom(ctx), stmt, s.args(args)); err != nil {
 		return s.fail(ctx, op, err)
 	}
 	return nil
 }
 
-// planned returns a statement's arguments so that PostgreSQL plans it for
-// these arguments and the table as it is now. The drivers prepare
-// statements, and after five executions PostgreSQL may switch to a
-// generic plan, built once with the statistics of that moment: MarkPublished
-// planned on a freshly migrated, analysed table kept a sequential scan
-// while the table grew to 100,000 rows, and the relay fell behind.
-// pgx's QueryExecModeCacheDescribe runs the statement unnamed, planned on
-// each call (a small planning cost for these statements), in one round trip with
-// binary parameters (QueryExecModeExec's text parameters measured slower
-// with 500 IDs). The claim (claimLockOwn) and, on pgx, the updates by ID
-// (pinByID) pin their plans instead. SQLite plans every statement for its
-// arguments.
-func (s *Store) planned(args []any) []any {
-	if s.dialect != postgres {
-		return args
-	}
-	return append([]any{pgx.QueryExecModeCacheDescribe}, args...)
-}
+// planned is the engine's planned.
+func (s *Store) planned(args []any) []any { return s.eng.planned(args) }
 
-// args replaces sqliteNow with the current time for SQLite and drops it
-// for PostgreSQL.
+// args replaces sqliteNow with the engine's current time, or drops it
+// when the engine's statements take the database's clock.
 func (s *Store) args(args []any) []any {
 	out := args[:0:0]
 	for _, a := range args {
 		if _, ok := a.(nowArg); ok {
-			if s.dialect == sqlite {
-				out = append(out, nowMicros())
+			if now, ok := s.eng.now(); ok {
+				out = append(out, now)
 			}
 			continue
 		}
@@ -871,22 +488,7 @@ func (o *Outbox) Replay(ctx context.Context, filter txm.DeadLetterFilter) (int, 
 	return int(n), nil
 }
 
-func (s *Store) filterArgs(f txm.DeadLetterFilter) []any {
-	if s.dialect == mysql {
-		return mysqlFilterArgs(f)
-	}
-	var ids any
-	if len(f.IDs) > 0 {
-		ids = s.idsArg(f.IDs)
-	}
-	var limit any
-	if f.Limit > 0 {
-		limit = f.Limit
-	} else if s.dialect == sqlite {
-		limit = -1
-	}
-	return []any{ids, f.Topic, limit}
-}
+func (s *Store) filterArgs(f txm.DeadLetterFilter) []any { return s.eng.filterArgs(f) }
 
 // Stats reports the pending and dead messages per topic and in total, and
 // the save time of the oldest pending message.
@@ -959,7 +561,7 @@ func (s *Store) purge(ctx context.Context, op, stmt string, olderThan time.Durat
 // channel holds at most one value, and several relays on one store share
 // it.
 func (o *Outbox) Wakeups() <-chan struct{} {
-	o.s.startListener()
+	o.s.eng.listen(o.s)
 	return o.s.wake
 }
 
@@ -1125,32 +727,13 @@ func skipSpace(b []byte, i int) int {
 	return i
 }
 
-// timeArg returns t as the store's dialect stores it.
-func (s *Store) timeArg(t time.Time) any {
-	if s.dialect == sqlite {
-		return t.UnixMicro()
-	}
-	return t
-}
-
-// idsArg returns ids as the store's dialect takes a list: an array for
-// PostgreSQL, a list for MySQL's mysqlBind, a JSON array for SQLite's
-// json_each.
-func (s *Store) idsArg(ids []string) any {
-	if s.dialect != sqlite {
-		return ids
-	}
-	b, _ := json.Marshal(ids) // strings always encode
-	return string(b)
-}
-
 func nowMicros() int64 { return time.Now().UnixMicro() }
 
 // mysqlDateTime is how MySQL prints a DATETIME(6).
 const mysqlDateTime = "2006-01-02 15:04:05.999999"
 
-// dbTime scans a time stored by either dialect: a timestamptz or Unix
-// microseconds; NULL is the zero time.
+// dbTime scans a time stored by any engine: a timestamptz, a DATETIME or
+// Unix microseconds; NULL is the zero time.
 type dbTime struct{ t time.Time }
 
 func (d *dbTime) Scan(v any) error {

@@ -228,15 +228,15 @@ func TestConfigValidation(t *testing.T) {
 		{"schema on SQLite", Config{Schema: "main"}, true},
 	}
 	for _, tt := range tests {
-		d := postgres
+		var e engine = postgresEngine{}
 		if tt.sql {
-			d = sqlite
+			e = sqliteEngine{}
 		}
-		if _, err := newStore(d, tt.cfg); err == nil {
+		if _, err := newStore(e, tt.cfg); err == nil {
 			t.Errorf("%s: accepted", tt.name)
 		}
 	}
-	s, err := newStore(postgres, Config{Schema: "Tenant_1", OutboxTable: "Outbox"})
+	s, err := newStore(postgresEngine{}, Config{Schema: "Tenant_1", OutboxTable: "Outbox"})
 	if err != nil {
 		t.Fatal(err)
 	}

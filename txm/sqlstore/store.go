@@ -5,15 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"hash/fnv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/transmanager/transmanager/async"
 	"github.com/transmanager/transmanager/txm/sqlstore/internal/seam"
@@ -24,22 +19,17 @@ import (
 // transaction that a context carries (see [WithTx], [WithPgxTx] and
 // [Store.InTx]). A Store is safe for concurrent use.
 type Store struct {
-	cfg     Config
-	dialect dialect
-	be      backend
-	stmts   statements
+	cfg   Config
+	eng   engine
+	be    backend
+	stmts statements
 
 	pool *pgxpool.Pool // postgres.New
 	db   *sql.DB       // the database/sql stores
 	owns bool          // sqlite.Open, mysql.Open: Close closes db
 
-	claimKey int64 // advisory lock key of claims (PostgreSQL)
-	leased   leasedSeqs
-	// claimByLimit caches the claim statement per limit (Store.claimSQL).
-	claimMu      sync.Mutex
-	claimByLimit map[claimKey]string
-	migrateKey   int64 // advisory lock key of Migrate (PostgreSQL)
-	tables       string
+	leased leasedSeqs
+	tables string // the key of the store's versions in the migrations table
 
 	wake chan struct{}
 
@@ -50,113 +40,34 @@ type Store struct {
 	// between tries. It holds a token while a write runs.
 	writing chan struct{}
 
-	notifyMu   sync.Mutex  // guards lastNotify and trailing
-	lastNotify time.Time   // when this store last notified
-	trailing   *time.Timer // a trailing NOTIFY scheduled for skipped saves
-	followUp   bool        // the trailing NOTIFY is followed by a later one
-	notifyWG   sync.WaitGroup
+	// pgState is what a PostgreSQL store keeps besides: its advisory
+	// locks, claim statements, NOTIFY throttle and LISTEN connection.
+	pgState
 
-	mu            sync.Mutex // guards listenStarted against Close
-	closed        atomic.Bool
-	closeCtx      context.Context // cancelled by Close
-	cancel        context.CancelFunc
-	closeOnce     sync.Once
-	listenStarted bool
-	listenWG      sync.WaitGroup
-	listenReady   sync.Once
-	listening     chan struct{} // closed once LISTEN first succeeds
-	listenUp      atomic.Bool   // the LISTEN connection listens now
+	mu        sync.Mutex // guards pgState.listenStarted against Close
+	closed    atomic.Bool
+	closeCtx  context.Context // cancelled by Close
+	cancel    context.CancelFunc
+	closeOnce sync.Once
 }
 
-// newPostgres returns a store on a pgx pool (postgres.New).
-func newPostgres(pool *pgxpool.Pool, cfg Config) (*Store, error) {
-	if pool == nil {
-		return nil, errors.New("sqlstore: postgres: nil pool")
-	}
-	s, err := newStore(postgres, cfg)
-	if err != nil {
-		return nil, err
-	}
-	s.pool = pool
-	s.be = pgxBackend{pgxQuerier: pgxQuerier{pool}, b: pool}
-	return s, nil
-}
-
-// newPostgresDB returns a store on a database/sql handle of pgx's stdlib
-// driver (postgres.NewDB).
-func newPostgresDB(db *sql.DB, cfg Config) (*Store, error) {
-	if db == nil {
-		return nil, errors.New("sqlstore: postgres: nil db")
-	}
-	if _, ok := db.Driver().(*stdlib.Driver); !ok {
-		return nil, fmt.Errorf("sqlstore: postgres: db must use the pgx stdlib driver, got %T", db.Driver())
-	}
-	s, err := newStore(postgres, cfg)
-	if err != nil {
-		return nil, err
-	}
-	s.db = db
-	s.be = sqlBackend{sqlQuerier: sqlQuerier{db}, db: db}
-	return s, nil
-}
-
-// newSQLite returns a store on a database/sql handle of the
-// modernc.org/sqlite driver (sqlite.New, sqlite.Open).
-func newSQLite(db *sql.DB, cfg Config) (*Store, error) {
-	if db == nil {
-		return nil, errors.New("sqlstore: sqlite: nil db")
-	}
-	s, err := newStore(sqlite, cfg)
-	if err != nil {
-		return nil, err
-	}
-	s.db = db
-	s.be = sqlBackend{sqlQuerier: sqlQuerier{db}, db: db}
-	return s, nil
-}
-
-// newMySQL returns a store on a database/sql handle of the MySQL driver
-// (github.com/go-sql-driver/mysql).
-func newMySQL(db *sql.DB, cfg Config) (*Store, error) {
-	if db == nil {
-		return nil, errMySQLDB
-	}
-	s, err := newStore(mysql, cfg)
-	if err != nil {
-		return nil, err
-	}
-	s.db = db
-	s.be = newMySQLBackend(db)
-	return s, nil
-}
-
-func newStore(d dialect, cfg Config) (*Store, error) {
-	cfg, err := cfg.withDefaults(d)
+func newStore(e engine, cfg Config) (*Store, error) {
+	cfg, err := cfg.withDefaults(e)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Store{
-		closeCtx:     ctx,
-		cancel:       cancel,
-		cfg:          cfg,
-		dialect:      d,
-		stmts:        newStatements(d, cfg),
-		claimKey:     lockKey("txm/claim/" + cfg.Schema + "/" + cfg.OutboxTable),
-		claimByLimit: map[claimKey]string{},
-		migrateKey:   lockKey("txm/migrate/" + cfg.Schema + "/" + cfg.MigrationsTable),
-		tables:       cfg.OutboxTable + "," + cfg.InboxTable,
-		wake:         make(chan struct{}, 1),
-		writing:      make(chan struct{}, 1),
-		listening:    make(chan struct{}),
+		closeCtx: ctx,
+		cancel:   cancel,
+		cfg:      cfg,
+		eng:      e,
+		stmts:    e.statements(cfg),
+		pgState:  newPGState(cfg),
+		tables:   cfg.OutboxTable + "," + cfg.InboxTable,
+		wake:     make(chan struct{}, 1),
+		writing:  make(chan struct{}, 1),
 	}, nil
-}
-
-// lockKey returns a PostgreSQL advisory lock key for name.
-func lockKey(name string) int64 {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(name))
-	return int64(h.Sum64())
 }
 
 // Outbox returns the store's outbox.
@@ -183,14 +94,7 @@ func (s *Store) Close() error {
 		s.closed.Store(true)
 		s.cancel()
 		s.mu.Unlock()
-		s.notifyMu.Lock()
-		if s.trailing != nil && s.trailing.Stop() {
-			s.notifyWG.Done()
-		}
-		s.trailing = nil
-		s.notifyMu.Unlock()
-		s.notifyWG.Wait()
-		s.listenWG.Wait()
+		s.pgState.stop()
 		if s.owns {
 			err = s.db.Close()
 		}
@@ -228,11 +132,20 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context) error) er
 	defer func() {
 		if !committed {
 			// Roll back on error and on panic; a panic continues after.
-			_ = tx.rollback(context.WithoutCancel(ctx))
+			rctx := context.WithoutCancel(ctx)
+			if stmt := h.atEnd(); stmt != "" {
+				_, _ = tx.exec(rctx, stmt)
+			}
+			_ = tx.rollback(rctx)
 		}
 	}()
 	if err := fn(context.WithValue(ctx, txKey{}, h)); err != nil {
 		return err
+	}
+	if stmt := h.atEnd(); stmt != "" {
+		if _, err := tx.exec(ctx, stmt); err != nil {
+			return s.fail(ctx, "commit", err)
+		}
 	}
 	if err := tx.commit(ctx); err != nil {
 		committed = true // a failed commit ends the transaction too
@@ -286,74 +199,6 @@ func (s *Store) querier(ctx context.Context) (q querier, h *txHolder, err error)
 	return s.be, nil, nil
 }
 
-// claimNotify reports whether a save should NOTIFY in its own statement:
-// when no notification went out within [Config.NotifyInterval]. A save that
-// does not, and inserts, calls trailingNotify.
-func (s *Store) claimNotify() bool {
-	if s.cfg.NotifyInterval < 0 {
-		return true
-	}
-	now := time.Now()
-	s.notifyMu.Lock()
-	defer s.notifyMu.Unlock()
-	if now.Sub(s.lastNotify) >= s.cfg.NotifyInterval {
-		s.lastNotify = now
-		return true
-	}
-	return false
-}
-
-// throttledSave notes a save that skipped its NOTIFY. In a transaction
-// that InTx began, the NOTIFY follows the commit; otherwise a trailing
-// NOTIFY follows at the end of the interval, and, for a save in a caller's
-// transaction, whose commit the store cannot see, a second one later.
-func (s *Store) throttledSave(h *txHolder) {
-	switch {
-	case h != nil && h.owner == s:
-		h.throttled.Store(true)
-	default:
-		s.trailingNotify(h != nil)
-	}
-}
-
-// followUpDelay is how long after a trailing NOTIFY a second one goes out
-// for saves in callers' transactions that may commit after the first.
-const followUpDelay = 50 * time.Millisecond
-
-// trailingNotify makes sure one NOTIFY follows at the end of the current
-// interval, for the saves that did not notify themselves; with followUp, a
-// second NOTIFY follows followUpDelay after it.
-func (s *Store) trailingNotify(followUp bool) {
-	s.notifyMu.Lock()
-	defer s.notifyMu.Unlock()
-	s.followUp = s.followUp || followUp
-	if s.trailing != nil || s.closed.Load() {
-		return
-	}
-	s.scheduleNotify(max(s.cfg.NotifyInterval-time.Since(s.lastNotify), 0))
-}
-
-// scheduleNotify sends a NOTIFY after wait. notifyMu must be held.
-func (s *Store) scheduleNotify(wait time.Duration) {
-	s.notifyWG.Add(1)
-	s.trailing = time.AfterFunc(wait, func() {
-		defer s.notifyWG.Done()
-		ctx, cancel := context.WithTimeout(s.closeCtx, 5*time.Second)
-		defer cancel()
-		if _, err := s.be.exec(ctx, `SELECT pg_notify($1, '')`, s.cfg.NotifyChannel); err != nil && ctx.Err() == nil {
-			s.cfg.Logger.Warn("sqlstore: trailing NOTIFY failed; relays in other processes will poll", "error", err)
-		}
-		s.notifyMu.Lock()
-		defer s.notifyMu.Unlock()
-		s.trailing = nil
-		s.lastNotify = time.Now()
-		if s.followUp && !s.closed.Load() {
-			s.followUp = false
-			s.scheduleNotify(followUpDelay)
-		}
-	})
-}
-
 // signal wakes the relay without blocking; wake-ups coalesce.
 func (s *Store) signal() {
 	select {
@@ -370,24 +215,11 @@ func (s *Store) signal() {
 // errors.Is.
 var ErrNotMigrated = errors.New("sqlstore: the store's tables do not exist (run Store.Migrate or `txm migrate`)")
 
-// undefinedTable is PostgreSQL's SQLSTATE for a missing table.
-const undefinedTable = "42P01"
-
-// isUndefinedTable reports whether err says that a table does not exist.
-func isUndefinedTable(err error) bool {
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		return pe.Code == undefinedTable
-	}
-	// modernc.org/sqlite reports "SQL logic error: no such table: NAME (1)".
-	return strings.Contains(err.Error(), "no such table") || isMySQLNoTable(err)
-}
-
 // fail wraps err with the operation's name. When ctx is done, the result
 // matches ctx's error as well, whatever the driver returned. A missing
 // table, outside Migrate, matches [ErrNotMigrated] as well.
 func (s *Store) fail(ctx context.Context, op string, err error) error {
-	if op != "migrate" && !errors.Is(err, ErrNotMigrated) && isUndefinedTable(err) {
+	if op != "migrate" && !errors.Is(err, ErrNotMigrated) && s.eng.noTable(err) {
 		err = fmt.Errorf("%w: %w", ErrNotMigrated, err)
 	}
 	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {

@@ -36,6 +36,24 @@ type txHolder struct {
 	// owner is the store whose InTx began the transaction; nil for a
 	// transaction of the caller's (WithTx, WithPgxTx).
 	owner *Store
+	// endStmt is a statement that InTx runs in the transaction before it
+	// ends it, set by the engine (MySQL: undo a locked claim's session
+	// setting); guarded by lockedMu.
+	endStmt string
+}
+
+// setAtEnd makes InTx run stmt in the transaction before it ends it.
+func (h *txHolder) setAtEnd(stmt string) {
+	h.lockedMu.Lock()
+	defer h.lockedMu.Unlock()
+	h.endStmt = stmt
+}
+
+// atEnd returns what setAtEnd set.
+func (h *txHolder) atEnd() string {
+	h.lockedMu.Lock()
+	defer h.lockedMu.Unlock()
+	return h.endStmt
 }
 
 // WithTx returns a copy of ctx that carries tx, a database/sql transaction

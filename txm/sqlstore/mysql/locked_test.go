@@ -187,3 +187,33 @@ func TestLockedClaimIdle(t *testing.T) {
 		t.Fatalf("claim after the idle transaction ended: %v, %v", claimedIDs(c), err)
 	}
 }
+
+// TestLockedClaimIdleReset: a transaction of Store.InTx gives its
+// connection the server's wait_timeout back before it ends, so that the
+// pool keeps no connection with a locked claim's short one.
+func TestLockedClaimIdleReset(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t, sqlstore.Config{})
+	s.DB().SetMaxOpenConns(1) // the same connection before, in and after the transaction
+	var global, during, after int
+	if err := s.DB().QueryRowContext(ctx, "SELECT @@GLOBAL.wait_timeout").Scan(&global); err != nil {
+		t.Fatal(err)
+	}
+	err := s.InTx(ctx, func(ctx context.Context) error {
+		if _, err := s.Outbox().ClaimLocked(ctx, 10, 3*time.Second); err != nil {
+			return err
+		}
+		tx, _ := sqlstore.TxFromContext(ctx)
+		return tx.QueryRowContext(ctx, "SELECT @@SESSION.wait_timeout").Scan(&during)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DB().QueryRowContext(ctx, "SELECT @@SESSION.wait_timeout").Scan(&after); err != nil {
+		t.Fatal(err)
+	}
+	if during != 3 || after != global {
+		t.Fatalf("wait_timeout in the claim's transaction %d, after it %d; want 3 and the server's %d", during, after, global)
+	}
+}
