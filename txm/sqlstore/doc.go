@@ -14,7 +14,7 @@
 // implements [txm.OutboxStore] and all of the relay's optional capabilities
 // ([txm.Transactor], [txm.Claimer], [txm.DeadLetterStore], [txm.BatchSaver],
 // [txm.StatsReporter], [txm.Purger], [txm.FullWaker], and on PostgreSQL
-// [txm.LockingClaimer]). [Store.Inbox] returns the [Inbox] of one consumer
+// and MySQL [txm.LockingClaimer]). [Store.Inbox] returns the [Inbox] of one consumer
 // group, which implements [txm.InboxStore] and
 // [txm.Transactor]: two groups each process the same message once.
 //

@@ -19,7 +19,8 @@ import (
 
 // Outbox is the outbox side of a [Store]. It implements [txm.OutboxStore]
 // and every optional capability of the relay: [txm.Transactor],
-// [txm.Claimer], [txm.LockingClaimer] (PostgreSQL only),
+// [txm.Claimer], [txm.LockingClaimer] (PostgreSQL and MySQL; SQLite
+// refuses locked claims with errors.ErrUnsupported),
 // [txm.DeadLetterStore], [txm.BatchSaver], [txm.StatsReporter],
 // [txm.Purger] and [txm.FullWaker].
 type Outbox struct{ s *Store }
