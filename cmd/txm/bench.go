@@ -220,7 +220,7 @@ both runs, the old and new medians of throughput and p99, the change and
 	fs.IntVar(&cfg.pathMessages, "path-messages", 3000, "messages of each write- and consume-path run against its hand-written baseline, 0 for none")
 	fs.StringVar(&cfg.codec, "codec", scenario.CodecJSON, "the messages' codec in the latency and path runs: json or msgpack")
 	fs.IntVar(&cfg.producers, "producers", 0, "goroutines committing the latency runs' messages (default 4 on the embedded default, 32 on the services)")
-	fs.IntVar(&cfg.consumers, "consumers", 1, "messages the latency runs' consumer handles at once")
+	fs.IntVar(&cfg.consumers, "consumers", 4, "messages the latency runs' consumer handles at once")
 	fs.IntVar(&cfg.keys, "keys", 0, "partition keys the latency runs' messages spread over (0: none)")
 	fs.IntVar(&cfg.rate, "rate", -1, "messages per second of the latency runs, 0 for none (default 500 on the embedded default, 1000 on the services)")
 	fs.DurationVar(&cfg.duration, "duration", time.Second, "how long each latency run is measured, after a quarter of it as warm-up")
@@ -698,7 +698,7 @@ func writeBenchTable(w io.Writer, r *benchReport) error {
 		if r.Codec != "" && r.Codec != scenario.CodecJSON {
 			keys += ", " + r.Codec
 		}
-		if r.Consumers > 1 {
+		if r.Consumers > 0 {
 			keys += fmt.Sprintf(", %d consumers", r.Consumers)
 		}
 		fmt.Fprintf(w, "latency: %d msgs/s committed for %gs%s, each in its own transaction, relayed and handled through an inbox;\n"+
