@@ -19,13 +19,16 @@ const ExpiredCause = "expired"
 // ErrNotScheduled is matched by the error of [Scheduler.Cancel] and
 // [Scheduler.Reschedule] when the ID names no scheduled message that waits
 // to go out: it was never saved with a delivery time (or its save has not
-// committed), it was published or is being published (a relay claimed it),
-// it was cancelled, or it is dead. Checked with errors.Is.
+// committed), a relay claimed or attempted it (it is published, being
+// published or waiting for a retry), it was cancelled, or it is dead (or
+// was replayed from the dead letters, which makes it an ordinary pending
+// message). Checked with errors.Is.
 var ErrNotScheduled = errors.New("txm: no scheduled message waits with this ID")
 
 // Scheduler is the capability of a store that can cancel and move
 // scheduled messages (those saved with a delivery time) that have not gone
-// out. Both work in the transaction ctx carries, as Save does, so they
+// out (no relay has claimed or attempted them). Both work in the
+// transaction ctx carries, as Save does, so they
 // commit or roll back with the caller's business change; without one they
 // commit on their own. A message claimed by a relay is going out and can
 // no longer be changed: both return an error matching [ErrNotScheduled].

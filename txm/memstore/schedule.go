@@ -23,8 +23,9 @@ type schedOp struct {
 // [Store.InTx] the cancel takes effect when the transaction commits, and
 // until then no relay claims the message (as a database's row lock would
 // keep it); a message saved earlier in the same transaction is taken out
-// of it. A message that is not scheduled, not committed, claimed by a
-// relay, dead or unknown returns an error matching [txm.ErrNotScheduled].
+// of it. A message that is not scheduled, not committed, claimed or
+// attempted by a relay, replayed from the dead letters, dead or unknown
+// returns an error matching [txm.ErrNotScheduled].
 // Another live transaction's cancel or reschedule of the same message
 // makes Cancel wait for that transaction to end.
 func (o *Outbox) Cancel(ctx context.Context, id string) error {
@@ -78,7 +79,7 @@ func (s *Store) changeScheduled(ctx context.Context, id string, at *time.Time) e
 			return nil
 		}
 		e := s.entries[id]
-		if e == nil || e.state != statePending || !e.scheduled || s.now().Before(e.leasedUntil) {
+		if e == nil || e.state != statePending || !e.scheduled || e.attempts > 0 || e.dueAt.IsZero() || s.now().Before(e.leasedUntil) {
 			return txm.ErrNotScheduled
 		}
 		if o := e.lockedBy; o != nil && o != t {
