@@ -12,7 +12,11 @@
 //     the saves of other processes on its next poll
 //     (txm.ProcessorConfig.PollInterval); saves of the store's own process
 //     wake it at once.
-//   - There are no locked claims (txm.LockingClaimer): the relay leases.
+//   - Locked claims (txm.ProcessorConfig.LockClaims) hold their rows with
+//     FOR UPDATE SKIP LOCKED; MySQL has no timeout for an idle
+//     transaction, so the claim's idle limit is the session's wait_timeout
+//     (whole seconds), which Store.InTx sets back before the transaction
+//     ends.
 //   - [sqlstore.Store.Migrate] takes a lock of the server's (GET_LOCK) so
 //     that processes migrating at once take turns; MySQL commits DDL as it
 //     runs, so every statement of a version can run again and a version
