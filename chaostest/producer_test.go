@@ -27,12 +27,13 @@ type ledger struct {
 	mu         sync.Mutex
 	committed  map[string]order
 	rolledBack map[string]order
-	refused    []error // transactions that failed before their commit
-	commitErrs []error // commits whose outcome is unknown
+	refused    []error          // transactions that failed before their commit
+	commitErrs []error          // commits whose outcome is unknown
+	unknown    map[string]order // their messages, until resolve looks them up
 }
 
 func newLedger() *ledger {
-	return &ledger{committed: map[string]order{}, rolledBack: map[string]order{}}
+	return &ledger{committed: map[string]order{}, rolledBack: map[string]order{}, unknown: map[string]order{}}
 }
 
 func (l *ledger) counts() (committed, rolledBack int) {
@@ -96,6 +97,7 @@ func (e *env) produce(ctx context.Context, l *ledger, producers, keys, rate int)
 					l.rolledBack[id] = o
 				default:
 					l.commitErrs = append(l.commitErrs, fmt.Errorf("%s: %w", id, err))
+					l.unknown[id] = o
 				}
 				l.mu.Unlock()
 			}
@@ -127,4 +129,25 @@ func (e *env) write(ctx context.Context, out *txm.Outbox[order], orders, id stri
 		return errRollback
 	}
 	return tx.Commit(tctx)
+}
+
+// resolve settles the transactions whose commit ended with an unknown
+// outcome (a fault cut the producer's connection during COMMIT): each
+// committed if and only if its business row exists. The caller holds l.mu.
+func (e *env) resolve(ctx context.Context, l *ledger) (committed, rolledBack int, err error) {
+	for id, o := range l.unknown {
+		var found bool
+		if err := e.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+e.table("orders")+` WHERE id = $1)`, id).Scan(&found); err != nil {
+			return committed, rolledBack, err
+		}
+		if found {
+			l.committed[id] = o
+			committed++
+		} else {
+			l.rolledBack[id] = o
+			rolledBack++
+		}
+		delete(l.unknown, id)
+	}
+	return committed, rolledBack, nil
 }
