@@ -141,14 +141,35 @@ func (mysqlEngine) statements(cfg Config) statements {
 	s.replay = f(`UPDATE {outbox} SET state = 'pending', attempts = 0, next_attempt_at = NULL,
         claimed_until = NULL, dead_at = NULL, last_error = NULL
     WHERE ` + deadFilter)
-	s.stats = f(`SELECT topic, CAST(sum(pending) AS SIGNED), CAST(sum(dead) AS SIGNED), min(oldest) FROM (
-        SELECT topic, count(*) AS pending, 0 AS dead, min(created_at) AS oldest
-        FROM {outbox} WHERE state = 'pending' GROUP BY topic
+	// A scheduled message whose time has not come is counted apart; one
+	// whose time has come is pending since then (or since its save, if
+	// that was later).
+	s.stats = f(`SELECT topic, CAST(sum(pending) AS SIGNED), CAST(sum(scheduled) AS SIGNED), CAST(sum(dead) AS SIGNED),
+        min(oldest), min(next_due) FROM (
+        SELECT topic, sum(NOT sched) AS pending, sum(sched) AS scheduled, 0 AS dead,
+            min(CASE WHEN sched THEN NULL
+                WHEN attempts = 0 AND next_attempt_at IS NOT NULL THEN GREATEST(created_at, next_attempt_at)
+                ELSE created_at END) AS oldest,
+            min(CASE WHEN sched THEN next_attempt_at END) AS next_due
+        FROM (SELECT topic, attempts, created_at, next_attempt_at,
+                coalesce(attempts = 0 AND next_attempt_at > {now}, 0) AS sched
+            FROM {outbox} WHERE state = 'pending') p
+        GROUP BY topic
     UNION ALL
-        SELECT topic, 0, count(*), NULL
+        SELECT topic, 0, 0, count(*), NULL, NULL
         FROM {outbox} WHERE state = 'dead' GROUP BY topic
     ) s
     GROUP BY topic`)
+	s.schedule = f(`UPDATE {outbox} SET next_attempt_at = $2 WHERE id = $1 AND state = 'pending'`)
+	s.cancel = f(`DELETE FROM {outbox} WHERE id = $1 AND ` + scheduledWaiting)
+	s.scheduledMeta = f(`SELECT metadata FROM {outbox} WHERE id = $1 AND ` + scheduledWaiting + ` FOR UPDATE`)
+	s.reschedule = f(`UPDATE {outbox} SET next_attempt_at = $2, metadata = $3 WHERE id = $1 AND state = 'pending'`)
+	// MySQL has no partial index for the messages with a next attempt
+	// time: this reads the pending messages in state_idx, few when the
+	// relay is idle, which is when it asks.
+	s.nextDue = f(`SELECT coalesce(TIMESTAMPDIFF(MICROSECOND, {now}, min(next_attempt_at)), 0)
+    FROM {outbox}
+    WHERE state = 'pending' AND next_attempt_at > {now}`)
 	s.purge = f(`DELETE FROM {outbox}
     WHERE state = 'published' AND published_at < {now} - INTERVAL $1 MICROSECOND
     ORDER BY published_at

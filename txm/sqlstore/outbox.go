@@ -65,6 +65,11 @@ func (o *Outbox) Save(ctx context.Context, msg async.Message) error {
 	if err != nil {
 		return s.fail(ctx, "outbox save", err)
 	}
+	if !r.deliverAt.IsZero() && h == nil {
+		// The insert and its delivery time commit together: no relay
+		// sees the message before it has its time.
+		return s.InTx(ctx, func(ctx context.Context) error { return o.Save(ctx, msg) })
+	}
 	args := []any{r.id, r.topic, r.name, r.key, r.metadata, r.payload, s.eng.timeArg(r.sentAt)}
 	n, err := s.eng.save(ctx, s, q, h, args)
 	if err != nil {
@@ -72,6 +77,11 @@ func (o *Outbox) Save(ctx context.Context, msg async.Message) error {
 	}
 	if n == 0 {
 		return s.fail(ctx, "outbox save", txm.ErrDuplicateMessage(r.id))
+	}
+	if !r.deliverAt.IsZero() {
+		if err := s.schedule(ctx, q, r); err != nil {
+			return s.fail(ctx, "outbox save", err)
+		}
 	}
 	s.saved(h)
 	return nil
@@ -111,11 +121,59 @@ func (o *Outbox) SaveMany(ctx context.Context, msgs []async.Message) (int, error
 		}
 		recs[i] = r
 	}
+	if slices.ContainsFunc(recs, func(r record) bool { return !r.deliverAt.IsZero() }) {
+		return o.saveManyScheduled(ctx, msgs, recs)
+	}
 	n, err := s.eng.saveMany(ctx, s, recs)
 	if err != nil {
 		return 0, s.fail(ctx, "outbox save many", err)
 	}
 	return int(n), nil
+}
+
+// saveManyScheduled is SaveMany of a batch with scheduled messages, in one
+// transaction: the unscheduled records as a batch, the scheduled ones one
+// by one, each with its delivery time.
+func (o *Outbox) saveManyScheduled(ctx context.Context, msgs []async.Message, recs []record) (int, error) {
+	s := o.s
+	if holderFrom(ctx) == nil {
+		n := 0
+		err := s.InTx(ctx, func(ctx context.Context) error {
+			var err error
+			n, err = o.SaveMany(ctx, msgs)
+			return err
+		})
+		return n, err
+	}
+	q, h, err := s.querier(ctx)
+	if err != nil {
+		return 0, s.fail(ctx, "outbox save many", err)
+	}
+	var plain, sched []record
+	seen := make(map[string]bool, len(recs))
+	for _, r := range recs {
+		switch {
+		case !r.deliverAt.IsZero() && !seen[r.id]:
+			sched = append(sched, r)
+		case r.deliverAt.IsZero():
+			plain = append(plain, r)
+		}
+		seen[r.id] = true
+	}
+	var n int64
+	if len(plain) > 0 {
+		if n, err = s.eng.saveMany(ctx, s, plain); err != nil {
+			return 0, s.fail(ctx, "outbox save many", err)
+		}
+	}
+	m, err := s.saveScheduled(ctx, q, h, sched)
+	if err != nil {
+		return 0, s.fail(ctx, "outbox save many", err)
+	}
+	if m > 0 {
+		s.saved(h)
+	}
+	return int(n + m), nil
 }
 
 // saveManyRows saves recs with multi-row inserts of up to batch messages,
@@ -491,8 +549,9 @@ func (o *Outbox) Replay(ctx context.Context, filter txm.DeadLetterFilter) (int, 
 
 func (s *Store) filterArgs(f txm.DeadLetterFilter) []any { return s.eng.filterArgs(f) }
 
-// Stats reports the pending and dead messages per topic and in total, and
-// the save time of the oldest pending message.
+// Stats reports the pending (due), scheduled (delivery time not come yet)
+// and dead messages per topic and in total, the time the oldest pending
+// message became due and the next delivery time, on the database's clock.
 func (o *Outbox) Stats(ctx context.Context) (txm.OutboxStats, error) {
 	s := o.s
 	stats := txm.OutboxStats{ByTopic: map[string]txm.TopicStats{}}
@@ -500,7 +559,7 @@ func (o *Outbox) Stats(ctx context.Context) (txm.OutboxStats, error) {
 	if err != nil {
 		return stats, s.fail(ctx, "stats", err)
 	}
-	rows, err := q.query(ctx, s.stmts.stats, s.planned(nil)...)
+	rows, err := q.query(ctx, s.stmts.stats, s.planned(s.args([]any{sqliteNow}))...)
 	if err != nil {
 		return stats, s.fail(ctx, "stats", err)
 	}
@@ -508,16 +567,20 @@ func (o *Outbox) Stats(ctx context.Context) (txm.OutboxStats, error) {
 	for rows.Next() {
 		var topic string
 		var t txm.TopicStats
-		var oldest dbTime
-		if err := rows.Scan(&topic, &t.Pending, &t.Dead, &oldest); err != nil {
+		var oldest, next dbTime
+		if err := rows.Scan(&topic, &t.Pending, &t.Scheduled, &t.Dead, &oldest, &next); err != nil {
 			return stats, s.fail(ctx, "stats", err)
 		}
-		t.OldestPending = oldest.t
+		t.OldestPending, t.NextDue = oldest.t, next.t
 		stats.ByTopic[topic] = t
 		stats.Pending += t.Pending
+		stats.Scheduled += t.Scheduled
 		stats.Dead += t.Dead
 		if !t.OldestPending.IsZero() && (stats.OldestPending.IsZero() || t.OldestPending.Before(stats.OldestPending)) {
 			stats.OldestPending = t.OldestPending
+		}
+		if !t.NextDue.IsZero() && (stats.NextDue.IsZero() || t.NextDue.Before(stats.NextDue)) {
+			stats.NextDue = t.NextDue
 		}
 	}
 	if err := rows.Err(); err != nil {
@@ -580,6 +643,7 @@ type record struct {
 	metadata        string // JSON
 	payload         []byte
 	sentAt          time.Time
+	deliverAt       time.Time // zero: not scheduled
 }
 
 func (s *Store) encode(msg async.Message) (record, error) {
@@ -591,10 +655,15 @@ func (s *Store) encode(msg async.Message) (record, error) {
 		return record{}, errEmptyID
 	}
 	md := msg.Metadata()
-	if k := md.PartitionKey(); k != "" {
+	// A scheduled message is outside its key's sequence: stored without
+	// the key, which its metadata keeps.
+	if k := txm.SequenceKey(md); k != "" {
 		r.key = &k
 	}
 	var err error
+	if r.deliverAt, _, err = txm.ScheduleOf(md); err != nil {
+		return record{}, fmt.Errorf("message %s: %w", r.id, err)
+	}
 	if r.metadata, err = encodeMetadata(md); err != nil {
 		return record{}, fmt.Errorf("message %s: %w", r.id, err)
 	}

@@ -272,14 +272,34 @@ RETURNING o.seq, o.id, o.topic, o.name, o.metadata, o.payload, o.sent_at, o.atte
 	s.replay = f(`UPDATE {outbox} SET state = 'pending', attempts = 0, next_attempt_at = NULL,
         claimed_until = NULL, dead_at = NULL, last_error = NULL
     WHERE id = ANY (ARRAY(SELECT id FROM {outbox} WHERE ` + deadFilter + ` FOR UPDATE))`)
-	s.stats = f(`SELECT topic, sum(pending)::bigint, sum(dead)::bigint, min(oldest) FROM (
-        SELECT topic, count(*) AS pending, 0 AS dead, min(created_at) AS oldest
-        FROM {outbox} WHERE state = 'pending' GROUP BY topic
+	// A scheduled message whose time has not come is counted apart; one
+	// whose time has come is pending since then (or since its save, if
+	// that was later).
+	s.stats = f(`SELECT topic, sum(pending)::bigint, sum(scheduled)::bigint, sum(dead)::bigint, min(oldest), min(next_due) FROM (
+        SELECT topic, count(*) FILTER (WHERE NOT sched) AS pending, count(*) FILTER (WHERE sched) AS scheduled,
+            0 AS dead,
+            min(CASE WHEN sched THEN NULL
+                WHEN attempts = 0 AND next_attempt_at IS NOT NULL THEN greatest(created_at, next_attempt_at)
+                ELSE created_at END) AS oldest,
+            min(next_attempt_at) FILTER (WHERE sched) AS next_due
+        FROM (SELECT topic, attempts, created_at, next_attempt_at,
+                coalesce(attempts = 0 AND next_attempt_at > {now}, false) AS sched
+            FROM {outbox} WHERE state = 'pending') p
+        GROUP BY topic
     UNION ALL
-        SELECT topic, 0, count(*), NULL
+        SELECT topic, 0, 0, count(*), NULL, NULL
         FROM {outbox} WHERE state = 'dead' GROUP BY topic
     ) s
     GROUP BY topic`)
+	s.schedule = f(`UPDATE {outbox} SET next_attempt_at = $2 WHERE id = $1 AND state = 'pending'`)
+	s.cancel = f(`DELETE FROM {outbox} WHERE id = $1 AND ` + scheduledWaiting)
+	s.scheduledMeta = f(`SELECT metadata FROM {outbox} WHERE id = $1 AND ` + scheduledWaiting + ` FOR UPDATE`)
+	s.reschedule = f(`UPDATE {outbox} SET next_attempt_at = $2, metadata = $3::jsonb WHERE id = $1 AND state = 'pending'`)
+	// due_idx (migration 0003) holds the messages with a next attempt
+	// time: the earliest is its first entry past now.
+	s.nextDue = f(`SELECT coalesce(ceil(extract(epoch FROM min(next_attempt_at) - {now}) * 1000000)::bigint, 0)
+    FROM {outbox}
+    WHERE state = 'pending' AND next_attempt_at IS NOT NULL AND next_attempt_at > {now}`)
 	s.purge = f(`DELETE FROM {outbox} WHERE id = ANY (ARRAY(
         SELECT id FROM {outbox}
         WHERE state = 'published' AND published_at < {now} - $1::bigint * interval '1 microsecond'

@@ -97,8 +97,12 @@ func TestSQLiteHandleOfOwn(t *testing.T) {
 		t.Fatalf("NewSQLite's Close closed the caller's handle: %v", err)
 	}
 	// Both stores migrated into one file, each recorded under its tables.
-	if got := appliedVersions(t, opened); len(got) != 2 {
-		t.Fatalf("versions recorded: %v", got)
+	ms, err := s.migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := appliedVersions(t, opened); len(got) != 2*len(ms) {
+		t.Fatalf("versions recorded: %v, want the %d versions of each store", got, len(ms))
 	}
 }
 

@@ -58,7 +58,23 @@ type statements struct {
 	dead           string // $1 id, $2 cause (SQLite: $3 now)
 	dlq            string // $1 ids or NULL, $2 topic or '', $3 limit
 	replay         string // $1 ids or NULL, $2 topic or '', $3 limit
-	stats          string
+	stats          string // SQLite: $1 now
+	// schedule sets the delivery time $2 of the message $1 just inserted
+	// (see schedule.go).
+	schedule string
+	// cancel deletes the scheduled message $1 that no relay claimed or
+	// attempted (SQLite: $2 now).
+	cancel string
+	// scheduledMeta reads, and on PostgreSQL and MySQL locks, the metadata
+	// of the scheduled message $1 that no relay claimed or attempted
+	// (SQLite: $2 now).
+	scheduledMeta string
+	// reschedule sets the delivery time $2 and the metadata $3 of the
+	// message $1.
+	reschedule string
+	// nextDue reads the microseconds until the earliest next attempt time
+	// still to come of a pending message, 0 for none (SQLite: $1 now).
+	nextDue string
 	purge          string // $1 age µs, $2 limit (SQLite: $3 now)
 	inboxSave      string // $1..$8 (SQLite: $9 now)
 	inboxPurge     string // $1 group, $2 age µs, $3 limit (SQLite: $4 now)
@@ -72,6 +88,12 @@ const messageColumns = "seq, id, topic, name, metadata, payload, sent_at, attemp
 const available = `state = 'pending'
       AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= {now})
       AND (o.claimed_until IS NULL OR o.claimed_until <= {now})`
+
+// scheduledWaiting is true of a scheduled message that no relay claimed
+// or attempted at the time {now}: attempts stay 0 and the next attempt time
+// is set only for a message saved with a delivery time.
+const scheduledWaiting = `state = 'pending' AND attempts = 0 AND next_attempt_at IS NOT NULL
+      AND (claimed_until IS NULL OR claimed_until <= {now})`
 
 // holdsKey is true of a message that holds back the later messages of its
 // partition key at the time {now}: leased, waiting for a retry, or dead. Its
