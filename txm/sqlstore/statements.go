@@ -74,10 +74,10 @@ type statements struct {
 	reschedule string
 	// nextDue reads the microseconds until the earliest next attempt time
 	// still to come of a pending message, 0 for none (SQLite: $1 now).
-	nextDue string
-	purge          string // $1 age µs, $2 limit (SQLite: $3 now)
-	inboxSave      string // $1..$8 (SQLite: $9 now)
-	inboxPurge     string // $1 group, $2 age µs, $3 limit (SQLite: $4 now)
+	nextDue    string
+	purge      string // $1 age µs, $2 limit (SQLite: $3 now)
+	inboxSave  string // $1..$8 (SQLite: $9 now)
+	inboxPurge string // $1 group, $2 age µs, $3 limit (SQLite: $4 now)
 }
 
 // The columns a message is read from, in the order scanMessage expects.
