@@ -243,8 +243,15 @@ type inspectReport struct {
 type topicReport struct {
 	Topic         string     `json:"topic,omitempty"`
 	Pending       int64      `json:"pending"`
+	Scheduled     int64      `json:"scheduled"`
 	Dead          int64      `json:"dead"`
 	OldestPending *time.Time `json:"oldest_pending,omitempty"`
+	NextDue       *time.Time `json:"next_due,omitempty"`
+}
+
+func newTopicReport(topic string, ts txm.TopicStats) topicReport {
+	return topicReport{Topic: topic, Pending: ts.Pending, Scheduled: ts.Scheduled, Dead: ts.Dead,
+		OldestPending: optTime(ts.OldestPending), NextDue: optTime(ts.NextDue)}
 }
 
 type deadReport struct {
@@ -265,8 +272,8 @@ func optTime(t time.Time) *time.Time {
 
 func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("inspect", "(-sqlite PATH | -postgres URL [-schema S] | -mysql DSN) [-dead N] [-retrying N] [-json]", `
-Show the outbox: pending and dead messages and the oldest pending message per
-topic; the messages waiting for a retry (attempts, next attempt, last error);
+Show the outbox: pending (due), scheduled and dead messages, the oldest pending
+message and the next scheduled delivery per topic; the messages waiting for a retry (attempts, next attempt, last error);
 the partition keys parked behind a failed or dead message, with how many
 messages wait behind it; and the dead letters.`)
 	var sf storeFlags
@@ -305,10 +312,10 @@ func inspect(ctx context.Context, store *adminStore, deadLimit, retryLimit int) 
 		return rep, err
 	}
 	for t, ts := range stats.ByTopic {
-		rep.Topics = append(rep.Topics, topicReport{Topic: t, Pending: ts.Pending, Dead: ts.Dead, OldestPending: optTime(ts.OldestPending)})
+		rep.Topics = append(rep.Topics, newTopicReport(t, ts))
 	}
 	sort.Slice(rep.Topics, func(i, j int) bool { return rep.Topics[i].Topic < rep.Topics[j].Topic })
-	rep.Total = topicReport{Pending: stats.Pending, Dead: stats.Dead, OldestPending: optTime(stats.OldestPending)}
+	rep.Total = newTopicReport("", stats.TopicStats)
 	if retryLimit > 0 {
 		if rep.Retrying, err = store.tables.retrying(ctx, retryLimit); err != nil {
 			return rep, err
@@ -338,11 +345,17 @@ func printInspect(w io.Writer, rep inspectReport, deadLimit, retryLimit int, now
 		return now.Sub(*t).Round(time.Millisecond).String()
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TOPIC\tPENDING\tDEAD\tOLDEST PENDING")
-	for _, t := range rep.Topics {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", t.Topic, t.Pending, t.Dead, ago(t.OldestPending))
+	in := func(t *time.Time) string {
+		if t == nil {
+			return "-"
+		}
+		return "in " + t.Sub(now).Truncate(time.Second).String()
 	}
-	fmt.Fprintf(tw, "(all)\t%d\t%d\t%s\n", rep.Total.Pending, rep.Total.Dead, ago(rep.Total.OldestPending))
+	fmt.Fprintln(tw, "TOPIC\tPENDING\tSCHEDULED\tDEAD\tOLDEST PENDING\tNEXT SCHEDULED")
+	for _, t := range rep.Topics {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\n", t.Topic, t.Pending, t.Scheduled, t.Dead, ago(t.OldestPending), in(t.NextDue))
+	}
+	fmt.Fprintf(tw, "(all)\t%d\t%d\t%d\t%s\t%s\n", rep.Total.Pending, rep.Total.Scheduled, rep.Total.Dead, ago(rep.Total.OldestPending), in(rep.Total.NextDue))
 	if err := tw.Flush(); err != nil {
 		return err
 	}

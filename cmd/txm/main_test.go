@@ -249,7 +249,8 @@ func TestAdminCommandsOnMySQL(t *testing.T) {
 // inspectJSON is the part of inspect -json the tests read.
 type inspectJSON struct {
 	Total struct {
-		Pending, Dead int64
+		Pending, Scheduled, Dead int64
+		NextDue                  time.Time `json:"next_due"`
 	}
 	Retrying []struct {
 		ID          string    `json:"id"`
@@ -303,9 +304,13 @@ func testAdminCommands(t *testing.T, target []string, open func(context.Context)
 	poison, behindPoison := keyed("payments.charge", "k2"), keyed("payments.charge", "k2")
 	failed, behind1, behind2 := keyed("orders.placed", "k1"), keyed("orders.placed", "k1"), keyed("orders.placed", "k1")
 	plain := async.NewMessage("orders.placed", "OrderPlaced", []byte("{}"))
+	// And a reminder scheduled in two hours, outside key k1's sequence.
+	dueAt := time.Now().Add(2 * time.Hour)
+	reminder := async.NewMessage("orders.reminder", "Remind", []byte("{}"), async.WithMetadata(async.Metadata{
+		async.MetaPartitionKey: "k1", async.MetaDeliverAt: async.FormatTime(dueAt)}))
 	out := store.Outbox()
 	if err := store.InTx(ctx, func(ctx context.Context) error {
-		for _, m := range []async.Message{poison, behindPoison, failed, behind1, behind2, plain} {
+		for _, m := range []async.Message{poison, behindPoison, failed, behind1, behind2, plain, reminder} {
 			if err := out.Save(ctx, m); err != nil {
 				return err
 			}
@@ -337,7 +342,8 @@ func testAdminCommands(t *testing.T, target []string, open func(context.Context)
 
 	text := mustRun(with("inspect"))
 	for _, want := range []string{"orders.placed", "payments.charge", poison.ID(), "too large",
-		"waiting for a retry", failed.ID(), "broker timeout", "in 59m", "parked partition keys", "k1", "k2", "txm replay -id " + poison.ID()} {
+		"waiting for a retry", failed.ID(), "broker timeout", "in 59m", "parked partition keys", "k1", "k2", "txm replay -id " + poison.ID(),
+		"SCHEDULED", "orders.reminder", "in 1h59m"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("inspect output lacks %q:\n%s", want, text)
 		}
@@ -346,8 +352,8 @@ func testAdminCommands(t *testing.T, target []string, open func(context.Context)
 	if err := json.Unmarshal([]byte(mustRun(with("inspect", "-json"))), &rep); err != nil {
 		t.Fatalf("inspect -json: %v", err)
 	}
-	if rep.Total.Pending != 5 || rep.Total.Dead != 1 {
-		t.Errorf("inspect -json total: %+v, want 5 pending, 1 dead", rep.Total)
+	if rep.Total.Pending != 5 || rep.Total.Dead != 1 || rep.Total.Scheduled != 1 || rep.Total.NextDue.Sub(dueAt).Abs() > time.Millisecond {
+		t.Errorf("inspect -json total: %+v, want 5 pending, 1 dead, 1 scheduled due at %v", rep.Total, dueAt)
 	}
 	if len(rep.Retrying) != 1 || rep.Retrying[0].ID != failed.ID() || rep.Retrying[0].Attempts != 1 ||
 		rep.Retrying[0].LastError != "broker timeout" || rep.Retrying[0].Key != "k1" || time.Until(rep.Retrying[0].NextAttempt) < 50*time.Minute {
