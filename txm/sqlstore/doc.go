@@ -13,8 +13,10 @@
 // A [Store] has two sides. [Store.Outbox] returns an [Outbox], which
 // implements [txm.OutboxStore] and all of the relay's optional capabilities
 // ([txm.Transactor], [txm.Claimer], [txm.DeadLetterStore], [txm.BatchSaver],
-// [txm.StatsReporter], [txm.Purger], [txm.FullWaker], and on PostgreSQL
-// and MySQL [txm.LockingClaimer]). [Store.Inbox] returns the [Inbox] of one consumer
+// [txm.StatsReporter], [txm.Purger], [txm.FullWaker], [txm.Scheduler],
+// [txm.DueReporter], and on PostgreSQL and MySQL [txm.LockingClaimer]).
+// Scheduled messages ([txm.WithDeliverAt]) keep their delivery time in
+// next_attempt_at, on the database's clock (see [Outbox.Cancel]). [Store.Inbox] returns the [Inbox] of one consumer
 // group, which implements [txm.InboxStore] and
 // [txm.Transactor]: two groups each process the same message once.
 //

@@ -22,7 +22,7 @@ import (
 // [txm.Claimer], [txm.LockingClaimer] (PostgreSQL and MySQL; SQLite
 // refuses locked claims with errors.ErrUnsupported),
 // [txm.DeadLetterStore], [txm.BatchSaver], [txm.StatsReporter],
-// [txm.Purger] and [txm.FullWaker].
+// [txm.Purger], [txm.FullWaker], [txm.Scheduler] and [txm.DueReporter].
 type Outbox struct{ s *Store }
 
 var (
