@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/transmanager/transmanager/async"
+	"github.com/transmanager/transmanager/async/memory"
 	"github.com/transmanager/transmanager/retry"
 	"github.com/transmanager/transmanager/txm"
 	"github.com/transmanager/transmanager/txm/memstore"
@@ -422,5 +423,66 @@ func TestSeedStoreDropsExpiredMessages(t *testing.T) {
 	if pub.attemptsOf(gone.ID()) != 0 || pub.publishedIDs()[fresh.ID()] != 1 {
 		t.Fatalf("attempts of the expired message %d, publishes of the fresh one %d; want 0, 1",
 			pub.attemptsOf(gone.ID()), pub.publishedIDs()[fresh.ID()])
+	}
+}
+
+// TestExpiryTravelsToTheConsumer: the typed outbox's TTL travels as the
+// expires-at header through a broker (the memory broker here; natsjs
+// carries metadata as headers alike), and the inbox skips a delivery that
+// arrives after it while it handles one that arrives in time.
+func TestExpiryTravelsToTheConsumer(t *testing.T) {
+	t.Parallel()
+	broker := memory.New(memory.Config{})
+	defer func() { _ = broker.Close() }()
+	store := memstore.New(memstore.Config{})
+	now := time.Now()
+	handled, skipped := make(chan string, 2), make(chan string, 2)
+	typed := txm.NewInbox(func(_ context.Context, _ orderPlaced, msg async.IncomingMessage) error {
+		handled <- msg.ID()
+		return nil
+	})
+	h := txm.InboxHandlerWithConfig(store.Inbox("billing"), txm.InboxConfig{
+		Now:       func() time.Time { return now },
+		OnExpired: func(_ context.Context, msg async.IncomingMessage) { skipped <- msg.ID() },
+		Logger:    slog.New(slog.DiscardHandler),
+	})(typed)
+	sub, err := broker.Subscribe(context.Background(), "prices", h, async.GroupName("billing"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	out := txm.NewOutbox[orderPlaced](broker)
+	stale, err := out.Message("prices", orderPlaced{ID: "1"}, txm.WithExpiresAt(now.Add(-time.Second)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := out.Message("prices", orderPlaced{ID: "2"}, txm.WithTTL(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []async.Message{stale, fresh} {
+		if err := broker.Publish(context.Background(), "prices", m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, want := range []struct {
+		ch chan string
+		id string
+	}{{skipped, stale.ID()}, {handled, fresh.ID()}} {
+		select {
+		case id := <-want.ch:
+			if id != want.id {
+				t.Errorf("got %s, want %s", id, want.id)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("message %s neither handled nor skipped within 5s", want.id)
+		}
+	}
+	select {
+	case id := <-handled:
+		t.Fatalf("handled %s as well", id)
+	case id := <-skipped:
+		t.Fatalf("skipped %s as well", id)
+	default:
 	}
 }
