@@ -78,7 +78,10 @@ func (o *Outbox) Cancel(ctx context.Context, id string) error {
 // its own), under the rules of [Outbox.Cancel]. A zero at, or one that is
 // not before the message's expiry, returns an error matching
 // [txm.ErrInvalidMetadata] and changes nothing. It implements
-// [txm.Scheduler].
+// [txm.Scheduler]. A relay of this store wakes for the new time once the
+// change commits when InTx ran it; a relay of another process (or one of a
+// caller's own transaction) learns of an earlier time when it next asks
+// (Outbox.NextDue): at its poll, or at the old time if that comes first.
 func (o *Outbox) Reschedule(ctx context.Context, id string, at time.Time) error {
 	s := o.s
 	if at.IsZero() {
