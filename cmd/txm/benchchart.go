@@ -153,7 +153,12 @@ func writeBenchChart(w io.Writer, r *benchReport, c chartConfig) error {
 	if len(lines) == 0 {
 		return fmt.Errorf("bench: chart: no point to draw")
 	}
-	top, err := chartPlot(lines, x, fmt.Sprintf("msgs/s (median of %d)", r.Count))
+	// A setting keeps its colour, marker and dashes in both panels.
+	styles := map[string]int{}
+	for i, l := range lines {
+		styles[l.label] = i
+	}
+	top, err := chartPlot(lines, styles, x, fmt.Sprintf("msgs/s (median of %d)", r.Count))
 	if err != nil {
 		return err
 	}
@@ -161,7 +166,7 @@ func writeBenchChart(w io.Writer, r *benchReport, c chartConfig) error {
 	top.Y.Tick.Marker = thousandsTicks{}
 	plots := [][]*plot.Plot{{top}}
 	if lat := chartLines(r.Rows, x, handledP99); len(lat) > 0 {
-		bottom, err := chartPlot(lat, x, fmt.Sprintf("commit → handled p99, ms\nat %s msgs/s", thousands(float64(r.Rate))))
+		bottom, err := chartPlot(lat, styles, x, fmt.Sprintf("commit → handled p99, ms\nat %s msgs/s", thousands(float64(r.Rate))))
 		if err != nil {
 			return err
 		}
@@ -187,16 +192,24 @@ func writeBenchChart(w io.Writer, r *benchReport, c chartConfig) error {
 	return err
 }
 
-// chartPlot is one panel: lines against x from 0, with a grid.
-func chartPlot(lines []chartSeries, x, yLabel string) (*plot.Plot, error) {
+// chartPlot is one panel: lines against x from 0, with a grid, each drawn
+// in the style styles gives its label.
+func chartPlot(lines []chartSeries, styles map[string]int, x, yLabel string) (*plot.Plot, error) {
 	p := plot.New()
 	p.X.Label.Text = map[string]string{chartWorkers: "relay workers", chartBatch: "batch size"}[x]
 	p.Y.Label.Text = yLabel
 	p.Y.Min = 0
 	var xs []float64
-	var args []any
 	for _, l := range lines {
-		args = append(args, l.label, l.xys)
+		line, points, err := plotter.NewLinePoints(l.xys)
+		if err != nil {
+			return nil, fmt.Errorf("bench: chart: %w", err)
+		}
+		i := styles[l.label]
+		line.Color, line.Dashes = plotutil.Color(i), plotutil.Dashes(i)
+		points.Color, points.Shape = plotutil.Color(i), plotutil.Shape(i)
+		p.Add(line, points)
+		p.Legend.Add(l.label, line, points)
 		for _, xy := range l.xys {
 			if !slices.Contains(xs, xy.X) {
 				xs = append(xs, xy.X)
@@ -209,9 +222,6 @@ func chartPlot(lines []chartSeries, x, yLabel string) (*plot.Plot, error) {
 		ticks = append(ticks, plot.Tick{Value: v, Label: strconv.FormatFloat(v, 'f', -1, 64)})
 	}
 	p.X.Tick.Marker = plot.ConstantTicks(ticks)
-	if err := plotutil.AddLinePoints(p, args...); err != nil {
-		return nil, fmt.Errorf("bench: chart: %w", err)
-	}
 	// The legend goes to the bottom right, and the top gets some room.
 	p.Legend.XOffs = -vg.Millimeter
 	p.Legend.YOffs = vg.Millimeter
