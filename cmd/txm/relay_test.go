@@ -73,7 +73,7 @@ func TestRelayFlags(t *testing.T) {
 			"TXM_RELAY_WORKERS": "7", "TXM_RELAY_BATCH": "250", "TXM_RELAY_BATCHES_IN_FLIGHT": "3", "TXM_RELAY_LOCK_CLAIMS": "true",
 			"TXM_RELAY_POLL_INTERVAL": "250ms", "TXM_RELAY_LEASE": "45s", "TXM_RELAY_PUBLISH_TIMEOUT": "5s",
 			"TXM_RELAY_RETRY_INITIAL": "1s", "TXM_RELAY_RETRY_MAX": "1m", "TXM_RELAY_RETRY_MAX_ATTEMPTS": "-1",
-			"TXM_RELAY_BREAKER_THRESHOLD": "-1", "TXM_RELAY_DRAIN_TIMEOUT": "3s", "TXM_RELAY_RETENTION_PUBLISHED": "168h",
+			"TXM_RELAY_BREAKER_THRESHOLD": "-1", "TXM_RELAY_DROP_EXPIRED": "true", "TXM_RELAY_DRAIN_TIMEOUT": "3s", "TXM_RELAY_RETENTION_PUBLISHED": "168h",
 			"TXM_RELAY_RETENTION_INTERVAL": "5m", "TXM_RELAY_RETENTION_BATCH": "200",
 			"TXM_RELAY_STORE_RETRY_INITIAL": "2s", "TXM_RELAY_STORE_RETRY_MAX": "20s",
 		}
@@ -91,6 +91,7 @@ func TestRelayFlags(t *testing.T) {
 			{"lease", p.Lease, 45 * time.Second}, {"publish-timeout", p.PublishTimeout, 5 * time.Second},
 			{"retry-initial", p.Retry.InitialInterval, time.Second}, {"retry-max", p.Retry.MaxInterval, time.Minute},
 			{"retry-max-attempts", p.Retry.MaxAttempts, -1}, {"breaker-threshold", p.BreakerThreshold, -1},
+			{"drop-expired", p.DropExpired, true},
 			{"drain-timeout", p.DrainTimeout, 3 * time.Second}, {"retention-published", p.Retention.Published, 168 * time.Hour},
 			{"retention-interval", p.Retention.Interval, 5 * time.Minute}, {"retention-batch", p.Retention.BatchSize, 200},
 			{"store-retry-initial", p.StoreRetry.InitialInterval, 2 * time.Second}, {"store-retry-max", p.StoreRetry.MaxInterval, 20 * time.Second},
@@ -129,7 +130,6 @@ func TestRelayFlags(t *testing.T) {
 		{"missing broker", map[string]string{"TXM_RELAY_SQLITE": "x.db"}, nil, "-nats URL (or TXM_RELAY_NATS)"},
 		{"two stores", base, []string{"-sqlite", "x.db"}, "give one store, not TXM_RELAY_POSTGRES and -sqlite"},
 		{"three stores", base, []string{"-sqlite", "x.db", "-mysql", "root@/db"}, "not TXM_RELAY_POSTGRES and -sqlite and -mysql"},
-		{"locked claims on MySQL", map[string]string{"TXM_RELAY_NATS": "nats://n", "TXM_RELAY_LOCK_CLAIMS": "1"}, []string{"-mysql", "root@/db"}, "TXM_RELAY_LOCK_CLAIMS needs PostgreSQL"},
 		{"poll-only on SQLite", map[string]string{"TXM_RELAY_NATS": "nats://n"}, []string{"-sqlite", "x.db", "-poll-only"}, "-poll-only is for PostgreSQL"},
 		{"bad variable", merge(base, "TXM_RELAY_WORKERS", "many"), nil, `invalid value "many" for TXM_RELAY_WORKERS (-workers)`},
 		{"bad duration variable", merge(base, "TXM_RELAY_LEASE", "30"), nil, `invalid value "30" for TXM_RELAY_LEASE (-lease)`},
@@ -142,7 +142,7 @@ func TestRelayFlags(t *testing.T) {
 		{"zero breaker", merge(base, "TXM_RELAY_BREAKER_THRESHOLD", "0"), nil, "TXM_RELAY_BREAKER_THRESHOLD must not be 0"},
 		{"retry max below initial", base, []string{"-retry-initial", "2s", "-retry-max", "1s"}, "-retry-max (1s) must not be shorter than -retry-initial (2s)"},
 		{"stream without subjects", base, []string{"-stream", "ORDERS"}, "-stream and -subjects go together"},
-		{"locked claims on SQLite", map[string]string{"TXM_RELAY_NATS": "nats://n"}, []string{"-sqlite", "x.db", "-lock-claims"}, "-lock-claims needs PostgreSQL"},
+		{"locked claims on SQLite", map[string]string{"TXM_RELAY_NATS": "nats://n"}, []string{"-sqlite", "x.db", "-lock-claims"}, "-lock-claims needs PostgreSQL or MySQL"},
 		{"schema on SQLite", map[string]string{"TXM_RELAY_NATS": "nats://n", "TXM_RELAY_SCHEMA": "app"}, []string{"-sqlite", "x.db"}, "TXM_RELAY_SCHEMA is for PostgreSQL"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -188,7 +188,7 @@ func TestRelayCommandLine(t *testing.T) {
 		t.Errorf("relay -h: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
 	}
 	for _, name := range []string{"workers", "batch", "batches-in-flight", "lock-claims", "poll-interval", "lease", "publish-timeout",
-		"retry-initial", "retry-max", "retry-max-attempts", "breaker-threshold", "drain-timeout", "retention-published",
+		"retry-initial", "retry-max", "retry-max-attempts", "breaker-threshold", "drop-expired", "drain-timeout", "retention-published",
 		"retention-interval", "retention-batch", "postgres", "schema", "sqlite", "mysql", "nats", "stream", "subjects", "http", "log-level"} {
 		if !strings.Contains(out, "-"+name+" ") && !strings.Contains(out, "-"+name+"\n") {
 			t.Errorf("relay -h lacks the flag -%s", name)
@@ -790,6 +790,7 @@ func TestRelayOnMySQL(t *testing.T) {
 	}
 	defer store.Close()
 	testRelayOnStore(t, natsURL, store, "-mysql", own)
+	testRelayOnStore(t, natsURL, store, "-mysql", own, "-lock-claims") // MySQL claims by locks too
 }
 
 // testRelayOnStore migrates store, saves messages in it and runs txm relay

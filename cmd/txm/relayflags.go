@@ -104,7 +104,7 @@ func parseRelayFlags(args []string, getenv func(string) string, stdout, stderr i
 	fs.IntVar(&p.Workers, "workers", relayDefaultWorkers, "messages of a batch published at once (ProcessorConfig.Workers)")
 	fs.IntVar(&p.BatchSize, "batch", relayDefaultBatch, "messages claimed per round trip to the store (ProcessorConfig.BatchSize)")
 	fs.IntVar(&p.BatchesInFlight, "batches-in-flight", relayDefaultBatchesInFlight, "batches claimed and not yet published (ProcessorConfig.BatchesInFlight)")
-	fs.BoolVar(&p.LockClaims, "lock-claims", false, "PostgreSQL: claim by row locks held in a transaction until a batch is settled, instead of leases (ProcessorConfig.LockClaims)")
+	fs.BoolVar(&p.LockClaims, "lock-claims", false, "PostgreSQL and MySQL: claim by row locks held in a transaction until a batch is settled, instead of leases (ProcessorConfig.LockClaims)")
 	fs.DurationVar(&p.PollInterval, "poll-interval", relayDefaultPollInterval, "wait when the store is empty and no wake-up arrives (ProcessorConfig.PollInterval)")
 	fs.DurationVar(&p.Lease, "lease", relayDefaultLease, "claim lease, renewed every third of it while a batch publishes (ProcessorConfig.Lease)")
 	fs.DurationVar(&p.PublishTimeout, "publish-timeout", relayDefaultPublishTimeout, "bound of one publish or one batch publish (ProcessorConfig.PublishTimeout)")
@@ -114,6 +114,7 @@ func parseRelayFlags(args []string, getenv func(string) string, stdout, stderr i
 	fs.DurationVar(&p.StoreRetry.InitialInterval, "store-retry-initial", relayDefaultRetryInitial, "first delay after a store error (ProcessorConfig.StoreRetry.InitialInterval)")
 	fs.DurationVar(&p.StoreRetry.MaxInterval, "store-retry-max", relayDefaultRetryMax, "longest delay after store errors, and of an open circuit's cooldown (ProcessorConfig.StoreRetry.MaxInterval)")
 	fs.IntVar(&p.BreakerThreshold, "breaker-threshold", relayDefaultBreakerThreshold, "consecutive failed publishes that open a topic's circuit; -1: no breaker (ProcessorConfig.BreakerThreshold)")
+	fs.BoolVar(&p.DropExpired, "drop-expired", false, "drop a message whose expiry passed instead of moving it to dead letters (ProcessorConfig.DropExpired)")
 	fs.DurationVar(&p.DrainTimeout, "drain-timeout", relayDefaultDrainTimeout, "how long a stopping relay keeps publishing the batches in flight (ProcessorConfig.DrainTimeout)")
 	fs.DurationVar(&p.Retention.Published, "retention-published", 0, "delete published messages older than this, with -keep-published; 0: off (ProcessorConfig.Retention.Published)")
 	fs.DurationVar(&p.Retention.Interval, "retention-interval", relayDefaultRetentionInterval, "time between retention passes (ProcessorConfig.Retention.Interval)")
@@ -195,9 +196,7 @@ func (c *relayConfig) check(source func(string) string) error {
 	case c.mysql != "" && c.schema != "":
 		return usagef("relay: %s is for PostgreSQL; MySQL's database is the DSN's", source("schema"))
 	case c.sqlite != "" && p.LockClaims:
-		return usagef("relay: %s needs PostgreSQL: SQLite has one writer at a time", source("lock-claims"))
-	case c.mysql != "" && p.LockClaims:
-		return usagef("relay: %s needs PostgreSQL: the MySQL store claims with leases", source("lock-claims"))
+		return usagef("relay: %s needs PostgreSQL or MySQL: SQLite has one writer at a time", source("lock-claims"))
 	case c.postgres == "" && c.pollOnly:
 		return usagef("relay: %s is for PostgreSQL; SQLite and MySQL are always polled", source("poll-only"))
 	case c.nats == "":
