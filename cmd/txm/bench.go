@@ -172,6 +172,7 @@ type benchConfig struct {
 	duration       time.Duration
 	p99            time.Duration
 	brokerLatency  time.Duration
+	memory         bool
 	json, csv      bool
 	chart          chartConfig
 	compare        string // a previous -json output
@@ -225,6 +226,7 @@ both runs, the old and new medians of throughput and p99, the change and
 	fs.IntVar(&cfg.rate, "rate", -1, "messages per second of the latency runs, 0 for none (default 500 on the embedded default, 1000 on the services)")
 	fs.DurationVar(&cfg.duration, "duration", time.Second, "how long each latency run is measured, after a quarter of it as warm-up")
 	fs.DurationVar(&cfg.p99, "p99", 0, "recommend only configurations whose commit → handled p99 is within this (e.g. 10ms)")
+	fs.BoolVar(&cfg.memory, "memory", false, "instead of the SQLite file, the in-memory store (txm/memstore), with the in-process broker; no path runs (they need SQL)")
 	fs.DurationVar(&cfg.brokerLatency, "broker-latency", 0, "embedded default only: how long each publish to the in-process broker waits, to stand for a network")
 	fs.BoolVar(&cfg.json, "json", false, "print the report as JSON")
 	fs.BoolVar(&cfg.csv, "csv", false, "print one CSV line per point")
@@ -329,6 +331,8 @@ func (c *benchConfig) check(claims string) error {
 		return usagef("bench: -payload %d: want 0 or more", c.payload)
 	case c.brokerLatency < 0:
 		return usagef("bench: -broker-latency %v: want 0 or more", c.brokerLatency)
+	case c.memory && c.services():
+		return usagef("bench: -memory is the in-memory store with the in-process broker, not -postgres and -nats")
 	case c.brokerLatency > 0 && c.services():
 		return usagef("bench: -broker-latency is for the in-process broker; JetStream has its own")
 	case c.pathMessages < 0:
@@ -401,7 +405,7 @@ func (c benchConfig) drain(ctx context.Context, p benchPoint, n int) (scenario.D
 	relay := txm.ProcessorConfig{Workers: p.Workers, LockClaims: p.Claims == claimLock}
 	if !c.services() {
 		r, err := scenario.DrainEmbedded(ctx, scenario.EmbeddedDrainSpec{Batch: p.Batch, Messages: n,
-			PayloadSize: c.payload, Relay: relay, BrokerLatency: c.brokerLatency})
+			PayloadSize: c.payload, Relay: relay, BrokerLatency: c.brokerLatency, Memory: c.memory})
 		r.Workers = p.Workers
 		return r, err
 	}
@@ -420,7 +424,7 @@ func (c benchConfig) latency(ctx context.Context, p benchPoint) (scenario.EndToE
 	return scenario.EndToEnd(ctx, scenario.EndToEndSpec{PostgresURL: c.postgres, NATSURL: c.nats,
 		Batch: p.Batch, Relay: txm.ProcessorConfig{Workers: p.Workers, LockClaims: p.Claims == claimLock},
 		Rate: c.rate, Duration: c.duration, Warmup: c.duration / 4, Keys: c.keys, PayloadSize: c.payload,
-		Codec: c.codec, Producers: c.producers, Consumers: c.consumers, BrokerLatency: c.brokerLatency})
+		Codec: c.codec, Producers: c.producers, Consumers: c.consumers, BrokerLatency: c.brokerLatency, Memory: c.memory})
 }
 
 // hasLatency reports whether p gets latency runs: the relay's points, when
@@ -442,6 +446,9 @@ func sweep(ctx context.Context, c benchConfig, progress io.Writer) (*benchReport
 	}
 	if c.rate > 0 {
 		report.Rate, report.LatencySeconds = c.rate, c.duration.Seconds()
+	}
+	if c.memory {
+		report.Store = "in memory (txm/memstore)"
 	}
 	if c.brokerLatency > 0 {
 		report.Broker += fmt.Sprintf(", %v per publish", c.brokerLatency)
@@ -513,7 +520,7 @@ func sweep(ctx context.Context, c benchConfig, progress io.Writer) (*benchReport
 		}
 	}
 	report.Recommendation, report.NoRecommendation = recommend(report.Rows, c.p99)
-	if c.pathMessages > 0 {
+	if c.pathMessages > 0 && !c.memory {
 		paths, err := c.paths(ctx, progress)
 		if err != nil {
 			return nil, err

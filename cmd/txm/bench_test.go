@@ -40,6 +40,7 @@ func TestBenchUsageErrors(t *testing.T) {
 		{[]string{"-rate", "-5"}, "-rate"},
 		{[]string{"-keys", "-1"}, "-keys"},
 		{[]string{"-codec", "xml"}, "-codec"},
+		{[]string{"-memory", "-postgres", "postgres://x", "-nats", "nats://x"}, "-memory"},
 		{[]string{"-consumers", "0"}, "-consumers"},
 		{[]string{"-producers", "-2"}, "-producers"},
 		{[]string{"-path-messages", "-1"}, "-path-messages"},
@@ -229,6 +230,18 @@ func TestBenchEmbedded(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
+	}
+
+	// The in-memory store: drains and latency runs, no path runs.
+	code, out, errOut = cli(ctx, "bench", "-memory", "-messages", "300", "-workers", "1", "-batch", "50", "-rate", "200",
+		"-duration", "300ms", "-count", "1", "-json")
+	var mem benchReport
+	if code != exitOK || json.Unmarshal([]byte(out), &mem) != nil {
+		t.Fatalf("bench -memory: exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(mem.Store, "memstore") || len(mem.Rows) != 1 || mem.Rows[0].MsgsPerSec <= 0 || mem.Rows[0].Handled == nil ||
+		len(mem.Paths) != 0 {
+		t.Errorf("bench -memory: %+v", mem)
 	}
 
 	// No latency of an end-to-end path through SQLite is within a

@@ -8,12 +8,14 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/transmanager/transmanager/async"
 	"github.com/transmanager/transmanager/async/memory"
 	"github.com/transmanager/transmanager/txm"
+	"github.com/transmanager/transmanager/txm/memstore"
 	"github.com/transmanager/transmanager/txm/sqlstore"
 	"github.com/transmanager/transmanager/txm/sqlstore/sqlite"
 )
@@ -37,6 +39,9 @@ type EmbeddedDrainSpec struct {
 	// takes the message, to stand for a broker over a network. 0 means
 	// none.
 	BrokerLatency time.Duration
+	// Memory drains the in-memory store (txm/memstore) instead of a
+	// SQLite file.
+	Memory bool
 }
 
 // DrainEmbedded fills a SQLite outbox of its own, drains it with the timer
@@ -46,6 +51,9 @@ type EmbeddedDrainSpec struct {
 func DrainEmbedded(ctx context.Context, s EmbeddedDrainSpec) (_ DrainResult, err error) {
 	if s.Messages <= 0 || s.Batch <= 0 {
 		return DrainResult{}, fmt.Errorf("embedded drain: Messages and Batch must be positive (got %d, %d)", s.Messages, s.Batch)
+	}
+	if s.Memory {
+		return drainMemory(ctx, s)
 	}
 	dir := s.Dir
 	if dir == "" {
@@ -120,12 +128,89 @@ func DrainEmbedded(ctx context.Context, s EmbeddedDrainSpec) (_ DrainResult, err
 	}, nil
 }
 
+// drainMemory is DrainEmbedded on the in-memory store. Its drain ends
+// when the broker has taken every message (the store marks each in memory
+// as its publish returns); it then waits until none is left unpublished.
+func drainMemory(ctx context.Context, s EmbeddedDrainSpec) (DrainResult, error) {
+	store := memstore.New(memstore.Config{})
+	payload := Payload(s.PayloadSize)
+	msgs := make([]async.Message, s.Messages)
+	for i := range msgs {
+		msgs[i] = async.NewMessage(EmbeddedTopic, "OrderPlaced", payload,
+			async.WithMetadata(async.Metadata{async.MetaContentType: "application/json"}))
+	}
+	if k, err := store.Outbox().SaveMany(ctx, msgs); err != nil || k != len(msgs) {
+		return DrainResult{}, fmt.Errorf("SaveMany: %d of %d: %v", k, len(msgs), err)
+	}
+	msgs = nil
+	broker := memory.New(memory.Config{})
+	defer broker.Close()
+	pub := &countingPublisher{next: broker, latency: s.BrokerLatency, target: int64(s.Messages), done: make(chan struct{})}
+	cfg := s.Relay
+	cfg.BatchSize = s.Batch
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	relay, err := txm.NewOutboxProcessorWithConfig(pub, store.Outbox(), cfg)
+	if err != nil {
+		return DrainResult{}, err
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	runtime.GC()
+	before, err := ReadCPU()
+	if err != nil {
+		return DrainResult{}, err
+	}
+	stopped := make(chan error, 1)
+	start := time.Now()
+	go func() { stopped <- relay.Start(runCtx) }()
+	select {
+	case <-pub.done:
+	case err := <-stopped:
+		return DrainResult{}, fmt.Errorf("the relay stopped after %d of %d messages: %v", pub.published.Load(), s.Messages, err)
+	case <-ctx.Done():
+		stop()
+		<-stopped
+		return DrainResult{}, fmt.Errorf("the broker took %d of %d messages: %w", pub.published.Load(), s.Messages, ctx.Err())
+	}
+	took := time.Since(start)
+	after, err := ReadCPU()
+	if err != nil {
+		return DrainResult{}, err
+	}
+	for {
+		st, err := store.Outbox().Stats(ctx)
+		if err != nil {
+			return DrainResult{}, err
+		}
+		if st.Pending == 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			return DrainResult{}, fmt.Errorf("after the drain: %d messages unpublished: %w", st.Pending, ctx.Err())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	stop()
+	if err := <-stopped; err != nil {
+		return DrainResult{}, err
+	}
+	cpu := after.Sub(before)
+	per := float64(cpu.Self) / float64(time.Microsecond) / float64(s.Messages)
+	return DrainResult{Impl: "relay", Batch: s.Batch, Messages: s.Messages, Seconds: took.Seconds(),
+		MsgsPerSec: float64(s.Messages) / took.Seconds(), RelayUS: per, TotalUS: per,
+		Allocs: float64(cpu.Allocs) / float64(s.Messages)}, nil
+}
+
 // countingPublisher counts the messages the broker took, after waiting
-// latency (bounded by the context) before each.
+// latency (bounded by the context) before each; done, when not nil, is
+// closed once target messages were taken.
 type countingPublisher struct {
 	next      async.MessagePublisher
 	latency   time.Duration
 	published atomic.Int64
+	target    int64
+	done      chan struct{}
+	once      sync.Once
 }
 
 func (p *countingPublisher) Publish(ctx context.Context, topic string, msg async.Message) error {
@@ -141,6 +226,8 @@ func (p *countingPublisher) Publish(ctx context.Context, topic string, msg async
 	if err := p.next.Publish(ctx, topic, msg); err != nil {
 		return err
 	}
-	p.published.Add(1)
+	if p.published.Add(1) == p.target && p.done != nil {
+		p.once.Do(func() { close(p.done) })
+	}
 	return nil
 }

@@ -18,10 +18,11 @@ func TestDrainEmbedded(t *testing.T) {
 	}{
 		{"workers=1", 1, 0},
 		{"workers=4/latency", 4, time.Microsecond},
+		{"memory", 2, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := DrainEmbedded(ctx, EmbeddedDrainSpec{Dir: t.TempDir(), Batch: 50, Messages: 300, PayloadSize: 64,
-				Relay: txm.ProcessorConfig{Workers: tc.workers}, BrokerLatency: tc.latency})
+				Relay: txm.ProcessorConfig{Workers: tc.workers}, BrokerLatency: tc.latency, Memory: tc.name == "memory"})
 			if err != nil {
 				t.Fatal(err)
 			}

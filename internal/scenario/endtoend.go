@@ -17,6 +17,7 @@ import (
 	"github.com/transmanager/transmanager/async/memory"
 	"github.com/transmanager/transmanager/async/natsjs"
 	"github.com/transmanager/transmanager/txm"
+	"github.com/transmanager/transmanager/txm/memstore"
 	"github.com/transmanager/transmanager/txm/sqlstore"
 	"github.com/transmanager/transmanager/txm/sqlstore/postgres"
 	"github.com/transmanager/transmanager/txm/sqlstore/sqlite"
@@ -61,6 +62,9 @@ type EndToEndSpec struct {
 	// BrokerLatency is how long each publish to the in-process broker
 	// waits first, to stand for a network (embedded default only).
 	BrokerLatency time.Duration
+	// Memory runs on the in-memory store (txm/memstore) instead of the
+	// SQLite file, with the in-process broker.
+	Memory bool
 }
 
 // EndToEndResult is what an end-to-end run measured over the messages
@@ -87,12 +91,16 @@ const e2eGroup = "txm-bench"
 
 // e2eRig is where an end-to-end run happens.
 type e2eRig struct {
-	topic    string
-	producer *sqlstore.Store // the producers' store
-	relay    *sqlstore.Store // the relay's and the consumer's store
-	pub      async.MessagePublisher
-	sub      async.MessageSubscriber
-	closers  []func()
+	topic string
+	// The producers' transactions and outbox; the relay's outbox and the
+	// consumer's inbox.
+	inTx    func(ctx context.Context, fn func(ctx context.Context) error) error
+	save    txm.OutboxStore
+	outbox  txm.OutboxStore
+	inbox   txm.InboxStore
+	pub     async.MessagePublisher
+	sub     async.MessageSubscriber
+	closers []func()
 }
 
 func (r *e2eRig) close() {
@@ -131,9 +139,18 @@ func openEmbeddedRig(ctx context.Context, s EndToEndSpec) (_ *e2eRig, err error)
 	}
 	broker := memory.New(memory.Config{})
 	r.closers = append(r.closers, func() { _ = broker.Close() })
-	r.producer, r.relay = store, store
+	r.inTx, r.save, r.outbox, r.inbox = store.InTx, store.Outbox(), store.Outbox(), store.Inbox(e2eGroup)
 	r.pub, r.sub = &countingPublisher{next: broker, latency: s.BrokerLatency}, broker
 	return r, nil
+}
+
+func openMemoryRig(s EndToEndSpec) *e2eRig {
+	store := memstore.New(memstore.Config{})
+	broker := memory.New(memory.Config{})
+	return &e2eRig{topic: EmbeddedTopic,
+		inTx: store.InTx, save: store.Outbox(), outbox: store.Outbox(), inbox: store.Inbox(e2eGroup),
+		pub: &countingPublisher{next: broker, latency: s.BrokerLatency}, sub: broker,
+		closers: []func(){func() { _ = broker.Close() }}}
 }
 
 func openServicesRig(ctx context.Context, s EndToEndSpec) (_ *e2eRig, err error) {
@@ -158,19 +175,21 @@ func openServicesRig(ctx context.Context, s EndToEndSpec) (_ *e2eRig, err error)
 		return nil, err
 	}
 	r.closers = append(r.closers, pool.Close)
-	if r.relay, err = e.Store(false); err != nil {
+	relay, err := e.Store(false)
+	if err != nil {
 		return nil, err
 	}
-	r.closers = append(r.closers, func() { _ = r.relay.Close() })
-	if err := r.relay.Migrate(ctx); err != nil {
+	r.closers = append(r.closers, func() { _ = relay.Close() })
+	if err := relay.Migrate(ctx); err != nil {
 		return nil, err
 	}
-	r.producer, err = postgres.New(pool, sqlstore.Config{Schema: e.Schema, NotifyChannel: e.Schema,
+	producer, err := postgres.New(pool, sqlstore.Config{Schema: e.Schema, NotifyChannel: e.Schema,
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return nil, err
 	}
-	r.closers = append(r.closers, func() { _ = r.producer.Close() })
+	r.closers = append(r.closers, func() { _ = producer.Close() })
+	r.inTx, r.save, r.outbox, r.inbox = producer.InTx, producer.Outbox(), relay.Outbox(), relay.Inbox(e2eGroup)
 	sub := natsjs.NewSubscriber(e.JS, natsjs.SubscriberConfig{})
 	r.closers = append(r.closers, func() { _ = sub.Close() })
 	r.pub, r.sub = natsjs.NewPublisher(e.JS, natsjs.PublisherConfig{}), sub
@@ -269,6 +288,8 @@ func EndToEnd(ctx context.Context, s EndToEndSpec) (EndToEndResult, error) {
 		return EndToEndResult{}, errors.New("end to end: Batch must be positive")
 	case !embedded && (s.PostgresURL == "" || s.NATSURL == ""):
 		return EndToEndResult{}, errors.New("end to end: give PostgresURL and NATSURL together, or neither")
+	case !embedded && s.Memory:
+		return EndToEndResult{}, errors.New("end to end: Memory is for the in-process broker, without PostgresURL and NATSURL")
 	case !embedded && s.BrokerLatency > 0:
 		return EndToEndResult{}, errors.New("end to end: BrokerLatency is for the in-process broker")
 	}
@@ -283,9 +304,12 @@ func EndToEnd(ctx context.Context, s EndToEndSpec) (EndToEndResult, error) {
 		}
 	}
 	var r *e2eRig
-	if embedded {
+	switch {
+	case s.Memory:
+		r = openMemoryRig(s)
+	case embedded:
 		r, err = openEmbeddedRig(ctx, s)
-	} else {
+	default:
 		r, err = openServicesRig(ctx, s)
 	}
 	if err != nil {
@@ -309,7 +333,7 @@ func EndToEnd(ctx context.Context, s EndToEndSpec) (EndToEndResult, error) {
 		})
 	}
 	handler := async.ChainHandler(txm.NewInbox(handle, txm.WithCodecs(codecs)),
-		stampHandled, txm.InboxHandler(r.relay.Inbox(e2eGroup)))
+		stampHandled, txm.InboxHandler(r.inbox))
 	sub, err := r.sub.Subscribe(ctx, r.topic, handler, async.GroupName(e2eGroup), async.Concurrency(max(s.Consumers, 1)))
 	if err != nil {
 		return EndToEndResult{}, fmt.Errorf("end to end: subscribe: %w", err)
@@ -319,7 +343,7 @@ func EndToEnd(ctx context.Context, s EndToEndSpec) (EndToEndResult, error) {
 	cfg := s.Relay
 	cfg.BatchSize = s.Batch
 	cfg.Logger = slog.New(slog.DiscardHandler)
-	relay, err := txm.NewOutboxProcessorWithConfig(stamping(r.pub, times), r.relay.Outbox(), cfg)
+	relay, err := txm.NewOutboxProcessorWithConfig(stamping(r.pub, times), r.outbox, cfg)
 	if err != nil {
 		return EndToEndResult{}, err
 	}
@@ -331,7 +355,7 @@ func EndToEnd(ctx context.Context, s EndToEndSpec) (EndToEndResult, error) {
 		<-relayDone
 	}()
 
-	out := txm.NewOutbox[e2eOrder](txm.OutboxPublisher(r.producer.Outbox())(nil), txm.WithCodecs(codecs))
+	out := txm.NewOutbox[e2eOrder](txm.OutboxPublisher(r.save)(nil), txm.WithCodecs(codecs))
 	note := strings.Repeat("x", max(s.PayloadSize-40, 0))
 	run := Random()
 	measured, producedFor, err := produceAtRate(ctx, s, func(ctx context.Context, p, i int) (string, error) {
@@ -340,7 +364,7 @@ func EndToEnd(ctx context.Context, s EndToEndSpec) (EndToEndResult, error) {
 		if s.Keys > 0 {
 			opts = append(opts, txm.WithPartitionKey(fmt.Sprintf("key-%d", (p+i*s.Producers)%s.Keys)))
 		}
-		err := r.producer.InTx(ctx, func(ctx context.Context) error {
+		err := r.inTx(ctx, func(ctx context.Context) error {
 			return out.Publish(ctx, r.topic, e2eOrder{ID: id, Note: note}, opts...)
 		})
 		if err == nil {

@@ -74,6 +74,11 @@ func TestEndToEndEmbedded(t *testing.T) {
 		t.Fatalf("msgpack, 4 consumers: %v", err)
 	}
 	checkEndToEnd(t, mp, rate, d)
+	mem, err := EndToEnd(ctx, EndToEndSpec{Memory: true, Batch: 50, Rate: rate, Duration: d, Keys: 4})
+	if err != nil {
+		t.Fatalf("memory store: %v", err)
+	}
+	checkEndToEnd(t, mem, rate, d)
 	// Every publish waits a millisecond before the broker takes it.
 	if r.Ack.P50 < 1 {
 		t.Errorf("commit → ack p50 %.3f ms, below the broker's 1 ms latency", r.Ack.P50)
@@ -100,6 +105,7 @@ func TestEndToEndRejectsBadSpecs(t *testing.T) {
 	for _, s := range []EndToEndSpec{
 		{Batch: 10, Rate: 0, Duration: time.Second},
 		{Batch: 10, Rate: 10, Duration: time.Second, Codec: "xml"},
+		{PostgresURL: "postgres://x", NATSURL: "nats://x", Memory: true, Batch: 10, Rate: 10, Duration: time.Second},
 		{Batch: 0, Rate: 10, Duration: time.Second},
 		{PostgresURL: "postgres://x", Batch: 10, Rate: 10, Duration: time.Second},
 		{PostgresURL: "postgres://x", NATSURL: "nats://x", BrokerLatency: time.Millisecond, Batch: 10, Rate: 10, Duration: time.Second},
