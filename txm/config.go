@@ -48,7 +48,7 @@ type ProcessorConfig struct {
 	// can be claimed only once the batch holding its earlier ones has
 	// committed, so claiming ahead does not help a backlog of a few busy
 	// keys. Per-key order is kept as with leases. The store must implement
-	// [LockingClaimer] (sqlstore on PostgreSQL):
+	// [LockingClaimer] (sqlstore on PostgreSQL and MySQL):
 	// NewOutboxProcessorWithConfig fails otherwise, and Start returns an
 	// error matching [errors.ErrUnsupported] when the store's claims do
 	// (sqlstore on SQLite). Default false: leases.
