@@ -187,18 +187,7 @@ func (mysqlEngine) statements(cfg Config) statements {
 // mysqlSaveMany returns the multi-row insert of n messages, with the seven
 // parameters of statements.save per message.
 func mysqlSaveMany(cfg Config, n int) string {
-	var b strings.Builder
-	b.WriteString("INSERT INTO ")
-	b.WriteString(cfg.qualified(cfg.OutboxTable))
-	b.WriteString(" (id, topic, name, partition_key, metadata, payload, sent_at, created_at) VALUES ")
-	for i := range n {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString("(?, ?, ?, ?, ?, ?, ?, " + mysqlNow + ")")
-	}
-	b.WriteString(" ON DUPLICATE KEY UPDATE id = id")
-	return b.String()
+	return multiRowInsert(cfg, n, "(?, ?, ?, ?, ?, ?, ?, "+mysqlNow+")", "ON DUPLICATE KEY UPDATE id = id")
 }
 
 // mysqlBatch is how many messages one MySQL insert carries.

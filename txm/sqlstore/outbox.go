@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -860,4 +861,22 @@ func queryRow(ctx context.Context, q querier, stmt string, args []any, dest ...a
 		return err
 	}
 	return rows.Close()
+}
+
+// multiRowInsert returns the insert of n messages into cfg's outbox, each
+// row's values being values (its placeholders), ending with onConflict.
+func multiRowInsert(cfg Config, n int, values, onConflict string) string {
+	var b strings.Builder
+	b.WriteString("INSERT INTO ")
+	b.WriteString(cfg.qualified(cfg.OutboxTable))
+	b.WriteString(" (id, topic, name, partition_key, metadata, payload, sent_at, created_at) VALUES ")
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(values)
+	}
+	b.WriteString(" ")
+	b.WriteString(onConflict)
+	return b.String()
 }

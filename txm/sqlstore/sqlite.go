@@ -153,18 +153,7 @@ func (sqliteEngine) statements(cfg Config) statements {
 // time. (Numbered or named parameters make SQLite's parser look each one up
 // in a list, quadratic in their number, which a batch of 1000 felt.)
 func sqliteSaveMany(cfg Config, n int) string {
-	var b strings.Builder
-	b.WriteString("INSERT INTO ")
-	b.WriteString(cfg.qualified(cfg.OutboxTable))
-	b.WriteString(" (id, topic, name, partition_key, metadata, payload, sent_at, created_at) VALUES ")
-	for i := range n {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?)")
-	}
-	b.WriteString(" ON CONFLICT (id) DO NOTHING")
-	return b.String()
+	return multiRowInsert(cfg, n, "(?, ?, ?, ?, ?, ?, ?, ?)", "ON CONFLICT (id) DO NOTHING")
 }
 
 // sqliteBatch is how many messages one SQLite insert carries: 8 parameters
