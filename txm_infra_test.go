@@ -110,7 +110,7 @@ func infraWaitFor(t testing.TB, d time.Duration, what string, cond func() bool, 
 type infraPG struct {
 	schema string
 	pool   *pgxpool.Pool // search_path is the schema
-	store  *sqlstore.Store
+	store  *sqlstore.LockingStore
 }
 
 // newInfraPG creates a schema with a random name (dropped in cleanup), a
@@ -526,9 +526,9 @@ func infraEndToEnd(t *testing.T, lock bool) {
 	subOpts := []async.SubscriberOption{async.GroupName("billing"), async.Concurrency(4),
 		async.AckWait(10 * time.Second), async.RedeliveryDelay(50 * time.Millisecond), async.MaxRedeliveries(-1)}
 	infraSubscribe(t, sub, topicOrders,
-		infraHandler(consumer, pg.store, codecs, faults, func(o infraOrder) string { return o.OrderID }), subOpts...)
+		infraHandler(consumer, pg.store.Store, codecs, faults, func(o infraOrder) string { return o.OrderID }), subOpts...)
 	infraSubscribe(t, sub, topicPayments,
-		infraHandler(consumer, pg.store, codecs, faults, func(p infraPayment) string { return p.OrderID }), subOpts...)
+		infraHandler(consumer, pg.store.Store, codecs, faults, func(p infraPayment) string { return p.OrderID }), subOpts...)
 
 	// The relay: natsjs.Publisher is an async.AsyncPublisher, so it
 	// publishes in waves.
@@ -1204,7 +1204,7 @@ func TestInfraConsumerOutage(t *testing.T) {
 	sub := natsjs.NewSubscriber(subJS, natsjs.SubscriberConfig{Logger: infraDiscardLogger()})
 	t.Cleanup(func() { _ = sub.Close() })
 	infraSubscribe(t, sub, topic,
-		infraHandler(consumer, pg.store, codecs, faults, func(p infraPayment) string { return p.OrderID }),
+		infraHandler(consumer, pg.store.Store, codecs, faults, func(p infraPayment) string { return p.OrderID }),
 		async.GroupName("billing"), async.Concurrency(16), async.AckWait(3*time.Second),
 		async.RedeliveryDelay(100*time.Millisecond), async.MaxRedeliveries(-1))
 

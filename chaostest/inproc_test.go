@@ -92,13 +92,13 @@ func (l *logRecorder) count() int {
 // its connections carry application_name appName (so a test can find its
 // backends) and go to hostport instead of the URL's when hostport is set
 // (a proxy).
-func (e *env) relayStore(t *testing.T, appName, hostport string) *sqlstore.Store {
+func (e *env) relayStore(t *testing.T, appName, hostport string) *sqlstore.LockingStore {
 	return e.relayStoreLogged(t, appName, hostport, nil)
 }
 
 // relayStoreLogged is relayStore with the store's own logs (its LISTEN
 // connection's) going to logs; nil discards them.
-func (e *env) relayStoreLogged(t *testing.T, appName, hostport string, logs *logRecorder) *sqlstore.Store {
+func (e *env) relayStoreLogged(t *testing.T, appName, hostport string, logs *logRecorder) *sqlstore.LockingStore {
 	t.Helper()
 	cfg, err := pgxpool.ParseConfig(e.pgURL)
 	if err != nil {
@@ -154,7 +154,7 @@ type inproc struct {
 
 // startRelay runs a relay in the test process until stop (or the test's
 // end). The config's Logger is set to record the relay's warnings.
-func startRelay(t *testing.T, name string, pub async.MessagePublisher, store *sqlstore.Store, cfg txm.ProcessorConfig) *inproc {
+func startRelay(t *testing.T, name string, pub async.MessagePublisher, store *sqlstore.LockingStore, cfg txm.ProcessorConfig) *inproc {
 	t.Helper()
 	r := &inproc{name: name, logs: &logRecorder{}, done: make(chan error, 1)}
 	cfg.Logger = slog.New(r.logs)

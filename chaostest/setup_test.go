@@ -33,7 +33,7 @@ type env struct {
 	prefix  string // the stream's subjects are prefix.>
 	topic   string
 	pool    *pgxpool.Pool
-	store   *sqlstore.Store
+	store   *sqlstore.LockingStore
 	nc      *nats.Conn
 	js      jetstream.JetStream
 }

@@ -48,10 +48,9 @@ type ProcessorConfig struct {
 	// can be claimed only once the batch holding its earlier ones has
 	// committed, so claiming ahead does not help a backlog of a few busy
 	// keys. Per-key order is kept as with leases. The store must implement
-	// [LockingClaimer] (sqlstore on PostgreSQL and MySQL):
-	// NewOutboxProcessorWithConfig fails otherwise, and Start returns an
-	// error matching [errors.ErrUnsupported] when the store's claims do
-	// (sqlstore on SQLite). Default false: leases.
+	// [LockingClaimer] (the outbox of sqlstore's LockingStore, on
+	// PostgreSQL and MySQL; SQLite's does not): NewOutboxProcessorWithConfig
+	// fails otherwise. Default false: leases.
 	LockClaims bool
 
 	// PollInterval is how long the relay waits for new messages when the

@@ -157,10 +157,9 @@ func NewOutboxProcessorWithConfig(publisher async.MessagePublisher, store Outbox
 // not finish and returns nil. It returns an error only when the processor
 // cannot run: it was built with a nil publisher or store, it was started
 // before, its store cannot claim as configured (a claim failed with an
-// error matching [errors.ErrUnsupported], as [ProcessorConfig.LockClaims]
-// does on sqlstore's SQLite store), or its store was closed (a claim failed
-// with an error matching [async.ErrClosed]; the error returned matches it
-// too).
+// error matching [errors.ErrUnsupported]), or its store was closed (a
+// claim failed with an error matching [async.ErrClosed]; the error
+// returned matches it too).
 func (p *Processor) Start(ctx context.Context) error {
 	if p.initErr != nil {
 		return p.initErr

@@ -131,8 +131,10 @@ type LockingClaimer interface {
 	Transactor
 	// With idle > 0 the store ends the claim's transaction, freeing its
 	// messages, when it waits longer than idle for its next statement, as
-	// a lease would expire. A store that cannot claim this way returns an
-	// error matching errors.ErrUnsupported.
+	// a lease would expire. A store that cannot claim this way does not
+	// implement LockingClaimer (sqlstore's SQLite store does not), so
+	// that a relay with [ProcessorConfig.LockClaims] refuses it when it
+	// is built instead of failing when it runs.
 	ClaimLocked(ctx context.Context, limit int, idle time.Duration) ([]Claimed, error)
 }
 

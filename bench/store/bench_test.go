@@ -117,7 +117,7 @@ func BenchmarkStoreWrite(b *testing.B) {
 // is not nil, else on the env's pgx pool.
 func storeWriteOp(tb testing.TB, e *storePG, db *sql.DB, p storeWritePath) func(ctx context.Context, i int) error {
 	tb.Helper()
-	var s *sqlstore.Store
+	var s *sqlstore.LockingStore
 	if p.kind == storeWriteLib {
 		if db != nil {
 			s = e.sqlStore(tb, db, p.cfg)
@@ -295,7 +295,7 @@ func storePGSaveMany(tb testing.TB, e *storePG, path string) func(ctx context.Co
 		return e.store(tb, sqlstore.Config{PollOnly: true}).Outbox().SaveMany
 	case "lib-notify":
 		s := e.store(tb, sqlstore.Config{})
-		storeDrainWakeups(tb, s) // a listener, as a relay would have
+		storeDrainWakeups(tb, s.Store) // a listener, as a relay would have
 		return s.Outbox().SaveMany
 	case "lib-sql-pollonly":
 		return e.sqlStore(tb, e.sqlDB(tb, 2), sqlstore.Config{PollOnly: true}).Outbox().SaveMany
@@ -393,7 +393,7 @@ func BenchmarkStoreClaim(b *testing.B) {
 	storeClaimMatrix(b, []string{"raw-tx", "raw-1stmt", "store", "store-generic"},
 		func(b *testing.B, e *storePG, path string, limit int) func(ctx context.Context) (int, error) {
 			if path == "store-generic" {
-				return storeDrainStore(e.genericStore(b), limit)
+				return storeDrainStore(e.genericStore(b).Store, limit)
 			}
 			return storeDrain(e, path, limit)
 		})
@@ -441,7 +441,7 @@ func storeClaimMatrix(b *testing.B, paths []string, drainFor func(b *testing.B, 
 //     (and not leased) ORDER BY seq LIMIT n FOR UPDATE SKIP LOCKED,
 //     returning the message columns; UPDATE ... SET state = 'published'
 //     WHERE id = ANY($1); COMMIT;
-//   - store-lock: Store.InTx around Outbox.ClaimLocked (which also keeps
+//   - store-lock: Store.InTx around LockingOutbox.ClaimLocked (which also keeps
 //     each key's order) and MarkPublished,
 //     as the relay runs them with ProcessorConfig.LockClaims.
 //
@@ -560,7 +560,7 @@ func storeDrain(e *storePG, path string, limit int) func(ctx context.Context) (i
 			return storeScanClaimed(rows)
 		}
 	default:
-		return storeDrainStore(e.filler, limit)
+		return storeDrainStore(e.filler.Store, limit)
 	}
 	return func(ctx context.Context) (int, error) {
 		total := 0

@@ -214,7 +214,7 @@ func TestStoreClaimPaths(t *testing.T) {
 				drain := storeDrain(e, path, limit)
 				if path == "store-generic" {
 					e.filler = e.genericStore(t) // claims and drains through it
-					drain = storeDrainStore(e.filler, limit)
+					drain = storeDrainStore(e.filler.Store, limit)
 				}
 				e.fill(t, n, keys)
 				// One claim, not marked: limit rows leased for about the lease.

@@ -168,7 +168,7 @@ type storePG struct {
 	// outbox, inbox and orders are the qualified table names.
 	outbox, inbox, orders string
 	// filler is a PollOnly store that pre-fills the outbox.
-	filler *sqlstore.Store
+	filler *sqlstore.LockingStore
 }
 
 // newStorePG creates the schema and a pool of at most conns connections.
@@ -230,7 +230,7 @@ func (e *storePG) config(cfg sqlstore.Config) sqlstore.Config {
 }
 
 // store returns a pgx store on the env's pool, closed in cleanup.
-func (e *storePG) store(tb testing.TB, cfg sqlstore.Config) *sqlstore.Store {
+func (e *storePG) store(tb testing.TB, cfg sqlstore.Config) *sqlstore.LockingStore {
 	tb.Helper()
 	s, err := postgres.New(e.pool, e.config(cfg))
 	if err != nil {
@@ -243,7 +243,7 @@ func (e *storePG) store(tb testing.TB, cfg sqlstore.Config) *sqlstore.Store {
 // genericStore returns a PollOnly pgx store on a pool of its own (two
 // connections, closed in cleanup) whose sessions plan every prepared
 // statement generically (plan_cache_mode = force_generic_plan).
-func (e *storePG) genericStore(tb testing.TB) *sqlstore.Store {
+func (e *storePG) genericStore(tb testing.TB) *sqlstore.LockingStore {
 	tb.Helper()
 	cfg, err := pgxpool.ParseConfig(e.url)
 	if err != nil {
@@ -280,7 +280,7 @@ func (e *storePG) sqlDB(tb testing.TB, conns int) *sql.DB {
 }
 
 // sqlStore returns a database/sql store on db, closed in cleanup.
-func (e *storePG) sqlStore(tb testing.TB, db *sql.DB, cfg sqlstore.Config) *sqlstore.Store {
+func (e *storePG) sqlStore(tb testing.TB, db *sql.DB, cfg sqlstore.Config) *sqlstore.LockingStore {
 	tb.Helper()
 	s, err := postgres.NewDB(db, e.config(cfg))
 	if err != nil {
@@ -530,5 +530,5 @@ func storeCheck(tb testing.TB, what string, err error) {
 // until the listener hears it.
 func (e *storePG) listen(tb testing.TB, op func(ctx context.Context, i int) error) {
 	tb.Helper()
-	storeAwaitListen(tb, storeDrainWakeups(tb, e.store(tb, sqlstore.Config{})), op)
+	storeAwaitListen(tb, storeDrainWakeups(tb, e.store(tb, sqlstore.Config{}).Store), op)
 }

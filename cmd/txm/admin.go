@@ -95,7 +95,7 @@ func (f *storeFlags) open(ctx context.Context, create bool) (*adminStore, error)
 		if err != nil {
 			return nil, err
 		}
-		return &adminStore{Store: s, tables: newOutboxTables(s.DB(), "", quoteMySQL), close: func() { _ = s.Close() }}, nil
+		return &adminStore{Store: s.Store, tables: newOutboxTables(s.DB(), "", quoteMySQL), close: func() { _ = s.Close() }}, nil
 	}
 	db, err := sql.Open("pgx", f.postgres)
 	if err != nil {
@@ -106,7 +106,16 @@ func (f *storeFlags) open(ctx context.Context, create bool) (*adminStore, error)
 		_ = db.Close()
 		return nil, err
 	}
-	return &adminStore{Store: s, tables: newOutboxTables(db, f.schema, quoteIdent), close: func() { _ = s.Close(); _ = db.Close() }}, nil
+	return &adminStore{Store: s.Store, tables: newOutboxTables(db, f.schema, quoteIdent), close: func() { _ = s.Close(); _ = db.Close() }}, nil
+}
+
+// baseStore returns the Store of a LockingStore and err, for the commands
+// that do not claim.
+func baseStore(s *sqlstore.LockingStore, err error) (*sqlstore.Store, error) {
+	if err != nil {
+		return nil, err
+	}
+	return s.Store, nil
 }
 
 // isFilePath reports whether a -sqlite value names a plain file, not an
@@ -210,7 +219,7 @@ func migrationSQL(sf storeFlags, dialect string) (string, error) {
 			return "", oerr
 		}
 		defer db.Close()
-		store, err = postgres.NewDB(db, sqlstore.Config{Schema: sf.schema, PollOnly: true})
+		store, err = baseStore(postgres.NewDB(db, sqlstore.Config{Schema: sf.schema, PollOnly: true}))
 	case "mysql":
 		if sf.schema != "" {
 			return "", usagef("-schema is for PostgreSQL; MySQL's database is the DSN's")
@@ -220,7 +229,7 @@ func migrationSQL(sf storeFlags, dialect string) (string, error) {
 			return "", oerr
 		}
 		defer db.Close()
-		store, err = mysql.New(db, sqlstore.Config{})
+		store, err = baseStore(mysql.New(db, sqlstore.Config{}))
 	default:
 		return "", usagef("migrate: unknown -dialect %q: sqlite, postgres or mysql", dialect)
 	}

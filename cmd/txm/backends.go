@@ -54,7 +54,7 @@ func (e *demoEnv) openBroker(ctx context.Context, cfg demoConfig) error {
 
 // openPostgresDemo opens a database/sql PostgreSQL store in its own schema,
 // so the demo never touches other tables.
-func openPostgresDemo(ctx context.Context, dsn string) (*sqlstore.Store, *sql.DB, error) {
+func openPostgresDemo(ctx context.Context, dsn string) (*sqlstore.LockingStore, *sql.DB, error) {
 	db, err := sql.Open("pgx", dsn)
 	if err != nil {
 		return nil, nil, fmt.Errorf("demo: open PostgreSQL: %w", err)

@@ -99,6 +99,7 @@ type demoEnv struct {
 	storeName, brokerName string
 	postgres              bool // the store is PostgreSQL: $n placeholders
 	store                 *sqlstore.Store
+	relayed               txm.OutboxStore // what the relay claims from: on PostgreSQL the LockingOutbox locked claims need
 	db                    *sql.DB
 	pub                   async.MessagePublisher
 	sub                   async.MessageSubscriber
@@ -136,7 +137,7 @@ func (e *demoEnv) openStore(ctx context.Context, cfg demoConfig) error {
 		if err != nil {
 			return err
 		}
-		e.store, e.db, e.postgres = store, db, true
+		e.store, e.relayed, e.db, e.postgres = store.Store, store.Outbox(), db, true
 		e.storeName = "PostgreSQL (" + redactURL(cfg.postgres) + ")"
 		e.closers = append(e.closers, func() { _ = store.Close(); _ = db.Close() })
 	} else if cfg.mysql != "" {
@@ -144,7 +145,7 @@ func (e *demoEnv) openStore(ctx context.Context, cfg demoConfig) error {
 		if err != nil {
 			return fmt.Errorf("demo: open MySQL: %w", err)
 		}
-		e.store, e.db = store, store.DB()
+		e.store, e.relayed, e.db = store.Store, store.Outbox(), store.DB()
 		e.storeName = "MySQL"
 		e.closers = append(e.closers, func() { _ = store.Close() })
 	} else {
@@ -163,7 +164,7 @@ func (e *demoEnv) openStore(ctx context.Context, cfg demoConfig) error {
 		if err != nil {
 			return fmt.Errorf("demo: open SQLite: %w", err)
 		}
-		e.store = store
+		e.store, e.relayed = store, store.Outbox()
 		e.db = store.DB()
 		e.storeName = "SQLite (" + path + ")"
 		e.closers = append(e.closers, func() { _ = store.Close() })
@@ -355,7 +356,7 @@ func (e *demoEnv) run(ctx context.Context, cfg demoConfig, stdout io.Writer) err
 	// The relay, publishing through the flaky network. On PostgreSQL it
 	// claims by locking (ProcessorConfig.LockClaims); SQLite leases.
 	network, flaky := newFlakyNetwork(e.pub)
-	relay, err := txm.NewOutboxProcessorWithConfig(network, e.store.Outbox(), txm.ProcessorConfig{
+	relay, err := txm.NewOutboxProcessorWithConfig(network, e.relayed, txm.ProcessorConfig{
 		LockClaims:   e.postgres,
 		PollInterval: 100 * time.Millisecond,
 		Retry:        retry.Policy{InitialInterval: 20 * time.Millisecond, MaxInterval: 100 * time.Millisecond},

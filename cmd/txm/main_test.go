@@ -202,7 +202,7 @@ func TestAdminCommandsOnPostgres(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return store, func() { _ = store.Close() }
+		return store.Store, func() { _ = store.Close() }
 	})
 }
 
@@ -242,7 +242,7 @@ func TestAdminCommandsOnMySQL(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return store, func() { _ = store.Close() }
+		return store.Store, func() { _ = store.Close() }
 	})
 }
 

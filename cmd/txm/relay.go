@@ -118,7 +118,7 @@ func relayMain(ctx context.Context, cfg relayConfig, log *slog.Logger) (err erro
 	pcfg.Logger = log
 	pcfg.Observer = obs
 	pub := async.ChainPublisher(natsjs.NewPublisher(r.js, natsjs.PublisherConfig{Logger: log}), pubMW...)
-	proc, err := txm.NewOutboxProcessorWithConfig(pub, r.store.Store.Outbox(), pcfg)
+	proc, err := txm.NewOutboxProcessorWithConfig(pub, r.store.relayed, pcfg)
 	if err != nil {
 		return fmt.Errorf("relay: %w", err)
 	}
@@ -139,9 +139,12 @@ func stopReason(ctx context.Context) string {
 // relayStore is the relay's store and how to ping and close it.
 type relayStore struct {
 	*sqlstore.Store
-	kind  string // "postgres", "sqlite" or "mysql"
-	ping  func(context.Context) error
-	close func()
+	// relayed is the outbox the relay claims from: on PostgreSQL and
+	// MySQL a *sqlstore.LockingOutbox, which -lock-claims needs.
+	relayed txm.OutboxStore
+	kind    string // "postgres", "sqlite" or "mysql"
+	ping    func(context.Context) error
+	close   func()
 }
 
 // openRelayStore opens the selected store. PostgreSQL's is opened without
@@ -161,7 +164,7 @@ func openRelayStore(ctx context.Context, cfg relayConfig, log *slog.Logger) (*re
 		if err != nil {
 			return nil, err
 		}
-		return &relayStore{Store: s, kind: "sqlite", ping: s.DB().PingContext, close: func() { _ = s.Close() }}, nil
+		return &relayStore{Store: s, relayed: s.Outbox(), kind: "sqlite", ping: s.DB().PingContext, close: func() { _ = s.Close() }}, nil
 	}
 	if cfg.mysql != "" {
 		// mysql.Open pings: with MySQL the relay needs its database at start.
@@ -169,7 +172,7 @@ func openRelayStore(ctx context.Context, cfg relayConfig, log *slog.Logger) (*re
 		if err != nil {
 			return nil, err
 		}
-		return &relayStore{Store: s, kind: "mysql", ping: s.DB().PingContext, close: func() { _ = s.Close() }}, nil
+		return &relayStore{Store: s.Store, relayed: s.Outbox(), kind: "mysql", ping: s.DB().PingContext, close: func() { _ = s.Close() }}, nil
 	}
 	pc, err := pgxpool.ParseConfig(cfg.postgres)
 	if err != nil {
@@ -189,7 +192,7 @@ func openRelayStore(ctx context.Context, cfg relayConfig, log *slog.Logger) (*re
 		pool.Close()
 		return nil, err
 	}
-	return &relayStore{Store: s, kind: "postgres", ping: pool.Ping, close: func() { _ = s.Close(); pool.Close() }}, nil
+	return &relayStore{Store: s.Store, relayed: s.Outbox(), kind: "postgres", ping: pool.Ping, close: func() { _ = s.Close(); pool.Close() }}, nil
 }
 
 // hasPoolMaxConns reports whether a PostgreSQL URL or keyword/value string

@@ -292,7 +292,7 @@ func (l *logRecords) wait(t *testing.T, msg string, d time.Duration) map[string]
 type relayFixture struct {
 	pgURL, schema    string
 	db               *sql.DB
-	store            *sqlstore.Store
+	store            *sqlstore.LockingStore
 	stream, subjects string
 	prefix           string
 }
@@ -789,8 +789,8 @@ func TestRelayOnMySQL(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	testRelayOnStore(t, natsURL, store, "-mysql", own)
-	testRelayOnStore(t, natsURL, store, "-mysql", own, "-lock-claims") // MySQL claims by locks too
+	testRelayOnStore(t, natsURL, store.Store, "-mysql", own)
+	testRelayOnStore(t, natsURL, store.Store, "-mysql", own, "-lock-claims") // MySQL claims by locks too
 }
 
 // testRelayOnStore migrates store, saves messages in it and runs txm relay

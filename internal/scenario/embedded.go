@@ -101,7 +101,7 @@ func DrainEmbedded(ctx context.Context, s EmbeddedDrainSpec) (_ DrainResult, err
 	}
 	var after CPU
 	var afterErr error
-	took, err := drainWith(ctx, pub, store, s.Messages, cfg, func() { after, afterErr = ReadCPU() })
+	took, err := drainWith(ctx, pub, store.Outbox(), s.Messages, cfg, func() { after, afterErr = ReadCPU() })
 	if err != nil {
 		return DrainResult{}, err
 	}

@@ -167,9 +167,11 @@ func openPathRig(ctx context.Context, s PathSpec) (_ *pathRig, err error) {
 		r.closers = append(r.closers, func() { _ = r.db.Close() })
 		r.db.SetMaxOpenConns(s.Workers + 4)
 		r.db.SetMaxIdleConns(s.Workers + 4)
-		if r.store, err = postgres.NewDB(r.db, sqlstore.Config{Schema: e.Schema, NotifyChannel: e.Schema, Logger: logger}); err != nil {
+		pg, err := postgres.NewDB(r.db, sqlstore.Config{Schema: e.Schema, NotifyChannel: e.Schema, Logger: logger})
+		if err != nil {
 			return nil, err
 		}
+		r.store = pg.Store // the paths do not claim by locking
 		r.closers = append(r.closers, func() { _ = r.store.Close() })
 		sub := natsjs.NewSubscriber(e.JS, natsjs.SubscriberConfig{})
 		r.closers = append(r.closers, func() { _ = sub.Close() })

@@ -18,7 +18,7 @@ import (
 
 // Store returns a store on the library's tables in e's schema; pollOnly
 // stores do not LISTEN. The caller closes it.
-func (e *Env) Store(pollOnly bool) (*sqlstore.Store, error) {
+func (e *Env) Store(pollOnly bool) (*sqlstore.LockingStore, error) {
 	return postgres.New(e.Pool, sqlstore.Config{Schema: e.Schema, NotifyChannel: e.Schema,
 		PollOnly: pollOnly, Logger: slog.New(slog.DiscardHandler)})
 }
@@ -39,7 +39,7 @@ func (e *Env) Messages(n, keys int, payload []byte) []async.Message {
 
 // FillOutbox empties the library's outbox and saves msgs with SaveMany,
 // then settles the table.
-func (e *Env) FillOutbox(ctx context.Context, store *sqlstore.Store, msgs []async.Message) error {
+func (e *Env) FillOutbox(ctx context.Context, store *sqlstore.LockingStore, msgs []async.Message) error {
 	table := e.Schema + "." + sqlstore.DefaultOutboxTable
 	if _, err := e.Pool.Exec(ctx, "TRUNCATE "+table); err != nil {
 		return fmt.Errorf("truncate: %w", err)
@@ -64,19 +64,30 @@ func (e *Env) OutboxUnpublished(ctx context.Context) (int, error) {
 // with pubCfg on store until it has marked n messages published, and
 // returns how long that took from Start. The relay is stopped before it
 // returns.
-func (e *Env) DrainRelay(ctx context.Context, store *sqlstore.Store, n int, cfg txm.ProcessorConfig, pubCfg natsjs.PublisherConfig) (time.Duration, error) {
-	return drainWith(ctx, natsjs.NewPublisher(e.JS, pubCfg), store, n, cfg, nil)
+func (e *Env) DrainRelay(ctx context.Context, store *sqlstore.LockingStore, n int, cfg txm.ProcessorConfig, pubCfg natsjs.PublisherConfig) (time.Duration, error) {
+	return drainWith(ctx, natsjs.NewPublisher(e.JS, pubCfg), store.Outbox(), n, cfg, nil)
 }
 
-// drainWith runs the relay with cfg and pub on store until it has marked n
-// messages published, calls done (when not nil) at that moment, stops the
-// relay and returns how long the drain took from Start.
-func drainWith(ctx context.Context, pub async.MessagePublisher, store *sqlstore.Store, n int, cfg txm.ProcessorConfig, done func()) (time.Duration, error) {
-	out := &countingOutbox{Outbox: store.Outbox(), target: int64(n), done: make(chan struct{})}
+// drainWith runs the relay with cfg and pub on outbox, a *sqlstore.Outbox
+// or a *sqlstore.LockingOutbox, until it has marked n messages published,
+// calls done (when not nil) at that moment, stops the relay and returns
+// how long the drain took from Start.
+func drainWith(ctx context.Context, pub async.MessagePublisher, outbox txm.OutboxStore, n int, cfg txm.ProcessorConfig, done func()) (time.Duration, error) {
+	out := &countingOutbox{target: int64(n), done: make(chan struct{})}
+	var relayed txm.OutboxStore = out
+	switch o := outbox.(type) {
+	case *sqlstore.LockingOutbox:
+		out.Outbox = o.Outbox
+		relayed = lockingCountingOutbox{out, o}
+	case *sqlstore.Outbox:
+		out.Outbox = o
+	default:
+		return 0, fmt.Errorf("drain: %T is not a sqlstore outbox", outbox)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	relay, err := txm.NewOutboxProcessorWithConfig(pub, out, cfg)
+	relay, err := txm.NewOutboxProcessorWithConfig(pub, relayed, cfg)
 	if err != nil {
 		return 0, err
 	}
@@ -108,7 +119,8 @@ func drainWith(ctx context.Context, pub async.MessagePublisher, store *sqlstore.
 // countingOutbox is a store's outbox whose MarkPublished counts: done is
 // closed once target messages are marked (for a locked claim, when its
 // transaction commits). It embeds the outbox, so the relay finds every
-// optional capability.
+// optional capability of [sqlstore.Outbox]; [lockingCountingOutbox] adds
+// locked claims.
 type countingOutbox struct {
 	*sqlstore.Outbox
 	target int64
@@ -145,4 +157,20 @@ func (o *countingOutbox) count(n int64) {
 	if n > 0 && o.marked.Add(n) >= o.target {
 		o.once.Do(func() { close(o.done) })
 	}
+}
+
+// lockingCountingOutbox is a countingOutbox of a [sqlstore.LockingOutbox]:
+// it claims by locking too, so a relay with LockClaims accepts it. The
+// claim is forwarded rather than embedded, since embedding the locking
+// outbox beside the countingOutbox would make the methods both promote
+// from sqlstore.Outbox ambiguous, and so drop them.
+type lockingCountingOutbox struct {
+	*countingOutbox
+	locking *sqlstore.LockingOutbox
+}
+
+var _ txm.LockingClaimer = lockingCountingOutbox{}
+
+func (o lockingCountingOutbox) ClaimLocked(ctx context.Context, limit int, idle time.Duration) ([]txm.Claimed, error) {
+	return o.locking.ClaimLocked(ctx, limit, idle)
 }

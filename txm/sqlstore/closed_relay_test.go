@@ -42,7 +42,7 @@ func TestRelayStopsWhenStoreIsClosed(t *testing.T) {
 			}); err != nil {
 				t.Fatal(err)
 			}
-			relay, err := txm.NewOutboxProcessorWithConfig(pub, s.Outbox(), txm.ProcessorConfig{
+			relay, err := txm.NewOutboxProcessorWithConfig(pub, relayed(s.Outbox(), tc.lock), txm.ProcessorConfig{
 				LockClaims: tc.lock, PollInterval: 10 * time.Millisecond, Logger: discardLogger(),
 				StoreRetry: retry.Policy{InitialInterval: 5 * time.Millisecond, MaxInterval: 20 * time.Millisecond},
 			})

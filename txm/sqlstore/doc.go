@@ -6,15 +6,20 @@
 // driver), [github.com/transmanager/transmanager/txm/sqlstore/sqlite]
 // (SQLite through the pure-Go modernc.org/sqlite driver) and
 // [github.com/transmanager/transmanager/txm/sqlstore/mysql] (MySQL 8.0+ and
-// MariaDB 10.6+ through github.com/go-sql-driver/mysql). Each returns the
-// same [*Store]; what differs per database (its SQL text, its claim, its
-// migrations and how it wakes relays) is the database's engine.
+// MariaDB 10.6+ through github.com/go-sql-driver/mysql). The SQLite
+// package returns a [*Store], the PostgreSQL and MySQL packages a
+// [*LockingStore]: the same Store, whose outbox can also claim by locking.
+// What differs per database (its SQL text, its claim, its migrations and
+// how it wakes relays) is the database's engine.
 //
 // A [Store] has two sides. [Store.Outbox] returns an [Outbox], which
-// implements [txm.OutboxStore] and all of the relay's optional capabilities
+// implements [txm.OutboxStore] and the relay's optional capabilities
 // ([txm.Transactor], [txm.Claimer], [txm.DeadLetterStore], [txm.BatchSaver],
 // [txm.StatsReporter], [txm.Purger], [txm.FullWaker], [txm.Scheduler],
-// [txm.DueReporter], and on PostgreSQL and MySQL [txm.LockingClaimer]).
+// [txm.DueReporter]); a LockingStore's [LockingStore.Outbox] returns a
+// [LockingOutbox], which implements [txm.LockingClaimer] as well. A store
+// that cannot claim by locking does not implement it, so that a relay with
+// [txm.ProcessorConfig.LockClaims] refuses SQLite when it is built.
 // Scheduled messages ([txm.WithDeliverAt]) keep their delivery time in
 // next_attempt_at, on the database's clock (see [Outbox.Cancel]). [Store.Inbox] returns the [Inbox] of one consumer
 // group, which implements [txm.InboxStore] and
@@ -251,7 +256,7 @@
 //
 // # Locked claims
 //
-// [Outbox.ClaimLocked] (PostgreSQL and MySQL; the relay's
+// [LockingOutbox.ClaimLocked] (PostgreSQL and MySQL; the relay's
 // [txm.ProcessorConfig.LockClaims]) claims without a lease: a SELECT ...
 // FOR UPDATE SKIP LOCKED in a transaction that the relay keeps open while
 // it publishes the batch, and in which it then records the outcome. The

@@ -78,7 +78,7 @@ type engine interface {
 	listen(s *Store)
 }
 
-// lockingEngine is an engine that can claim by locking (Outbox.ClaimLocked).
+// lockingEngine is an engine that can claim by locking (LockingOutbox.ClaimLocked).
 type lockingEngine interface {
 	// claimLocked locks up to limit messages in the transaction of h and
 	// q, and returns them in save order with their seqs.

@@ -151,7 +151,7 @@ func Example_postgres() {
 // A locked claim in a transaction of the store's own: the messages stay
 // claimed until the transaction ends, and their outcome commits with it.
 // The relay does this with txm.ProcessorConfig{LockClaims: true}.
-func ExampleOutbox_ClaimLocked() {
+func ExampleLockingOutbox_ClaimLocked() {
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
 	if err != nil {

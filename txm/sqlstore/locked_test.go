@@ -2,8 +2,10 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/transmanager/transmanager/async"
 	"github.com/transmanager/transmanager/txm"
+	"github.com/transmanager/transmanager/txm/sqlstore/internal/seam"
 )
 
 // openTx begins a transaction with s.InTx in a goroutine and returns the
@@ -61,9 +64,22 @@ func mustExec(t *testing.T, s *testStore, stmt string, args ...any) {
 	execOn(t, s.pg.pool, stmt, args...)
 }
 
+// locking returns o as the outbox of a LockingStore: the tests' stores are
+// built by newStore, which every database shares.
+func locking(o *Outbox) *LockingOutbox { return &LockingOutbox{o} }
+
+// relayed returns the outbox that a relay with LockClaims set to lock
+// takes: o, or o as a LockingOutbox when lock.
+func relayed(o *Outbox, lock bool) txm.OutboxStore {
+	if lock {
+		return locking(o)
+	}
+	return o
+}
+
 func mustClaimLocked(t *testing.T, ctx context.Context, o *Outbox, limit int) []txm.Claimed {
 	t.Helper()
-	c, err := o.ClaimLocked(ctx, limit, 0)
+	c, err := locking(o).ClaimLocked(ctx, limit, 0)
 	if err != nil {
 		t.Fatalf("claim locked: %v", err)
 	}
@@ -89,7 +105,7 @@ func TestPostgresClaimLocked(t *testing.T) {
 			}
 		}
 
-		if _, err := o.ClaimLocked(ctx, 10, 0); err == nil {
+		if _, err := locking(o).ClaimLocked(ctx, 10, 0); err == nil {
 			t.Fatal("a locked claim without a transaction succeeded")
 		}
 
@@ -176,16 +192,54 @@ func TestPostgresClaimLocked(t *testing.T) {
 	})
 }
 
-// TestSQLiteClaimLockedUnsupported: SQLite has one writer at a time, so a
-// transaction held across a publish would stop every save.
-func TestSQLiteClaimLockedUnsupported(t *testing.T) {
+// TestSQLiteHandMadeLockingOutbox: SQLite's store is no LockingStore (a
+// transaction held across a publish would stop every save), but a
+// LockingOutbox can be written by hand around its outbox; its claim then
+// fails with an error, without running a statement.
+func TestSQLiteHandMadeLockingOutbox(t *testing.T) {
 	s := newTestStore(t, kindSQLite, Config{})
+	mustSave(t, s.Outbox(), newMsg("t", ""))
 	err := s.InTx(context.Background(), func(ctx context.Context) error {
-		_, err := s.Outbox().ClaimLocked(ctx, 10, 0)
+		_, err := locking(s.Outbox()).ClaimLocked(ctx, 10, 0)
 		return err
 	})
 	if !errors.Is(err, errors.ErrUnsupported) {
 		t.Fatalf("locked claim on SQLite: %v, want errors.ErrUnsupported", err)
+	}
+	if c := mustClaim(t, s.Outbox(), 10, time.Minute); len(c) != 1 {
+		t.Fatalf("a lease claim after the refused locked claim got %d messages, want 1", len(c))
+	}
+}
+
+// TestBuildLocking: BuildLocking builds the stores of the databases that
+// claim by locking and refuses SQLite's, leaving the handle to its owner.
+func TestBuildLocking(t *testing.T) {
+	db, err := sql.Open("sqlite", filepath.Join(t.TempDir(), "build.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, owned := range []bool{false, true} {
+		s, err := BuildLocking(seam.Handle{Database: seam.SQLite, DB: db, Owned: owned}, Config{})
+		if err == nil || s != nil || !strings.Contains(err.Error(), "sqlite cannot claim by locking") {
+			t.Fatalf("BuildLocking on SQLite (owned %t) = %v, %v; want an error saying SQLite cannot claim by locking", owned, s, err)
+		}
+		if err := db.Ping(); err != nil {
+			t.Fatalf("the handle after the refusal (owned %t): %v", owned, err)
+		}
+	}
+	pgDB, err := sql.Open("pgx", "") // opens no connection
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pgDB.Close()
+	s, err := BuildLocking(seam.Handle{Database: seam.Postgres, DB: pgDB}, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, ok := any(s.Outbox()).(txm.LockingClaimer); !ok {
+		t.Fatal("the PostgreSQL store's outbox is no txm.LockingClaimer")
 	}
 }
 
@@ -280,7 +334,7 @@ func lockingAndLeasingRelays(t *testing.T, keys int) {
 		}
 		var c []txm.Claimed
 		err := s.InTx(ctx, func(ctx context.Context) (err error) {
-			if c, err = o.ClaimLocked(ctx, batch, time.Minute); err != nil || len(c) == 0 {
+			if c, err = locking(o).ClaimLocked(ctx, batch, time.Minute); err != nil || len(c) == 0 {
 				return err
 			}
 			if err := ledger.take(r, c); err != nil {
@@ -323,7 +377,7 @@ func TestPostgresLockedRelayStopFreesClaims(t *testing.T) {
 			<-ctx.Done()
 			return ctx.Err()
 		})
-		p, err := txm.NewOutboxProcessorWithConfig(pub, o, txm.ProcessorConfig{
+		p, err := txm.NewOutboxProcessorWithConfig(pub, locking(o), txm.ProcessorConfig{
 			LockClaims: true, BatchSize: 5, BatchesInFlight: 3, Workers: 1,
 			DrainTimeout: 100 * time.Millisecond, Logger: discardLogger(),
 		})
@@ -428,7 +482,7 @@ func TestPostgresLockedRelayStopsWithoutAConnection(t *testing.T) {
 	defer conn.Release()
 
 	pub := async.MessagePublisherFunc(func(context.Context, string, async.Message) error { return nil })
-	p, err := txm.NewOutboxProcessorWithConfig(pub, s.Outbox(), txm.ProcessorConfig{
+	p, err := txm.NewOutboxProcessorWithConfig(pub, locking(s.Outbox()), txm.ProcessorConfig{
 		LockClaims: true, DrainTimeout: 200 * time.Millisecond, Logger: discardLogger(),
 	})
 	if err != nil {
@@ -463,7 +517,7 @@ func TestPostgresClaimLockedIdleTimeout(t *testing.T) {
 		mustSave(t, o, m)
 
 		tx, end := openTx(t, s.Store)
-		if c, err := o.ClaimLocked(tx, 10, 300*time.Millisecond); err != nil || len(c) != 1 {
+		if c, err := locking(o).ClaimLocked(tx, 10, 300*time.Millisecond); err != nil || len(c) != 1 {
 			t.Fatalf("locked claim: %v, %v", ids(c), err)
 		}
 		if c := mustClaim(t, o, 10, time.Minute); len(c) != 0 {
@@ -494,7 +548,7 @@ func TestPostgresClaimLockedIdleTimeout(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer callerTx.Rollback(ctx)
-		if c, err := o.ClaimLocked(WithPgxTx(ctx, callerTx), 10, 300*time.Millisecond); err != nil || len(c) != 1 {
+		if c, err := locking(o).ClaimLocked(WithPgxTx(ctx, callerTx), 10, 300*time.Millisecond); err != nil || len(c) != 1 {
 			t.Fatalf("locked claim in the caller's transaction: %v, %v", ids(c), err)
 		}
 		var setting string
@@ -502,27 +556,6 @@ func TestPostgresClaimLockedIdleTimeout(t *testing.T) {
 			t.Fatalf("idle_in_transaction_session_timeout in the caller's transaction: %q, %v", setting, err)
 		}
 	})
-}
-
-// TestSQLiteLockClaimsStopsTheRelay: a relay configured for locked claims
-// on SQLite cannot run, and says so: Start returns an error matching
-// errors.ErrUnsupported at once instead of retrying a claim that cannot
-// succeed.
-func TestSQLiteLockClaimsStopsTheRelay(t *testing.T) {
-	s := newTestStore(t, kindSQLite, Config{})
-	pub := async.MessagePublisherFunc(func(context.Context, string, async.Message) error { return nil })
-	p, err := txm.NewOutboxProcessorWithConfig(pub, s.Outbox(), txm.ProcessorConfig{LockClaims: true, Logger: discardLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := p.Start(ctx); !errors.Is(err, errors.ErrUnsupported) {
-		t.Fatalf("Start = %v, want an error matching errors.ErrUnsupported", err)
-	}
-	if ctx.Err() != nil {
-		t.Fatal("Start returned only when its context ended")
-	}
 }
 
 // TestPostgresMarkPublishedByLockedSeq: in a locked claim's transaction,

@@ -19,11 +19,11 @@ import (
 )
 
 // Outbox is the outbox side of a [Store]. It implements [txm.OutboxStore]
-// and every optional capability of the relay: [txm.Transactor],
-// [txm.Claimer], [txm.LockingClaimer] (PostgreSQL and MySQL; SQLite
-// refuses locked claims with errors.ErrUnsupported),
-// [txm.DeadLetterStore], [txm.BatchSaver], [txm.StatsReporter],
-// [txm.Purger], [txm.FullWaker], [txm.Scheduler] and [txm.DueReporter].
+// and every optional capability of the relay but one: [txm.Transactor],
+// [txm.Claimer], [txm.DeadLetterStore], [txm.BatchSaver],
+// [txm.StatsReporter], [txm.Purger], [txm.FullWaker], [txm.Scheduler] and
+// [txm.DueReporter]. The exception, [txm.LockingClaimer], is
+// [LockingOutbox]'s, the outbox of a database that can claim by locking.
 type Outbox struct{ s *Store }
 
 var (
@@ -35,7 +35,6 @@ var (
 	_ txm.StatsReporter   = (*Outbox)(nil)
 	_ txm.Purger          = (*Outbox)(nil)
 	_ txm.FullWaker       = (*Outbox)(nil)
-	_ txm.LockingClaimer  = (*Outbox)(nil)
 )
 
 // errNilMessage is returned for a nil message.
@@ -262,6 +261,16 @@ func (o *Outbox) claim(ctx context.Context, op string, limit int, lease time.Dur
 	return claimed, nil
 }
 
+// LockingOutbox is the outbox of a [LockingStore], a store on PostgreSQL
+// or MySQL/MariaDB: an [Outbox] that can also claim by locking, and so
+// implements [txm.LockingClaimer] besides everything [Outbox] implements.
+// SQLite's outbox is an [Outbox] only: a transaction held across a publish
+// would hold SQLite's one write lock and stop every save, so a relay with
+// [txm.ProcessorConfig.LockClaims] refuses it when it is built.
+type LockingOutbox struct{ *Outbox }
+
+var _ txm.LockingClaimer = (*LockingOutbox)(nil)
+
 // errNeedsTx is returned by ClaimLocked without a transaction in ctx.
 var errNeedsTx = errors.New("a locked claim needs a transaction in the context (run it in InTx)")
 
@@ -286,13 +295,13 @@ var errNeedsTx = errors.New("a locked claim needs a transaction in the context (
 // lease claim (sequential and bitmap scans off, one generic plan) for the
 // rest of the transaction. MySQL has no such timeout: the session's
 // wait_timeout is set to idle, rounded up to whole seconds, which ends
-// the session, and so the claim, the same way. On SQLite, where a
-// transaction holds the database's one write lock, it fails with an error
-// matching [errors.ErrUnsupported].
-func (o *Outbox) ClaimLocked(ctx context.Context, limit int, idle time.Duration) ([]txm.Claimed, error) {
+// the session, and so the claim, the same way.
+func (o *LockingOutbox) ClaimLocked(ctx context.Context, limit int, idle time.Duration) ([]txm.Claimed, error) {
 	s := o.s
 	const op = "claim locked"
 	q, h, err := s.querier(ctx)
+	// A LockingOutbox made by hand around the outbox of another database
+	// fails here rather than running statements it has no engine for.
 	le, locks := s.eng.(lockingEngine)
 	switch {
 	case err != nil:
@@ -404,8 +413,8 @@ func (o *Outbox) MarkPublished(ctx context.Context, ids ...string) error {
 // ExtendClaims renews the lease of pending messages that are leased, for
 // lease (0 or less: [Config.DefaultLease]) from now on the database's
 // clock. Other IDs are ignored, except in a transaction that made a locked
-// claim ([Outbox.ClaimLocked]), where it leases pending messages that are
-// not leased as well.
+// claim ([LockingOutbox.ClaimLocked]), where it leases pending messages
+// that are not leased as well.
 func (o *Outbox) ExtendClaims(ctx context.Context, lease time.Duration, ids ...string) error {
 	if lease <= 0 {
 		lease = o.s.cfg.DefaultLease

@@ -224,7 +224,7 @@ RETURNING o.seq, o.id, o.topic, o.name, o.metadata, o.payload, o.sent_at, o.atte
 	// lease. A row lock cannot be seen from another snapshot, so the
 	// claim returns, with each keyed message, the previous unpublished
 	// message of its key in the statement's snapshot (prev_seq, from
-	// unpublished_key_idx), and Outbox.ClaimLocked keeps a keyed
+	// unpublished_key_idx), and LockingOutbox.ClaimLocked keeps a keyed
 	// message only when it has none or kept that one: a chain from the
 	// key's head, every link locked by this claim (published is final,
 	// so no later commit can add a link the snapshot missed). The

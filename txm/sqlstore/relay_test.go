@@ -281,7 +281,7 @@ func (o observedOutbox) Claim(ctx context.Context, limit int, lease time.Duratio
 
 func (o observedOutbox) ClaimLocked(ctx context.Context, limit int, idle time.Duration) ([]txm.Claimed, error) {
 	o.idle.Store(int64(idle))
-	c, err := o.Outbox.ClaimLocked(ctx, limit, idle)
+	c, err := locking(o.Outbox).ClaimLocked(ctx, limit, idle)
 	if err == nil && len(c) == 0 {
 		select {
 		case o.empty <- struct{}{}:
@@ -342,7 +342,7 @@ func relaySurvivesKilledConnections(t *testing.T, lock bool) {
 		defer mu.Unlock()
 		return len(times)
 	}
-	p, err := txm.NewOutboxProcessorWithConfig(pub, relayStore.Outbox(), txm.ProcessorConfig{
+	p, err := txm.NewOutboxProcessorWithConfig(pub, relayed(relayStore.Outbox(), lock), txm.ProcessorConfig{
 		BatchSize: 50, Workers: 4, LockClaims: lock, PollInterval: 20 * time.Millisecond,
 		Retry:      retry.Policy{InitialInterval: 10 * time.Millisecond, MaxInterval: 50 * time.Millisecond, MaxAttempts: -1},
 		StoreRetry: retry.Policy{InitialInterval: 10 * time.Millisecond, MaxInterval: 100 * time.Millisecond},

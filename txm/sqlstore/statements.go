@@ -24,7 +24,7 @@ type statements struct {
 	claim        string // $1 limit, $2 lease µs (SQLite: $3 now)
 	// claimLocked locks {limit} due messages, each the oldest unpublished
 	// message of its key or without a key, without leasing them
-	// (PostgreSQL; see Outbox.ClaimLocked).
+	// (PostgreSQL; see LockingOutbox.ClaimLocked).
 	claimLocked string
 	// pinLocked pins claimLocked's plan for the rest of a transaction the
 	// store began, and sets its idle_in_transaction_session_timeout to $1

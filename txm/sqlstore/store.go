@@ -14,10 +14,11 @@ import (
 	"github.com/transmanager/transmanager/txm/sqlstore/internal/seam"
 )
 
-// Store is a durable outbox and inbox in one PostgreSQL or SQLite database.
-// [Store.Outbox] and [Store.Inbox] return its two sides; both run in the
-// transaction that a context carries (see [WithTx], [WithPgxTx] and
-// [Store.InTx]). A Store is safe for concurrent use.
+// Store is a durable outbox and inbox in one PostgreSQL, MySQL/MariaDB or
+// SQLite database. [Store.Outbox] and [Store.Inbox] return its two sides;
+// both run in the transaction that a context carries (see [WithTx],
+// [WithPgxTx] and [Store.InTx]). A Store is safe for concurrent use. The
+// stores of the databases that can claim by locking are [LockingStore]s.
 type Store struct {
 	cfg   Config
 	eng   engine
@@ -72,6 +73,17 @@ func newStore(e engine, cfg Config) (*Store, error) {
 
 // Outbox returns the store's outbox.
 func (s *Store) Outbox() *Outbox { return &Outbox{s: s} }
+
+// LockingStore is a [Store] whose database can claim by locking:
+// PostgreSQL or MySQL/MariaDB, as postgres.New, postgres.NewDB, mysql.New
+// and mysql.Open return it. Its [LockingStore.Outbox] implements
+// [txm.LockingClaimer], so that a relay with
+// [txm.ProcessorConfig.LockClaims] accepts it; every other method is the
+// embedded Store's.
+type LockingStore struct{ *Store }
+
+// Outbox returns the store's outbox, which can also claim by locking.
+func (s *LockingStore) Outbox() *LockingOutbox { return &LockingOutbox{s.Store.Outbox()} }
 
 // Inbox returns the inbox of a consumer group: the group's records are its
 // own, so two groups each process the same message once. Any string,
@@ -264,4 +276,23 @@ func Build(h seam.Handle, cfg Config) (*Store, error) {
 	}
 	s.owns = h.Owned
 	return s, nil
+}
+
+// BuildLocking is [Build] for the databases that can claim by locking
+// (PostgreSQL and MySQL/MariaDB): it returns their store as a
+// [LockingStore], and fails for a database without locked claims
+// (SQLite), whose store Build returns. It does no I/O.
+func BuildLocking(h seam.Handle, cfg Config) (*LockingStore, error) {
+	s, err := Build(h, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := s.eng.(lockingEngine); !ok {
+		// The handle's owner closes its database on this error: the
+		// store only ends what it started.
+		s.owns = false
+		_ = s.Close()
+		return nil, fmt.Errorf("sqlstore: BuildLocking: %s cannot claim by locking (build its store with Build)", s.eng.name())
+	}
+	return &LockingStore{s}, nil
 }

@@ -20,7 +20,7 @@ import (
 // transaction; BenchmarkWrite/hand is BEGIN, the INSERT, COMMIT.
 // BenchmarkClaimMark/store drains a backlog with Outbox.Claim and
 // Outbox.MarkPublished, batches of 100 (the relay's leases);
-// BenchmarkClaimMark/store-lock with Outbox.ClaimLocked and MarkPublished
+// BenchmarkClaimMark/store-lock with LockingOutbox.ClaimLocked and MarkPublished
 // in one Store.InTx (ProcessorConfig.LockClaims); BenchmarkClaimMark/hand with the
 // loop a hand-written relay runs: BEGIN, SELECT ... FOR UPDATE SKIP LOCKED
 // of the next 100 pending rows, DELETE them, COMMIT (no lease and no key
@@ -35,7 +35,7 @@ func benchMessage(i int) async.Message {
 }
 
 // handInsert is the hand-written insert into the store's outbox table.
-func handInsert(s *sqlstore.Store, table string) func(ctx context.Context, m async.Message) error {
+func handInsert(s *sqlstore.LockingStore, table string) func(ctx context.Context, m async.Message) error {
 	stmt := "INSERT INTO `" + table + "` (id, topic, name, partition_key, metadata, payload, sent_at, created_at) " +
 		"VALUES (?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))"
 	return func(ctx context.Context, m async.Message) error {
@@ -114,7 +114,7 @@ func BenchmarkClaimMark(b *testing.B) {
 	}
 }
 
-func storeDrain(s *sqlstore.Store, batch int) func(ctx context.Context) (int, error) {
+func storeDrain(s *sqlstore.LockingStore, batch int) func(ctx context.Context) (int, error) {
 	o := s.Outbox()
 	return func(ctx context.Context) (int, error) {
 		claimed, err := o.Claim(ctx, batch, time.Minute)
@@ -129,7 +129,7 @@ func storeDrain(s *sqlstore.Store, batch int) func(ctx context.Context) (int, er
 	}
 }
 
-func lockedDrain(s *sqlstore.Store, batch int) func(ctx context.Context) (int, error) {
+func lockedDrain(s *sqlstore.LockingStore, batch int) func(ctx context.Context) (int, error) {
 	o := s.Outbox()
 	return func(ctx context.Context) (n int, err error) {
 		err = s.InTx(ctx, func(ctx context.Context) error {
@@ -148,7 +148,7 @@ func lockedDrain(s *sqlstore.Store, batch int) func(ctx context.Context) (int, e
 	}
 }
 
-func handDrain(s *sqlstore.Store, table string, batch int) func(ctx context.Context) (int, error) {
+func handDrain(s *sqlstore.LockingStore, table string, batch int) func(ctx context.Context) (int, error) {
 	sel := fmt.Sprintf("SELECT seq, id, topic, name, metadata, payload, sent_at FROM `%s` WHERE state = 'pending' ORDER BY seq LIMIT %d FOR UPDATE SKIP LOCKED", table, batch)
 	return func(ctx context.Context) (int, error) {
 		tx, err := s.DB().BeginTx(ctx, nil)

@@ -55,13 +55,13 @@ func tablesConfig(t testing.TB, cfg sqlstore.Config) sqlstore.Config {
 
 // newStore returns a migrated store on tables of the test's own, closed at
 // cleanup.
-func newStore(t testing.TB, cfg sqlstore.Config) *sqlstore.Store {
+func newStore(t testing.TB, cfg sqlstore.Config) *sqlstore.LockingStore {
 	t.Helper()
 	return newStoreOn(t, tablesConfig(t, cfg))
 }
 
 // newStoreOn returns a migrated store with cfg, closed at cleanup.
-func newStoreOn(t testing.TB, cfg sqlstore.Config) *sqlstore.Store {
+func newStoreOn(t testing.TB, cfg sqlstore.Config) *sqlstore.LockingStore {
 	t.Helper()
 	ctx := context.Background()
 	s, err := mysql.Open(ctx, testenv.URL(t, testenv.MySQL), cfg)

@@ -1,5 +1,5 @@
-// Package mysql builds a [sqlstore.Store] on MySQL or MariaDB, through
-// database/sql and github.com/go-sql-driver/mysql.
+// Package mysql builds a [sqlstore.LockingStore] on MySQL or MariaDB,
+// through database/sql and github.com/go-sql-driver/mysql.
 //
 // The store needs FOR UPDATE SKIP LOCKED: MySQL 8.0.1 or later, or MariaDB
 // 10.6 or later, with InnoDB tables. It keeps the semantics of the other
@@ -12,7 +12,8 @@
 //     the saves of other processes on its next poll
 //     (txm.ProcessorConfig.PollInterval); saves of the store's own process
 //     wake it at once.
-//   - Locked claims (txm.ProcessorConfig.LockClaims) hold their rows with
+//   - Locked claims ([sqlstore.LockingOutbox.ClaimLocked], which
+//     txm.ProcessorConfig.LockClaims uses) hold their rows with
 //     FOR UPDATE SKIP LOCKED; MySQL has no timeout for an idle
 //     transaction, so the claim's idle limit is the session's wait_timeout
 //     (whole seconds), which Store.InTx sets back before the transaction
@@ -49,11 +50,11 @@ import (
 // it wrote itself) and must not set clientFoundRows=true, with which a
 // duplicate ID would count as saved; [Open] sets both.
 // [sqlstore.WithTx] hands the store a transaction of db.
-func New(db *sql.DB, cfg sqlstore.Config) (*sqlstore.Store, error) {
+func New(db *sql.DB, cfg sqlstore.Config) (*sqlstore.LockingStore, error) {
 	if db == nil {
 		return nil, errors.New("sqlstore/mysql: New: nil db")
 	}
-	return sqlstore.Build(seam.Handle{Database: seam.MySQL, DB: db}, cfg)
+	return sqlstore.BuildLocking(seam.Handle{Database: seam.MySQL, DB: db}, cfg)
 }
 
 // Open connects to the database of dsn, a DSN of the MySQL driver such as
@@ -62,7 +63,7 @@ func New(db *sql.DB, cfg sqlstore.Config) (*sqlstore.Store, error) {
 // times in UTC, clientFoundRows off, and interpolateParams, which sends a
 // statement and its arguments in one round trip. It pings the server but
 // does not migrate: call [sqlstore.Store.Migrate].
-func Open(ctx context.Context, dsn string, cfg sqlstore.Config) (*sqlstore.Store, error) {
+func Open(ctx context.Context, dsn string, cfg sqlstore.Config) (*sqlstore.LockingStore, error) {
 	dc, err := gomysql.ParseDSN(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore/mysql: Open: %w", err)
@@ -80,7 +81,7 @@ func Open(ctx context.Context, dsn string, cfg sqlstore.Config) (*sqlstore.Store
 		_ = db.Close()
 		return nil, fmt.Errorf("sqlstore/mysql: Open %s@%s: %w", dc.User, dc.Addr, err)
 	}
-	s, err := sqlstore.Build(seam.Handle{Database: seam.MySQL, DB: db, Owned: true}, cfg)
+	s, err := sqlstore.BuildLocking(seam.Handle{Database: seam.MySQL, DB: db, Owned: true}, cfg)
 	if err != nil {
 		_ = db.Close()
 		return nil, err

@@ -5,9 +5,11 @@
 //
 // SQLite has one writer at a time: the store queues its relay's writes in
 // the process, claims with one UPDATE, takes the current time from the
-// process's clock, and has no locked claims (txm.LockingClaimer). Other
-// processes may write to the same file, so wake-ups are poll-based across
-// processes.
+// process's clock, and has no locked claims: it is a [sqlstore.Store], not
+// a [sqlstore.LockingStore], and its outbox does not implement
+// txm.LockingClaimer, so a relay with txm.ProcessorConfig.LockClaims
+// refuses it when it is built. Other processes may write to the same
+// file, so wake-ups are poll-based across processes.
 package sqlite
 
 import (
