@@ -317,6 +317,17 @@ type publishedBatch struct {
 type batch struct {
 	items []Claimed
 	held  *heldTx // nil for leased claims
+	// renewing stops the renewal of a leased batch's claims, which runs
+	// from the claim until the batch is published or released, so that a
+	// batch claimed ahead keeps its leases while it waits. Nil when none.
+	renewing func()
+}
+
+// stopRenewing stops renewing the batch's leases, if they are renewed.
+func (b batch) stopRenewing() {
+	if b.renewing != nil {
+		b.renewing()
+	}
 }
 
 // heldTx is the store transaction of a locked claim, run by a goroutine of
@@ -384,6 +395,7 @@ func (p *Processor) claimLoop(ctx, workCtx context.Context, handle func(batch) i
 
 // release gives a batch's claims back to the store unpublished.
 func (p *Processor) release(ctx context.Context, b batch) {
+	b.stopRenewing()
 	if b.held != nil {
 		if err := b.held.finish(false); err != nil {
 			p.cfg.Logger.LogAttrs(ctx, slog.LevelError, "txm: relay: rolling back a claim failed", slog.Any("error", err))
@@ -488,7 +500,11 @@ func (p *Processor) claim(ctx context.Context) (batch, error) {
 		if err != nil {
 			return batch{}, fmt.Errorf("claim: %w", err)
 		}
-		return batch{items: items}, nil
+		b := batch{items: items}
+		if len(items) > 0 {
+			b.renewing = p.renewLeases(ctx, items)
+		}
+		return b, nil
 	}
 	msgs, err := p.store.FindUnpublished(ctx, p.cfg.BatchSize)
 	if err != nil {
@@ -591,16 +607,12 @@ func (p *Processor) publish(ctx context.Context, b batch) []outcome {
 	p.cfg.Observer.Claimed(len(batch))
 	outcomes := make([]outcome, len(batch))
 
-	renewDone := func() {}
-	if b.held == nil { // a locked claim lasts as long as its transaction
-		renewDone = p.renewLeases(ctx, batch, outcomes)
-	}
 	if p.apub != nil {
 		p.publishWaves(ctx, batch, outcomes)
 	} else {
 		p.publishLanes(ctx, batch, outcomes)
 	}
-	renewDone()
+	b.stopRenewing()
 	return outcomes
 }
 
@@ -800,12 +812,9 @@ func (p *Processor) publishWaves(ctx context.Context, batch []Claimed, outcomes 
 	}
 }
 
-// renewLeases extends the claims of the unfinished messages of a batch
-// every Lease/3 until the returned function is called.
-func (p *Processor) renewLeases(ctx context.Context, batch []Claimed, outcomes []outcome) (stop func()) {
-	if p.claimer == nil {
-		return func() {}
-	}
+// renewLeases extends the claims of a batch every Lease/3 until the
+// returned function is called.
+func (p *Processor) renewLeases(ctx context.Context, batch []Claimed) (stop func()) {
 	done := make(chan struct{})
 	exited := make(chan struct{})
 	ids := make([]string, len(batch))

@@ -330,8 +330,8 @@ func TestRelayRenewsLeaseDuringSlowPublish(t *testing.T) {
 		}
 	}
 	pub := newRecordingPublisher()
-	pub.hang = func(async.Message) time.Duration { return 250 * time.Millisecond } // far past the lease
-	cfg := txm.ProcessorConfig{Workers: 4, Lease: 60 * time.Millisecond}
+	pub.hang = func(async.Message) time.Duration { return 500 * time.Millisecond } // far past the lease
+	cfg := txm.ProcessorConfig{Workers: 4, Lease: 150 * time.Millisecond}
 	stop1 := startRelay(t, newRelay(t, pub, store.Outbox(), cfg))
 	stop2 := startRelay(t, newRelay(t, pub, store.Outbox(), cfg))
 	waitFor(t, "all published", 5*time.Second, func() bool { return len(pub.publishedIDs()) == len(ids) })
@@ -340,6 +340,38 @@ func TestRelayRenewsLeaseDuringSlowPublish(t *testing.T) {
 	for _, id := range ids {
 		if n := pub.attemptsOf(id); n != 1 {
 			t.Errorf("message %s published %d times by two relays, want 1 (the lease must be renewed)", id, n)
+		}
+	}
+}
+
+// A batch claimed ahead waits for the publish of the batch before it; its
+// leases must be renewed meanwhile, or a second relay publishes it too.
+func TestRelayRenewsLeasesOfBatchClaimedAhead(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store := memstore.New(memstore.Config{})
+	var ids []string
+	for range 2 {
+		m := async.NewMessage("orders", "Test", nil)
+		ids = append(ids, m.ID())
+		if err := store.Outbox().Save(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub := newRecordingPublisher()
+	started := make(chan struct{}, len(ids)+1)
+	pub.hang = func(async.Message) time.Duration { started <- struct{}{}; return 600 * time.Millisecond }
+	cfg := txm.ProcessorConfig{Workers: 1, BatchSize: 1, BatchesInFlight: 2, Lease: 150 * time.Millisecond}
+	stop1 := startRelay(t, newRelay(t, pub, store.Outbox(), cfg))
+	<-started // the first batch is publishing, the second is claimed ahead
+	time.Sleep(50 * time.Millisecond)
+	stop2 := startRelay(t, newRelay(t, pub, store.Outbox(), cfg))
+	waitFor(t, "all published", 5*time.Second, func() bool { return len(pub.publishedIDs()) == len(ids) })
+	stop1()
+	stop2()
+	for _, id := range ids {
+		if n := pub.attemptsOf(id); n != 1 {
+			t.Errorf("message %s published %d times by two relays, want 1 (a batch claimed ahead must keep its lease)", id, n)
 		}
 	}
 }
