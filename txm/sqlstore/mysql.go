@@ -9,6 +9,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/transmanager/transmanager/txm"
@@ -34,28 +35,90 @@ const mysqlAvailable = `o.state = 'pending'
       AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= {now})
       AND (o.claimed_until IS NULL OR o.claimed_until <= {now})`
 
-// mysqlCandidates selects, in save order, up to $1 available messages that
-// come before the first message holding their key, as sqliteCandidates
-// does, with their keys. It reads without locking; Store.mysqlPick locks
-// them afterwards. The pending messages are read from state_idx in save
-// order, and the holders of a key from held_idx, whatever the statistics
-// say (FORCE INDEX): a scan of the primary key reads every published
-// message kept, and a lookup of a key's holders by partition_key alone
-// reads all its messages.
-const mysqlCandidates = `SELECT o.seq, o.partition_key
+// mysqlCandidatesSQL selects, in save order, up to $1 available messages
+// after the seq $2 and not among the seqs $3 that come before the first
+// message holding their key, as sqliteCandidates does, with their keys. It
+// reads without locking; Store.mysqlPick locks them afterwards. The
+// pending messages are read from state_idx in save order, and the holders
+// of a key from held_idx, whatever the statistics say (FORCE INDEX): a
+// scan of the primary key reads every published message kept, and a
+// lookup of a key's holders by partition_key alone reads all its messages.
+const mysqlCandidatesSQL = `SELECT o.seq, o.partition_key
     FROM {outbox} o FORCE INDEX ({state_idx})
     WHERE ` + mysqlAvailable + `
       AND NOT EXISTS (
         SELECT 1 FROM {outbox} h FORCE INDEX ({held_idx})
         WHERE h.held_key = o.partition_key AND h.seq < o.seq
             AND ` + holdsKey + `)
+      AND o.seq > $2 AND o.seq NOT IN ($3)
     ORDER BY o.seq
     LIMIT $1`
 
 // mysqlEngine is the engine of MySQL and MariaDB stores.
-type mysqlEngine struct{}
+type mysqlEngine struct {
+	// own holds the messages that locked claims of the store's own open
+	// transactions hold (see mysqlOwnLocks).
+	own *mysqlOwnLocks
+}
 
 var _ lockingEngine = mysqlEngine{}
+
+// mysqlOwnLocks is the set of messages that locked claims in transactions
+// of the store's own (Store.InTx) hold until those transactions end, with
+// their partition keys. A claim reads its candidates past them: a relay
+// that claims its next batch while it publishes one (BatchesInFlight)
+// would otherwise read the batch in flight as its first candidates, fail
+// to lock any of them, and read again. Their keys stay blocked for the
+// claim, as they would be if it had failed to lock them.
+type mysqlOwnLocks struct {
+	mu   sync.Mutex
+	keys map[int64]sql.NullString
+}
+
+// add records rows, locked in the transaction of h until it ends.
+func (l *mysqlOwnLocks) add(h *txHolder, rows []claimedRow) {
+	if len(rows) == 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.keys == nil {
+		l.keys = map[int64]sql.NullString{}
+	}
+	seqs := make([]int64, len(rows))
+	for i, r := range rows {
+		key := r.Message.Metadata().PartitionKey()
+		l.keys[r.seq] = sql.NullString{String: key, Valid: key != ""}
+		seqs[i] = r.seq
+	}
+	h.onEnd(func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for _, seq := range seqs {
+			delete(l.keys, seq)
+		}
+	})
+}
+
+// snapshot returns the seqs held now, never empty (0, which no message
+// has, for none: the statement's NOT IN list must not be empty), and their
+// keys.
+func (l *mysqlOwnLocks) snapshot() ([]int64, map[string]bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.keys) == 0 {
+		return []int64{0}, nil
+	}
+	seqs := make([]int64, 0, len(l.keys))
+	keys := map[string]bool{}
+	for seq, key := range l.keys {
+		seqs = append(seqs, seq)
+		if key.Valid {
+			keys[key.String] = true
+		}
+	}
+	return seqs, keys
+}
 
 // newMySQL returns a store on a database/sql handle of the MySQL driver
 // (github.com/go-sql-driver/mysql).
@@ -63,7 +126,7 @@ func newMySQL(db *sql.DB, cfg Config) (*Store, error) {
 	if db == nil {
 		return nil, errMySQLDB
 	}
-	s, err := newStore(mysqlEngine{}, cfg)
+	s, err := newStore(mysqlEngine{own: &mysqlOwnLocks{}}, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -84,6 +147,7 @@ func (mysqlEngine) statements(cfg Config) statements {
 		"{outbox}", cfg.qualified(cfg.OutboxTable), "{inbox}", cfg.qualified(cfg.InboxTable),
 		"{now}", mysqlNow,
 		"{state_idx}", cfg.quote(cfg.OutboxTable+"_state_idx"), "{held_idx}", cfg.quote(cfg.OutboxTable+"_held_idx"),
+		"{id_key}", cfg.quote(cfg.OutboxTable+"_id_key"),
 	)
 	f := r.Replace
 	var s statements
@@ -94,7 +158,7 @@ func (mysqlEngine) statements(cfg Config) statements {
 	s.save = f(`INSERT INTO {outbox} (id, topic, name, partition_key, metadata, payload, sent_at, created_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, {now})
     ON DUPLICATE KEY UPDATE id = id`)
-	s.claim = f(mysqlCandidates)
+	s.claim = f(mysqlCandidatesSQL)
 	// lockCandidates locks the candidates (a list of seqs) where it finds them,
 	// passing over the rows that another transaction holds, and reads each
 	// one as it is now, with whether it is still available.
@@ -104,28 +168,34 @@ func (mysqlEngine) statements(cfg Config) statements {
     WHERE o.seq IN ($1)
     ORDER BY o.seq
     FOR UPDATE SKIP LOCKED`)
-	s.leaseBySeq = f(`UPDATE {outbox} SET claimed_until = {now} + INTERVAL $2 MICROSECOND WHERE seq IN ($1)`)
-	s.published = f(`UPDATE {outbox} SET state = 'published', published_at = {now}, claimed_until = NULL,
+	// The statements that change messages by seq or ID name the index
+	// (FORCE INDEX): with stale statistics the optimizer may read state_idx
+	// instead, whose range scan locks the next pending message too, which
+	// the batch a relay claimed ahead holds, and the relay's own two
+	// transactions then wait for each other.
+	s.leaseBySeq = f(`UPDATE {outbox} FORCE INDEX (PRIMARY) SET claimed_until = {now} + INTERVAL $2 MICROSECOND WHERE seq IN ($1)`)
+	s.published = f(`UPDATE {outbox} FORCE INDEX ({id_key}) SET state = 'published', published_at = {now}, claimed_until = NULL,
         dead_at = NULL
     WHERE id IN ($1) AND state <> 'published'`)
 	// seq is the clustered primary key: the messages a claim of this store
 	// returned are found by it.
-	s.publishedBySeq = f(`UPDATE {outbox} SET state = 'published', published_at = {now}, claimed_until = NULL
+	s.publishedBySeq = f(`UPDATE {outbox} FORCE INDEX (PRIMARY) SET state = 'published', published_at = {now}, claimed_until = NULL
     WHERE seq IN ($1) AND state = 'pending'`)
 	if !cfg.KeepPublished {
-		s.published = f(`DELETE FROM {outbox} WHERE id IN ($1) AND state <> 'published'`)
-		s.publishedBySeq = f(`DELETE FROM {outbox} WHERE seq IN ($1) AND state = 'pending'`)
+		// A single-table DELETE takes no index hint; this form does.
+		s.published = f(`DELETE o FROM {outbox} o FORCE INDEX ({id_key}) WHERE o.id IN ($1) AND o.state <> 'published'`)
+		s.publishedBySeq = f(`DELETE o FROM {outbox} o FORCE INDEX (PRIMARY) WHERE o.seq IN ($1) AND o.state = 'pending'`)
 	}
-	s.extendLocked = f(`UPDATE {outbox} SET claimed_until = {now} + INTERVAL $2 MICROSECOND
+	s.extendLocked = f(`UPDATE {outbox} FORCE INDEX ({id_key}) SET claimed_until = {now} + INTERVAL $2 MICROSECOND
     WHERE id IN ($1) AND state = 'pending'`)
-	s.extend = f(`UPDATE {outbox} SET claimed_until = {now} + INTERVAL $2 MICROSECOND
+	s.extend = f(`UPDATE {outbox} FORCE INDEX ({id_key}) SET claimed_until = {now} + INTERVAL $2 MICROSECOND
     WHERE id IN ($1) AND state = 'pending' AND claimed_until IS NOT NULL`)
-	s.release = f(`UPDATE {outbox} SET claimed_until = NULL
+	s.release = f(`UPDATE {outbox} FORCE INDEX ({id_key}) SET claimed_until = NULL
     WHERE id IN ($1) AND state = 'pending' AND claimed_until IS NOT NULL`)
-	s.failed = f(`UPDATE {outbox} SET attempts = attempts + 1, last_error = $3, claimed_until = NULL,
+	s.failed = f(`UPDATE {outbox} FORCE INDEX ({id_key}) SET attempts = attempts + 1, last_error = $3, claimed_until = NULL,
         next_attempt_at = {now} + INTERVAL $2 MICROSECOND
     WHERE id = $1 AND state = 'pending'`)
-	s.dead = f(`UPDATE {outbox} SET state = 'dead', attempts = attempts + 1, last_error = $2,
+	s.dead = f(`UPDATE {outbox} FORCE INDEX ({id_key}) SET state = 'dead', attempts = attempts + 1, last_error = $2,
         claimed_until = NULL, dead_at = {now}
     WHERE id = $1 AND state = 'pending'`)
 	// The filter's arguments (mysqlFilterArgs): $1 the number of IDs, $2
@@ -237,26 +307,77 @@ func mysqlRetry(ctx context.Context, own bool, fn func() error) error {
 }
 
 // mysqlPick locks, in the transaction of q, up to limit messages that a
-// claim may take, and returns them in save order. It reads the candidates
+// claim may take, and returns them in save order. It reads candidates
 // without locking, locks them with SKIP LOCKED, and keeps, in save order,
 // each one it locked that is still available, except a keyed message after
 // one of its key that it could not lock or that is no longer available
 // (another claim holds it, or it failed since): a key is never handed out
-// past a message the claim did not get. A lease claim leases what it
-// returns; a locked claim (Outbox.ClaimLocked) keeps the locks until its
-// transaction ends.
+// past a message the claim did not get. When it could lock none of a
+// window of candidates (another claim, such as the batch a relay claimed
+// ahead, holds them all), it reads the next window, after the last
+// candidate, until it locks some or runs out. A lease claim leases what it
+// returns; a locked claim (LockingOutbox.ClaimLocked) keeps the locks
+// until its transaction ends.
+//
+// The candidates are read apart from the lock, and locked by primary key,
+// because InnoDB's locking read of a range in REPEATABLE READ also locks
+// the gaps between the rows it scans: a SELECT ... ORDER BY seq LIMIT n FOR
+// UPDATE would make every save wait for the claim's transaction to end.
 func (s *Store) mysqlPick(ctx context.Context, q querier, limit int) ([]claimedRow, error) {
-	rows, err := q.query(ctx, s.stmts.claim, limit)
+	own, blocked := s.eng.(mysqlEngine).own.snapshot()
+	var after int64
+	for {
+		cands, err := s.mysqlCandidates(ctx, q, limit, after, own)
+		if err != nil || len(cands) == 0 {
+			return nil, err
+		}
+		locked, err := s.mysqlLock(ctx, q, cands)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]claimedRow, 0, len(locked))
+		for _, c := range cands {
+			r, got := locked[c.seq]
+			if c.key.Valid {
+				if blocked[c.key.String] {
+					continue
+				}
+				if !got {
+					if blocked == nil {
+						blocked = map[string]bool{}
+					}
+					blocked[c.key.String] = true
+					continue
+				}
+			} else if !got {
+				continue
+			}
+			out = append(out, r)
+		}
+		if len(out) > 0 || len(cands) < limit {
+			return out, nil
+		}
+		after = cands[len(cands)-1].seq
+	}
+}
+
+// mysqlCandidate is a message that a claim may take, as read without
+// locking.
+type mysqlCandidate struct {
+	seq int64
+	key sql.NullString
+}
+
+// mysqlCandidates reads up to limit candidates after the seq after and
+// not among the seqs skip.
+func (s *Store) mysqlCandidates(ctx context.Context, q querier, limit int, after int64, skip []int64) ([]mysqlCandidate, error) {
+	rows, err := q.query(ctx, s.stmts.claim, limit, after, skip)
 	if err != nil {
 		return nil, err
 	}
-	type candidate struct {
-		seq int64
-		key sql.NullString
-	}
-	var cands []candidate
+	var cands []mysqlCandidate
 	for rows.Next() {
-		var c candidate
+		var c mysqlCandidate
 		if err := rows.Scan(&c.seq, &c.key); err != nil {
 			_ = rows.Close()
 			return nil, err
@@ -266,14 +387,17 @@ func (s *Store) mysqlPick(ctx context.Context, q querier, limit int) ([]claimedR
 	if err := rows.Close(); err != nil {
 		return nil, err
 	}
-	if len(cands) == 0 {
-		return nil, nil
-	}
+	return cands, nil
+}
+
+// mysqlLock locks the candidates that no other transaction holds and
+// returns, by seq, those still available.
+func (s *Store) mysqlLock(ctx context.Context, q querier, cands []mysqlCandidate) (map[int64]claimedRow, error) {
 	seqs := make([]int64, len(cands))
 	for i, c := range cands {
 		seqs[i] = c.seq
 	}
-	rows, err = q.query(ctx, s.stmts.lockCandidates, seqs)
+	rows, err := q.query(ctx, s.stmts.lockCandidates, seqs)
 	if err != nil {
 		return nil, err
 	}
@@ -294,27 +418,7 @@ func (s *Store) mysqlPick(ctx context.Context, q querier, limit int) ([]claimedR
 	if err := rows.Close(); err != nil {
 		return nil, err
 	}
-	var blocked map[string]bool
-	out := make([]claimedRow, 0, len(locked))
-	for _, c := range cands {
-		r, got := locked[c.seq]
-		if c.key.Valid {
-			if blocked[c.key.String] {
-				continue
-			}
-			if !got {
-				if blocked == nil {
-					blocked = map[string]bool{}
-				}
-				blocked[c.key.String] = true
-				continue
-			}
-		} else if !got {
-			continue
-		}
-		out = append(out, r)
-	}
-	return out, nil
+	return locked, nil
 }
 
 // mysqlIdle makes MySQL end the session of the transaction q runs in, and
@@ -562,7 +666,7 @@ func (mysqlEngine) saveMany(ctx context.Context, s *Store, recs []record) (int64
 // claimLocked picks messages as a lease claim does and keeps them locked
 // until the transaction ends. MySQL has no timeout for an idle
 // transaction: with idle > 0 it sets the session's (mysqlIdle).
-func (mysqlEngine) claimLocked(ctx context.Context, s *Store, q querier, h *txHolder, limit int, idle time.Duration) ([]txm.Claimed, []int64, error) {
+func (e mysqlEngine) claimLocked(ctx context.Context, s *Store, q querier, h *txHolder, limit int, idle time.Duration) ([]txm.Claimed, []int64, error) {
 	if idle > 0 {
 		if err := mysqlIdle(ctx, q, idle); err != nil {
 			return nil, nil, err
@@ -574,6 +678,9 @@ func (mysqlEngine) claimLocked(ctx context.Context, s *Store, q querier, h *txHo
 	picked, err := s.mysqlPick(ctx, q, limit)
 	if err != nil {
 		return nil, nil, err
+	}
+	if h.owner == s {
+		e.own.add(h, picked)
 	}
 	claimed := make([]txm.Claimed, len(picked))
 	seqs := make([]int64, len(picked))

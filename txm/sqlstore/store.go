@@ -140,6 +140,7 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context) error) er
 	}
 	h := tx.holder()
 	h.owner = s
+	defer h.ended()
 	committed := false
 	defer func() {
 		if !committed {

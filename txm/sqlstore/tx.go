@@ -40,6 +40,29 @@ type txHolder struct {
 	// ends it, set by the engine (MySQL: undo a locked claim's session
 	// setting); guarded by lockedMu.
 	endStmt string
+	// atEndFuncs run when InTx has ended the transaction; guarded by
+	// lockedMu.
+	atEndFuncs []func()
+}
+
+// onEnd makes InTx call fn once it has ended the transaction (committed or
+// rolled back). It is for transactions the store began (owner set): a
+// caller's transaction ends where the store does not see it.
+func (h *txHolder) onEnd(fn func()) {
+	h.lockedMu.Lock()
+	defer h.lockedMu.Unlock()
+	h.atEndFuncs = append(h.atEndFuncs, fn)
+}
+
+// ended calls what onEnd registered.
+func (h *txHolder) ended() {
+	h.lockedMu.Lock()
+	fns := h.atEndFuncs
+	h.atEndFuncs = nil
+	h.lockedMu.Unlock()
+	for _, fn := range fns {
+		fn()
+	}
 }
 
 // setAtEnd makes InTx run stmt in the transaction before it ends it.

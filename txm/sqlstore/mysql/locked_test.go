@@ -217,3 +217,72 @@ func TestLockedClaimIdleReset(t *testing.T) {
 		t.Fatalf("wait_timeout in the claim's transaction %d, after it %d; want 3 and the server's %d", during, after, global)
 	}
 }
+
+// TestLockedClaimAheadDoesNotBlockMark: a relay that claims ahead holds
+// two locked claims of the same store open; the first one's outcomes must
+// be written without waiting for the second, which the relay ends only
+// after the first. The second claim passes over the rows the first holds,
+// and the first's mark touches only its own rows, whatever the table's
+// statistics say (here those of the empty table it was created as).
+func TestLockedClaimAheadDoesNotBlockMark(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t, sqlstore.Config{})
+	o := s.Outbox()
+	var msgs []async.Message
+	for i := range 200 {
+		msgs = append(msgs, async.NewMessage("t", "T", nil, async.WithID(fmt.Sprintf("m-%03d", i))))
+	}
+	if _, err := o.SaveMany(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	firstClaimed, secondClaimed := make(chan []string, 1), make(chan []string, 1)
+	secondOpen, secondEnd := make(chan struct{}), make(chan struct{})
+	errs := make(chan error, 2)
+	go func() {
+		errs <- s.InTx(ctx, func(ctx context.Context) error {
+			c, err := o.ClaimLocked(ctx, 100, time.Minute)
+			if err != nil {
+				return err
+			}
+			firstClaimed <- claimedIDs(c)
+			<-secondOpen
+			mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			if err := o.MarkPublished(mctx, claimedIDs(c)...); err != nil {
+				return fmt.Errorf("marking the first claim while the second is open: %w", err)
+			}
+			return nil
+		})
+	}()
+	first := <-firstClaimed
+	go func() {
+		errs <- s.InTx(ctx, func(ctx context.Context) error {
+			c, err := o.ClaimLocked(ctx, 100, time.Minute)
+			secondClaimed <- claimedIDs(c)
+			close(secondOpen)
+			if err != nil {
+				return err
+			}
+			<-secondEnd
+			return o.MarkPublished(ctx, claimedIDs(c)...)
+		})
+	}()
+	err := <-errs // the first transaction
+	second := <-secondClaimed
+	close(secondEnd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	if len(first) != 100 || len(second) != 100 || first[0] != "m-000" || second[0] != "m-100" {
+		t.Fatalf("claims of %d (from %v) and %d (from %v) messages, want 100 from m-000 and 100 from m-100",
+			len(first), first[:min(1, len(first))], len(second), second[:min(1, len(second))])
+	}
+	left, err := o.FindUnpublished(ctx, 10)
+	if err != nil || len(left) != 0 {
+		t.Fatalf("unpublished after both claims: %d, %v", len(left), err)
+	}
+}
