@@ -110,6 +110,35 @@ func BenchmarkDrainJetStream(b *testing.B) {
 	}
 }
 
+// BenchmarkDrainMySQL is BenchmarkDrainJetStream with the outbox in
+// MySQL or MariaDB (TXM_MYSQL_URL): the strong loop is the one a user
+// would write there (scenario.MySQLLoop: a minimal table,
+// SELECT ... FOR UPDATE SKIP LOCKED, async publishes, DELETE, COMMIT).
+func BenchmarkDrainMySQL(b *testing.B) {
+	n := benchutil.EnvInt(b, "TXM_DRAIN_MESSAGES", 20_000)
+	mysqlURL, natsURL := testenv.URL(b, testenv.MySQL), testenv.URL(b, testenv.NATS)
+	for _, batch := range drainBatches {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			var loopRate float64
+			for _, impl := range scenario.Impls { // the loop first
+				b.Run("impl="+impl, func(b *testing.B) {
+					spec := scenario.DrainSpec{MySQLURL: mysqlURL, NATSURL: natsURL, Impl: impl,
+						Batch: batch, Messages: n, PayloadSize: payloadSize}
+					rate := benchDrain(b, n, func(ctx context.Context, timed func() func()) (scenario.DrainResult, error) {
+						spec.Timed = timed
+						return scenario.Drain(ctx, spec)
+					})
+					if impl == scenario.ImplLoop {
+						loopRate = rate
+					} else if loopRate > 0 {
+						b.ReportMetric(rate/loopRate, "x-loop")
+					}
+				})
+			}
+		})
+	}
+}
+
 // benchDrain runs b.N drains of n messages; drain calls timed as its timed
 // part starts and the function timed returns as it ends, so that the
 // benchmark's timer covers the drains alone. It reports the metrics of
@@ -134,7 +163,11 @@ func benchDrain(b *testing.B, n int, drain func(ctx context.Context, timed func(
 	rate := float64(n) * float64(b.N) / b.Elapsed().Seconds()
 	b.ReportMetric(rate, "msgs/s")
 	b.ReportMetric(scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.RelayUS }), "relay-us/msg")
-	b.ReportMetric(scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.PostgresUS }), "pg-us/msg")
+	if scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.MySQLUS }) > 0 {
+		b.ReportMetric(scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.MySQLUS }), "mysql-us/msg")
+	} else {
+		b.ReportMetric(scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.PostgresUS }), "pg-us/msg")
+	}
 	b.ReportMetric(scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.NATSUS }), "nats-us/msg")
 	b.ReportMetric(scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.Allocs }), "allocs/msg")
 	return rate

@@ -3,6 +3,7 @@ package drain
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -70,6 +71,35 @@ func TestDrainBaselines(t *testing.T) {
 		}
 	})
 	t.Run("listen", func(t *testing.T) { testListenLoop(t, pgURL, natsURL, n) })
+}
+
+// TestDrainBaselinesMySQL checks the drains of BenchmarkDrainMySQL in
+// short runs: the strong loop on its own table and every relay
+// configuration publish every message of a backlog once and mark it, and
+// the relay keeps partition keys in order on MySQL too.
+func TestDrainBaselinesMySQL(t *testing.T) {
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+	mysqlURL, natsURL := testenv.URL(t, testenv.MySQL), testenv.URL(t, testenv.NATS)
+	const n = 1200
+	for _, keys := range []int{0, 10} {
+		for _, impl := range scenario.Impls {
+			if keys > 0 && impl == scenario.ImplLoop {
+				continue // the loop has no keys
+			}
+			t.Run(fmt.Sprintf("drain/%s/keys=%d", impl, keys), func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				r, err := scenario.Drain(ctx, scenario.DrainSpec{MySQLURL: mysqlURL, NATSURL: natsURL,
+					Impl: impl, Batch: 500, Messages: n, PayloadSize: payloadSize, Keys: keys})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Messages != n || r.MsgsPerSec <= 0 || r.RelayUS <= 0 || r.PostgresUS != 0 {
+					t.Fatalf("result %+v: want %d messages, a rate, the relay's CPU and none of PostgreSQL's", r, n)
+				}
+			})
+		}
+	}
 }
 
 // testListenLoop runs the strong loop as the latency benchmark runs it

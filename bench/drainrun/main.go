@@ -1,12 +1,14 @@
-// Command drainrun measures the relay's drain of a PostgreSQL outbox into
-// JetStream against the strong hand-written loop (internal/scenario.Loop)
-// in one run: every drain in a fresh process, the implementations
+// Command drainrun measures the relay's drain of a PostgreSQL (or, with
+// -db mysql, a MySQL/MariaDB) outbox into JetStream against the strong
+// hand-written loop (internal/scenario.Loop, scenario.MySQLLoop) in one run: every drain in a fresh process, the implementations
 // interleaved round by round, and the median and spread of each printed
 // with the ratio to the loop's. CPU per message is read for this process
-// (getrusage) and for the local postgres and nats-server processes
-// (/proc). bench/README.md has the figures and the command.
+// (getrusage) and for the local database (postgres, mariadbd or mysqld)
+// and nats-server processes (/proc). bench/README.md has the figures and
+// the command.
 //
 //	TXM_POSTGRES_URL=... TXM_NATS_URL=... go run ./bench/drainrun -rounds 5 -batch 100,500,1000
+//	TXM_MYSQL_URL=... TXM_NATS_URL=... go run ./bench/drainrun -db mysql -rounds 5 -batch 100,500
 package main
 
 import (
@@ -49,12 +51,25 @@ func run(args []string, stdout io.Writer) error {
 	one := fs.Bool("one", false, "run a single drain (-impls names one, -batch one) and print its result as JSON")
 	cpuProfile := fs.String("cpuprofile", "", "with -one: write the drain's CPU profile to this file")
 	memProfile := fs.String("memprofile", "", "with -one: write the drain's allocation profile to this file")
+	db := fs.String("db", "postgres", "the outbox's database: postgres (TXM_POSTGRES_URL) or mysql (TXM_MYSQL_URL; drains only)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	pgURL, natsURL := os.Getenv("TXM_POSTGRES_URL"), os.Getenv("TXM_NATS_URL")
-	if pgURL == "" || natsURL == "" {
-		return fmt.Errorf("set TXM_POSTGRES_URL and TXM_NATS_URL")
+	pgURL, natsURL, mysqlURL := os.Getenv("TXM_POSTGRES_URL"), os.Getenv("TXM_NATS_URL"), ""
+	switch *db {
+	case "postgres":
+		if pgURL == "" || natsURL == "" {
+			return fmt.Errorf("set TXM_POSTGRES_URL and TXM_NATS_URL")
+		}
+	case "mysql":
+		if mysqlURL = os.Getenv("TXM_MYSQL_URL"); mysqlURL == "" || natsURL == "" {
+			return fmt.Errorf("set TXM_MYSQL_URL and TXM_NATS_URL")
+		}
+		if *latency != "" {
+			return fmt.Errorf("-latency runs on PostgreSQL only")
+		}
+	default:
+		return fmt.Errorf("-db: want postgres or mysql, not %q", *db)
 	}
 	bs, err := ints(*batches)
 	if err != nil {
@@ -106,7 +121,7 @@ func run(args []string, stdout io.Writer) error {
 			}
 			return json.NewEncoder(stdout).Encode(r)
 		}
-		r, err := scenario.Drain(ctx, scenario.DrainSpec{PostgresURL: pgURL, NATSURL: natsURL,
+		r, err := scenario.Drain(ctx, scenario.DrainSpec{PostgresURL: pgURL, NATSURL: natsURL, MySQLURL: mysqlURL,
 			Impl: is[0], Batch: bs[0], Messages: *messages, PayloadSize: *payload, Timed: timed})
 		if err != nil {
 			return err
@@ -141,7 +156,7 @@ func run(args []string, stdout io.Writer) error {
 			// runs first or right after another.
 			order := scenario.Rotate(is, r)
 			for _, impl := range order {
-				cmd := exec.Command(self, "-one", "-impls", impl, "-batch", strconv.Itoa(b),
+				cmd := exec.Command(self, "-one", "-db", *db, "-impls", impl, "-batch", strconv.Itoa(b),
 					"-messages", strconv.Itoa(*messages), "-payload", strconv.Itoa(*payload))
 				cmd.Stderr = os.Stderr
 				out, err := cmd.Output()
@@ -152,15 +167,15 @@ func run(args []string, stdout io.Writer) error {
 				if err := json.Unmarshal(out, &res); err != nil {
 					return fmt.Errorf("round %d, %s at batch %d: %w (%q)", r+1, impl, b, err, out)
 				}
-				fmt.Fprintf(os.Stderr, "round %d  batch %-5d %-14s %8.0f msgs/s  cpu/msg %5.1f µs (relay %4.1f, postgres %4.1f, nats %4.1f)\n",
-					r+1, b, impl, res.MsgsPerSec, res.TotalUS, res.RelayUS, res.PostgresUS, res.NATSUS)
+				fmt.Fprintf(os.Stderr, "round %d  batch %-5d %-14s %8.0f msgs/s  cpu/msg %5.1f µs (relay %4.1f, %s %4.1f, nats %4.1f)\n",
+					r+1, b, impl, res.MsgsPerSec, res.TotalUS, res.RelayUS, *db, database(res), res.NATSUS)
 				_, _ = rawOut.Write(out)
 				key := impl + "/" + strconv.Itoa(b)
 				results[key] = append(results[key], res)
 			}
 		}
 	}
-	summarize(stdout, is, bs, results)
+	summarize(stdout, *db, is, bs, results)
 	return nil
 }
 
@@ -226,9 +241,9 @@ func ratio(v, base float64) string {
 // summarize prints, per batch size and implementation, the median and
 // range of throughput and CPU per message, and the ratio of the medians to
 // the loop's.
-func summarize(w io.Writer, impls []string, batches []int, results map[string][]scenario.DrainResult) {
+func summarize(w io.Writer, db string, impls []string, batches []int, results map[string][]scenario.DrainResult) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "batch\timpl\tmsgs/s median\t[min–max]\tvs loop\tcpu µs/msg median\t[min–max]\tvs loop\trelay\tpostgres\tnats\trounds\t")
+	fmt.Fprintln(tw, "batch\timpl\tmsgs/s median\t[min–max]\tvs loop\tcpu µs/msg median\t[min–max]\tvs loop\trelay\t"+db+"\tnats\trounds\t")
 	for _, b := range batches {
 		loop := results[scenario.ImplLoop+"/"+strconv.Itoa(b)]
 		loopRate, loopCPU := scenario.Median(loop, rate), scenario.Median(loop, total)
@@ -243,15 +258,18 @@ func summarize(w io.Writer, impls []string, batches []int, results map[string][]
 				b, impl, scenario.Median(rs, rate), lo, hi, ratio(scenario.Median(rs, rate), loopRate),
 				scenario.Median(rs, total), clo, chi, ratio(scenario.Median(rs, total), loopCPU),
 				scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.RelayUS }),
-				scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.PostgresUS }),
+				scenario.Median(rs, database),
 				scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.NATSUS }), len(rs))
 		}
 	}
 	tw.Flush()
 }
 
-func rate(r scenario.DrainResult) float64  { return r.MsgsPerSec }
-func total(r scenario.DrainResult) float64 { return r.TotalUS }
+func rate(r scenario.DrainResult) float64 { return r.MsgsPerSec }
+
+// database is the CPU per message of the database the drain ran on.
+func database(r scenario.DrainResult) float64 { return r.PostgresUS + r.MySQLUS }
+func total(r scenario.DrainResult) float64    { return r.TotalUS }
 
 func ints(s string) ([]int, error) {
 	var out []int

@@ -16,6 +16,7 @@ import (
 type CPU struct {
 	Self     time.Duration // this process, user + system
 	Postgres time.Duration // every process named postgres, with its reaped children
+	MySQL    time.Duration // every process named mariadbd or mysqld
 	NATS     time.Duration // every process named nats-server
 	// Allocs is how many heap objects this process has allocated.
 	Allocs uint64
@@ -23,11 +24,12 @@ type CPU struct {
 
 // Sub returns the CPU used between o and c.
 func (c CPU) Sub(o CPU) CPU {
-	return CPU{Self: c.Self - o.Self, Postgres: c.Postgres - o.Postgres, NATS: c.NATS - o.NATS, Allocs: c.Allocs - o.Allocs}
+	return CPU{Self: c.Self - o.Self, Postgres: c.Postgres - o.Postgres, MySQL: c.MySQL - o.MySQL,
+		NATS: c.NATS - o.NATS, Allocs: c.Allocs - o.Allocs}
 }
 
-// Total is the time of the three together.
-func (c CPU) Total() time.Duration { return c.Self + c.Postgres + c.NATS }
+// Total is the time of them all together.
+func (c CPU) Total() time.Duration { return c.Self + c.Postgres + c.MySQL + c.NATS }
 
 // heapAllocs returns the heap objects allocated so far, read without
 // stopping the world.
@@ -45,8 +47,8 @@ const clockTick = 10 * time.Millisecond
 
 // ReadCPU reads the CPU used so far. The servers' times come from
 // /proc/PID/stat: utime + stime + cutime + cstime of every process whose
-// name is postgres (so the postmaster counts the backends it has reaped) or
-// nats-server. Only servers on this machine are seen; their time is 0 when
+// name is postgres (so the postmaster counts the backends it has reaped),
+// mariadbd, mysqld or nats-server. Only servers on this machine are seen; their time is 0 when
 // none runs here.
 func ReadCPU() (CPU, error) {
 	var ru syscall.Rusage
@@ -66,6 +68,8 @@ func ReadCPU() (CPU, error) {
 		switch name {
 		case "postgres":
 			c.Postgres += time.Duration(ticks) * clockTick
+		case "mariadbd", "mysqld":
+			c.MySQL += time.Duration(ticks) * clockTick
 		case "nats-server":
 			c.NATS += time.Duration(ticks) * clockTick
 		}

@@ -27,10 +27,14 @@ var Impls = []string{ImplLoop, ImplRelayLock, ImplRelayDefault}
 // into JetStream by Impl with batches of Batch.
 type DrainSpec struct {
 	PostgresURL, NATSURL string
-	Impl                 string
-	Batch                int
-	Messages             int
-	PayloadSize          int
+	// MySQLURL, when set, runs the drain on MySQL or MariaDB instead of
+	// PostgreSQL: a DSN of github.com/go-sql-driver/mysql, in whose server
+	// the drain creates a database of its own; the loop is [MySQLLoop].
+	MySQLURL    string
+	Impl        string
+	Batch       int
+	Messages    int
+	PayloadSize int
 	// Keys gives the relay's messages that many partition keys, round
 	// robin; 0: none. The loop keeps no key order and ignores it.
 	Keys int
@@ -54,6 +58,7 @@ type DrainResult struct {
 	MsgsPerSec float64 `json:"msgs_per_s"`
 	RelayUS    float64 `json:"relay_cpu_us"`
 	PostgresUS float64 `json:"postgres_cpu_us"`
+	MySQLUS    float64 `json:"mysql_cpu_us,omitempty"`
 	NATSUS     float64 `json:"nats_cpu_us"`
 	TotalUS    float64 `json:"total_cpu_us"`
 	// Allocs is the heap objects this process allocated per message.
@@ -80,6 +85,9 @@ func RelayConfig(impl string, batch int) (txm.ProcessorConfig, error) {
 func Drain(ctx context.Context, s DrainSpec) (DrainResult, error) {
 	if s.Impl != ImplLoop && !slices.Contains(Impls, s.Impl) && s.Relay == nil {
 		return DrainResult{}, fmt.Errorf("unknown implementation %q (want one of %v)", s.Impl, Impls)
+	}
+	if s.MySQLURL != "" {
+		return drainMySQL(ctx, s)
 	}
 	e, err := Open(ctx, s.PostgresURL, s.NATSURL)
 	if err != nil {
@@ -111,16 +119,10 @@ func Drain(ctx context.Context, s DrainSpec) (DrainResult, error) {
 		}
 		unpublished = e.LoopUnpublished
 	} else {
-		cfg := s.Relay
-		if cfg == nil {
-			c, err := RelayConfig(s.Impl, s.Batch)
-			if err != nil {
-				return DrainResult{}, err
-			}
-			cfg = &c
+		c, err := s.relayConfig()
+		if err != nil {
+			return DrainResult{}, err
 		}
-		c := *cfg
-		c.BatchSize = s.Batch
 		store, err := e.Store(true)
 		if err != nil {
 			return DrainResult{}, err
@@ -138,6 +140,29 @@ func Drain(ctx context.Context, s DrainSpec) (DrainResult, error) {
 		unpublished = e.OutboxUnpublished
 	}
 
+	return measureDrain(ctx, s, run, unpublished, e.StreamMessages)
+}
+
+// relayConfig returns the relay's configuration of s.
+func (s DrainSpec) relayConfig() (txm.ProcessorConfig, error) {
+	c := txm.ProcessorConfig{}
+	if s.Relay != nil {
+		c = *s.Relay
+	} else {
+		var err error
+		if c, err = RelayConfig(s.Impl, s.Batch); err != nil {
+			return c, err
+		}
+	}
+	c.BatchSize = s.Batch
+	return c, nil
+}
+
+// measureDrain runs the drain run, filled and ready, with the timer and
+// the CPU counters running, and checks that every message was published
+// once (streamMessages) and none is left (unpublished).
+func measureDrain(ctx context.Context, s DrainSpec, run func(ctx context.Context) (time.Duration, error),
+	unpublished func(ctx context.Context) (int, error), streamMessages func(ctx context.Context) (uint64, error)) (DrainResult, error) {
 	runtime.GC() // the fill's garbage is not the drain's
 	before, err := ReadCPU()
 	if err != nil {
@@ -159,16 +184,23 @@ func Drain(ctx context.Context, s DrainSpec) (DrainResult, error) {
 	if n, err := unpublished(ctx); err != nil || n != 0 {
 		return DrainResult{}, fmt.Errorf("after the drain: %d rows unpublished (%v)", n, err)
 	}
-	if n, err := e.StreamMessages(ctx); err != nil || n != uint64(s.Messages) {
+	if n, err := streamMessages(ctx); err != nil || n != uint64(s.Messages) {
 		return DrainResult{}, fmt.Errorf("after the drain: %d messages in the stream, want %d (%v)", n, s.Messages, err)
 	}
 	cpu := after.Sub(before)
+	// Only the database the drain ran on counts.
+	if s.MySQLURL != "" {
+		cpu.Postgres = 0
+	} else {
+		cpu.MySQL = 0
+	}
 	per := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) / float64(s.Messages) }
 	return DrainResult{
 		Impl: s.Impl, Batch: s.Batch, Messages: s.Messages,
 		Seconds:    took.Seconds(),
 		MsgsPerSec: float64(s.Messages) / took.Seconds(),
-		RelayUS:    per(cpu.Self), PostgresUS: per(cpu.Postgres), NATSUS: per(cpu.NATS), TotalUS: per(cpu.Total()),
-		Allocs: float64(cpu.Allocs) / float64(s.Messages),
+		RelayUS:    per(cpu.Self), PostgresUS: per(cpu.Postgres), MySQLUS: per(cpu.MySQL), NATSUS: per(cpu.NATS),
+		TotalUS: per(cpu.Total()),
+		Allocs:  float64(cpu.Allocs) / float64(s.Messages),
 	}, nil
 }

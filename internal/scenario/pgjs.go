@@ -62,11 +62,21 @@ func Open(ctx context.Context, pgURL, natsURL string) (_ *Env, err error) {
 	if _, err := e.Pool.Exec(ctx, "CREATE SCHEMA "+e.Schema); err != nil {
 		return nil, fmt.Errorf("create schema: %w", err)
 	}
+	if err := e.openStream(ctx, natsURL); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// openStream connects e to the NATS server at natsURL and creates e's
+// stream, named at random.
+func (e *Env) openStream(ctx context.Context, natsURL string) error {
+	var err error
 	if e.NC, err = nats.Connect(natsURL, nats.Name("txm scenario")); err != nil {
-		return nil, fmt.Errorf("connect to NATS: %w", err)
+		return fmt.Errorf("connect to NATS: %w", err)
 	}
 	if e.JS, err = jetstream.New(e.NC); err != nil {
-		return nil, fmt.Errorf("jetstream: %w", err)
+		return fmt.Errorf("jetstream: %w", err)
 	}
 	name := "TXMSCN_" + strings.ToUpper(Random())
 	e.Topic = "txmscn." + strings.ToLower(name) + ".events"
@@ -78,9 +88,9 @@ func Open(ctx context.Context, pgURL, natsURL string) (_ *Env, err error) {
 		Duplicates: 10 * time.Second,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("create stream: %w", err)
+		return fmt.Errorf("create stream: %w", err)
 	}
-	return e, nil
+	return nil
 }
 
 // Close drops the schema and the stream and closes the connections.
