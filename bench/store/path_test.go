@@ -15,8 +15,9 @@ import (
 // baseline one after the other in each iteration, each on a store, tables
 // and (on the services) a stream of its own. store=embedded is the
 // embedded default and needs no service; store=postgres needs
-// TXM_POSTGRES_URL and TXM_NATS_URL. TXM_PATH_MESSAGES sets the messages
-// per run (default 3000).
+// TXM_POSTGRES_URL and TXM_NATS_URL; store=mysql needs TXM_MYSQL_URL (a
+// MySQL or MariaDB server) and TXM_NATS_URL. TXM_PATH_MESSAGES sets the
+// messages per run (default 3000).
 //
 // Metrics, medians over the iterations: msgs/s and cpu-us/msg of the
 // library, base-msgs/s and base-cpu-us/msg of the baseline, x-base (the
@@ -30,6 +31,10 @@ func BenchmarkPath(b *testing.B) {
 		})
 		b.Run("path="+path+"/store=postgres", func(b *testing.B) {
 			benchPath(b, path, scenario.PathSpec{PostgresURL: testenv.URL(b, testenv.Postgres),
+				NATSURL: testenv.URL(b, testenv.NATS), Messages: n, PayloadSize: 256})
+		})
+		b.Run("path="+path+"/store=mysql", func(b *testing.B) {
+			benchPath(b, path, scenario.PathSpec{MySQLURL: testenv.URL(b, testenv.MySQL),
 				NATSURL: testenv.URL(b, testenv.NATS), Messages: n, PayloadSize: 256})
 		})
 	}

@@ -44,9 +44,10 @@ const (
 	// minimal: for the write path, an INSERT of the order and one of the
 	// event encoded by the codec's own library (topic, payload) into an
 	// outbox table with a serial key, in one database/sql transaction; for
-	// the consume path, the codec's library to decode, then in one transaction an INSERT … ON
-	// CONFLICT DO NOTHING of the message ID into a table of seen IDs and,
-	// when it was new, the invoice's INSERT. Both receive through the same
+	// the consume path, the codec's library to decode, then in one
+	// transaction an INSERT … ON CONFLICT DO NOTHING (INSERT IGNORE on
+	// MySQL) of the message ID into a table of seen IDs and, when it was
+	// new, the invoice's INSERT. Both receive through the same
 	// subscriber, so the consume path's difference is the inbox and the
 	// codec.
 	ImplBaseline = "baseline"
@@ -54,12 +55,16 @@ const (
 
 // PathSpec is one measured run of a path: Messages messages of about
 // PayloadSize bytes, written (or handled) by Workers goroutines at once.
-// With PostgresURL and NATSURL it runs in a schema and a stream of its
-// own on those services, through database/sql and pgx's driver; with both
-// empty, on the embedded default (a SQLite file and the in-process
-// broker).
+// With NATSURL and one database, it runs in a stream of its own and, with
+// PostgresURL, a schema of its own through database/sql and pgx's driver,
+// or, with MySQLURL, a database of its own (see [OpenMySQL]) through
+// go-sql-driver/mysql; with all three empty, on the embedded default (a
+// SQLite file and the in-process broker).
 type PathSpec struct {
 	PostgresURL, NATSURL string
+	// MySQLURL is a DSN of github.com/go-sql-driver/mysql on a MySQL or
+	// MariaDB server.
+	MySQLURL string
 	// Dir holds the embedded default's SQLite file, removed afterwards.
 	// "" means a new temporary directory.
 	Dir         string
@@ -82,6 +87,7 @@ type PathResult struct {
 	MsgsPerSec float64 `json:"msgs_per_s"`
 	SelfUS     float64 `json:"self_cpu_us"`
 	PostgresUS float64 `json:"postgres_cpu_us"`
+	MySQLUS    float64 `json:"mysql_cpu_us,omitempty"`
 	NATSUS     float64 `json:"nats_cpu_us"`
 	TotalUS    float64 `json:"total_cpu_us"`
 	Allocs     float64 `json:"allocs_per_msg"`
@@ -90,9 +96,48 @@ type PathResult struct {
 // pathGroup is the consume path's group (its inbox and subscription).
 const pathGroup = "txm-bench-consume"
 
+// pathDialect is what the business and baseline tables and statements of
+// a rig's database differ in.
+type pathDialect struct {
+	// orders, rawOutbox and rawSeen are the column definitions of the
+	// CREATE TABLE of the orders (the business table), of the baseline's
+	// outbox with a serial key and of its seen IDs.
+	orders, rawOutbox, rawSeen string
+	// insertSeen inserts a message ID (?) into the table of seen IDs
+	// (%s), and affects no row when the ID is there already.
+	insertSeen string
+	// rebind turns the ? placeholders into the database's.
+	rebind func(string) string
+}
+
+var (
+	sqlitePath = pathDialect{
+		orders:     `(id text PRIMARY KEY, cents bigint NOT NULL, note text NOT NULL)`,
+		rawOutbox:  `(id integer PRIMARY KEY, topic text NOT NULL, payload blob NOT NULL)`,
+		rawSeen:    `(id text PRIMARY KEY)`,
+		insertSeen: `INSERT INTO %s (id) VALUES (?) ON CONFLICT DO NOTHING`,
+		rebind:     func(q string) string { return q },
+	}
+	postgresPath = pathDialect{
+		orders:     `(id text PRIMARY KEY, cents bigint NOT NULL, note text NOT NULL)`,
+		rawOutbox:  `(id bigserial PRIMARY KEY, topic text NOT NULL, payload bytea NOT NULL)`,
+		rawSeen:    `(id text PRIMARY KEY)`,
+		insertSeen: `INSERT INTO %s (id) VALUES (?) ON CONFLICT DO NOTHING`,
+		rebind:     rebindDollar,
+	}
+	mysqlPath = pathDialect{
+		orders:     `(id VARCHAR(255) PRIMARY KEY, cents BIGINT NOT NULL, note TEXT NOT NULL)`,
+		rawOutbox:  `(id BIGINT AUTO_INCREMENT PRIMARY KEY, topic VARCHAR(255) NOT NULL, payload LONGBLOB NOT NULL)`,
+		rawSeen:    `(id VARCHAR(255) PRIMARY KEY)`,
+		insertSeen: `INSERT IGNORE INTO %s (id) VALUES (?)`,
+		rebind:     func(q string) string { return q },
+	}
+)
+
 // pathRig is where a path run happens: a store on db, business and
 // baseline tables beside it, and a broker.
 type pathRig struct {
+	pathDialect
 	db      *sql.DB
 	store   *sqlstore.Store
 	topic   string
@@ -101,7 +146,6 @@ type pathRig struct {
 	memory  bool   // the broker is in process: publish after subscribing
 	outbox  string // the library's outbox table
 	tables  string // prefix of the business and baseline tables
-	rebind  func(string) string
 	closers []func()
 }
 
@@ -131,8 +175,8 @@ func openPathRig(ctx context.Context, s PathSpec) (_ *pathRig, err error) {
 		}
 	}()
 	logger := slog.New(slog.DiscardHandler)
-	serial := "bigserial"
-	if s.PostgresURL == "" {
+	switch {
+	case s.PostgresURL == "" && s.MySQLURL == "":
 		dir := s.Dir
 		if dir == "" {
 			if dir, err = os.MkdirTemp("", "txm-bench-"); err != nil {
@@ -153,9 +197,26 @@ func openPathRig(ctx context.Context, s PathSpec) (_ *pathRig, err error) {
 		broker := memory.New(memory.Config{})
 		r.closers = append(r.closers, func() { _ = broker.Close() })
 		r.db, r.topic, r.pub, r.sub, r.memory = r.store.DB(), EmbeddedTopic, broker, broker, true
-		r.outbox, r.tables, r.rebind = sqlstore.DefaultOutboxTable, "bench_", func(q string) string { return q }
-		serial = "integer"
-	} else {
+		r.pathDialect, r.outbox, r.tables = sqlitePath, sqlstore.DefaultOutboxTable, "bench_"
+	case s.MySQLURL != "":
+		e, err := OpenMySQL(ctx, s.MySQLURL, s.NATSURL)
+		if err != nil {
+			return nil, err
+		}
+		r.closers = append(r.closers, func() { _ = e.Close() })
+		ls, err := e.Store(ctx)
+		if err != nil {
+			return nil, err
+		}
+		r.store = ls.Store // the paths do not claim by locking
+		r.closers = append(r.closers, func() { _ = r.store.Close() })
+		// The baseline shares the store's pool, as on PostgreSQL.
+		r.db = r.store.DB()
+		r.db.SetMaxOpenConns(s.Workers + 4)
+		r.db.SetMaxIdleConns(s.Workers + 4)
+		r.natsBroker(e.Env)
+		r.pathDialect, r.outbox, r.tables = mysqlPath, sqlstore.DefaultOutboxTable, "bench_"
+	default:
 		e, err := Open(ctx, s.PostgresURL, s.NATSURL)
 		if err != nil {
 			return nil, err
@@ -173,25 +234,27 @@ func openPathRig(ctx context.Context, s PathSpec) (_ *pathRig, err error) {
 		}
 		r.store = pg.Store // the paths do not claim by locking
 		r.closers = append(r.closers, func() { _ = r.store.Close() })
-		sub := natsjs.NewSubscriber(e.JS, natsjs.SubscriberConfig{})
-		r.closers = append(r.closers, func() { _ = sub.Close() })
-		r.topic, r.pub, r.sub = e.Topic, natsjs.NewPublisher(e.JS, natsjs.PublisherConfig{}), sub
-		r.outbox, r.tables, r.rebind = e.Schema+"."+sqlstore.DefaultOutboxTable, e.Schema+".bench_", rebindDollar
+		r.natsBroker(e)
+		r.pathDialect, r.outbox, r.tables = postgresPath, e.Schema+"."+sqlstore.DefaultOutboxTable, e.Schema+".bench_"
 	}
 	if err := r.store.Migrate(ctx); err != nil {
 		return nil, err
 	}
-	for _, q := range []string{
-		`CREATE TABLE ` + r.tables + `orders (id text PRIMARY KEY, cents bigint NOT NULL, note text NOT NULL)`,
-		`CREATE TABLE ` + r.tables + `raw_outbox (id ` + serial + ` PRIMARY KEY, topic text NOT NULL, payload ` +
-			map[bool]string{true: "blob", false: "bytea"}[r.memory] + ` NOT NULL)`,
-		`CREATE TABLE ` + r.tables + `raw_seen (id text PRIMARY KEY)`,
+	for _, t := range []struct{ name, columns string }{
+		{"orders", r.orders}, {"raw_outbox", r.rawOutbox}, {"raw_seen", r.rawSeen},
 	} {
-		if err := r.exec(ctx, q); err != nil {
+		if err := r.exec(ctx, `CREATE TABLE `+r.tables+t.name+` `+t.columns); err != nil {
 			return nil, fmt.Errorf("path: create tables: %w", err)
 		}
 	}
 	return r, nil
+}
+
+// natsBroker sets r's broker to e's stream.
+func (r *pathRig) natsBroker(e *Env) {
+	sub := natsjs.NewSubscriber(e.JS, natsjs.SubscriberConfig{})
+	r.closers = append(r.closers, func() { _ = sub.Close() })
+	r.topic, r.pub, r.sub = e.Topic, natsjs.NewPublisher(e.JS, natsjs.PublisherConfig{}), sub
 }
 
 // rebindDollar turns ? placeholders into PostgreSQL's $1, $2, ….
@@ -220,8 +283,12 @@ func Path(ctx context.Context, path, impl string, s PathSpec) (PathResult, error
 		return PathResult{}, fmt.Errorf("path: unknown implementation %q (want %s or %s)", impl, ImplLibrary, ImplBaseline)
 	case s.Messages <= 0:
 		return PathResult{}, errors.New("path: Messages must be positive")
-	case (s.PostgresURL == "") != (s.NATSURL == ""):
-		return PathResult{}, errors.New("path: give PostgresURL and NATSURL together, or neither")
+	case s.PostgresURL != "" && s.MySQLURL != "":
+		return PathResult{}, errors.New("path: give one database, PostgresURL or MySQLURL, not both")
+	case s.NATSURL == "" && (s.PostgresURL != "" || s.MySQLURL != ""):
+		return PathResult{}, errors.New("path: a database (PostgresURL or MySQLURL) needs NATSURL")
+	case s.NATSURL != "" && s.PostgresURL == "" && s.MySQLURL == "":
+		return PathResult{}, errors.New("path: NATSURL needs a database, PostgresURL or MySQLURL")
 	}
 	if _, _, _, err := scenarioCodec(s.Codec); err != nil {
 		return PathResult{}, fmt.Errorf("path: %w", err)
@@ -244,14 +311,25 @@ func Path(ctx context.Context, path, impl string, s PathSpec) (PathResult, error
 	if err != nil {
 		return PathResult{}, fmt.Errorf("path %s, %s: %w", path, impl, err)
 	}
-	if s.PostgresURL == "" { // servers elsewhere on the machine are not the embedded default's
-		cpu.Postgres, cpu.NATS = 0, 0
+	// Only the servers the run used count: those elsewhere on the machine
+	// are not its own.
+	switch {
+	case s.PostgresURL != "":
+		cpu.MySQL = 0
+	case s.MySQLURL != "":
+		cpu.Postgres = 0
+	default:
+		cpu.Postgres, cpu.MySQL, cpu.NATS = 0, 0, 0
 	}
 	per := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) / float64(s.Messages) }
-	return PathResult{Path: path, Impl: impl, Messages: s.Messages, Seconds: took.Seconds(),
+	return PathResult{
+		Path: path, Impl: impl, Messages: s.Messages,
+		Seconds:    took.Seconds(),
 		MsgsPerSec: float64(s.Messages) / took.Seconds(),
-		SelfUS:     per(cpu.Self), PostgresUS: per(cpu.Postgres), NATSUS: per(cpu.NATS), TotalUS: per(cpu.Total()),
-		Allocs: float64(cpu.Allocs) / float64(s.Messages)}, nil
+		SelfUS:     per(cpu.Self), PostgresUS: per(cpu.Postgres), MySQLUS: per(cpu.MySQL), NATSUS: per(cpu.NATS),
+		TotalUS: per(cpu.Total()),
+		Allocs:  float64(cpu.Allocs) / float64(s.Messages),
+	}, nil
 }
 
 // timed runs fn between two CPU readings.
@@ -402,7 +480,7 @@ func (r *pathRig) consume(ctx context.Context, impl string, s PathSpec) (time.Du
 		}
 		handler = async.ChainHandler(txm.NewInbox(handle, txm.WithCodecs(codecs)), txm.InboxHandler(r.store.Inbox(pathGroup)))
 	} else {
-		insertSeen := r.rebind(`INSERT INTO ` + r.tables + `raw_seen (id) VALUES (?) ON CONFLICT DO NOTHING`)
+		insertSeen := r.rebind(fmt.Sprintf(r.insertSeen, r.tables+"raw_seen"))
 		handler = async.MessageHandlerFunc(func(ctx context.Context, msg async.IncomingMessage) error {
 			var o e2eOrder
 			if err := unmarshal(msg.Data(), &o); err != nil {

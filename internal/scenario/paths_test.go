@@ -65,6 +65,27 @@ func TestPathsServices(t *testing.T) {
 	}
 }
 
+func TestPathsMySQL(t *testing.T) {
+	my := testenv.URL(t, testenv.MySQL)
+	ns := testenv.URL(t, testenv.NATS)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, path := range []string{PathWrite, PathConsume} {
+		for _, impl := range []string{ImplLibrary, ImplBaseline} {
+			r, err := Path(ctx, path, impl, PathSpec{MySQLURL: my, NATSURL: ns, Messages: 300, Workers: 4})
+			if err != nil {
+				t.Fatalf("%s/%s: %v", path, impl, err)
+			}
+			checkPath(t, r, path, impl, 300)
+			if r.MySQLUS <= 0 || r.PostgresUS != 0 {
+				t.Errorf("%s/%s: want the CPU of MySQL and none of PostgreSQL: %+v", path, impl, r)
+			}
+			t.Logf("%s/%s: %.0f msgs/s, %.1f µs/msg (self %.1f, mysql %.1f, nats %.1f)",
+				path, impl, r.MsgsPerSec, r.TotalUS, r.SelfUS, r.MySQLUS, r.NATSUS)
+		}
+	}
+}
+
 func TestPathRejectsBadSpecs(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
@@ -75,6 +96,11 @@ func TestPathRejectsBadSpecs(t *testing.T) {
 		{PathWrite, "orm", PathSpec{Messages: 1}},
 		{PathWrite, ImplLibrary, PathSpec{}},
 		{PathWrite, ImplLibrary, PathSpec{Messages: 1, PostgresURL: "postgres://x"}},
+		{PathWrite, ImplLibrary, PathSpec{Messages: 1, MySQLURL: "root@tcp(x)/db"}},
+		{PathWrite, ImplLibrary, PathSpec{Messages: 1, NATSURL: "nats://x"}},
+		{PathWrite, ImplLibrary, PathSpec{Messages: 1, PostgresURL: "postgres://x", MySQLURL: "root@tcp(x)/db"}},
+		{PathWrite, ImplLibrary, PathSpec{Messages: 1, PostgresURL: "postgres://x", MySQLURL: "root@tcp(x)/db",
+			NATSURL: "nats://x"}},
 	} {
 		if _, err := Path(ctx, tc.path, tc.impl, tc.s); err == nil {
 			t.Errorf("Path(%q, %q, %+v): no error", tc.path, tc.impl, tc.s)
