@@ -22,7 +22,9 @@ import (
 // Metrics, medians over the iterations: msgs/s and cpu-us/msg of the
 // library, base-msgs/s and base-cpu-us/msg of the baseline, x-base (the
 // library's throughput over the baseline's) and cpu-x-base (its CPU per
-// message over the baseline's).
+// message over the baseline's), and the CPU per message split into this
+// process's (self-us/msg, base-self-us/msg) and the database server's
+// (db-us/msg, base-db-us/msg).
 func BenchmarkPath(b *testing.B) {
 	n := benchutil.EnvInt(b, "TXM_PATH_MESSAGES", 3000)
 	for _, path := range []string{scenario.PathWrite, scenario.PathConsume} {
@@ -66,6 +68,12 @@ func benchPath(b *testing.B, path string, s scenario.PathSpec) {
 	b.ReportMetric(scenario.Median(lib, cpu), "cpu-us/msg")
 	b.ReportMetric(scenario.Median(base, rate), "base-msgs/s")
 	b.ReportMetric(scenario.Median(base, cpu), "base-cpu-us/msg")
+	self := func(r scenario.PathResult) float64 { return r.SelfUS }
+	db := func(r scenario.PathResult) float64 { return r.PostgresUS + r.MySQLUS }
+	b.ReportMetric(scenario.Median(lib, self), "self-us/msg")
+	b.ReportMetric(scenario.Median(base, self), "base-self-us/msg")
+	b.ReportMetric(scenario.Median(lib, db), "db-us/msg")
+	b.ReportMetric(scenario.Median(base, db), "base-db-us/msg")
 	b.ReportMetric(scenario.Median(lib, rate)/scenario.Median(base, rate), "x-base")
 	b.ReportMetric(scenario.Median(lib, cpu)/scenario.Median(base, cpu), "cpu-x-base")
 	b.ReportMetric(0, "ns/op") // an iteration is two runs of fixed size
