@@ -17,7 +17,13 @@
 //     FOR UPDATE SKIP LOCKED; MySQL has no timeout for an idle
 //     transaction, so the claim's idle limit is the session's wait_timeout
 //     (whole seconds), which Store.InTx sets back before the transaction
-//     ends.
+//     ends. A claim reads its candidates without locking and then locks
+//     them by primary key, because a locking read of a range in
+//     REPEATABLE READ also locks the gaps it scans and would hold up every
+//     save; it reads past the messages that the store's own open locked
+//     claims hold (the batch a relay claimed ahead), and the statements
+//     that settle a batch name their index, so that the relay's two open
+//     transactions never wait for each other.
 //   - [sqlstore.Store.Migrate] takes a lock of the server's (GET_LOCK) so
 //     that processes migrating at once take turns; MySQL commits DDL as it
 //     runs, so every statement of a version can run again and a version
