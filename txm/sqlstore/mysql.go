@@ -331,9 +331,19 @@ func (s *Store) mysqlPick(ctx context.Context, q querier, limit int) ([]claimedR
 		if err != nil || len(cands) == 0 {
 			return nil, err
 		}
-		locked, err := s.mysqlLock(ctx, q, cands)
-		if err != nil {
-			return nil, err
+		// A message of a key blocked already would be dropped: it is not
+		// locked, so that the claim holds no row it does not return.
+		try := make([]mysqlCandidate, 0, len(cands))
+		for _, c := range cands {
+			if !c.key.Valid || !blocked[c.key.String] {
+				try = append(try, c)
+			}
+		}
+		var locked map[int64]claimedRow
+		if len(try) > 0 {
+			if locked, err = s.mysqlLock(ctx, q, try); err != nil {
+				return nil, err
+			}
 		}
 		out := make([]claimedRow, 0, len(locked))
 		for _, c := range cands {

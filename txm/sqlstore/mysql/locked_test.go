@@ -286,3 +286,55 @@ func TestLockedClaimAheadDoesNotBlockMark(t *testing.T) {
 		t.Fatalf("unpublished after both claims: %d, %v", len(left), err)
 	}
 }
+
+// TestLockedClaimLocksOnlyWhatItReturns: a claim beside an open locked
+// claim of the same store, which holds the head of a key, returns nothing
+// of that key and leaves its later messages unlocked, free for a claim of
+// another process once the head is settled.
+func TestLockedClaimLocksOnlyWhatItReturns(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	cfg := tablesConfig(t, sqlstore.Config{})
+	s := newStoreOn(t, cfg)
+	o := s.Outbox()
+	if _, err := o.SaveMany(ctx, []async.Message{keyed("a", 1), keyed("a", 2), keyed("b", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	first, release := make(chan []string, 1), make(chan struct{})
+	errs := make(chan error, 1)
+	go func() {
+		errs <- s.InTx(ctx, func(ctx context.Context) error {
+			c, err := o.ClaimLocked(ctx, 1, time.Minute)
+			first <- claimedIDs(c)
+			<-release
+			return err
+		})
+	}()
+	if got := <-first; !slices.Equal(got, []string{"a-1"}) {
+		close(release)
+		t.Fatalf("first claim: %v, want [a-1]", got)
+	}
+	err := s.InTx(ctx, func(ctx context.Context) error {
+		c, err := o.ClaimLocked(ctx, 10, time.Minute)
+		if err != nil {
+			return err
+		}
+		if got := claimedIDs(c); !slices.Equal(got, []string{"b-1"}) {
+			return fmt.Errorf("claim beside the open one: %v, want [b-1]", got)
+		}
+		// Another connection can lock a-2 at once: this claim did not.
+		var id string
+		lockErr := s.DB().QueryRowContext(ctx, "SELECT id FROM `"+cfg.OutboxTable+"` WHERE id = 'a-2' FOR UPDATE NOWAIT").Scan(&id)
+		if lockErr != nil {
+			return fmt.Errorf("a-2 is locked by a claim that did not return it: %w", lockErr)
+		}
+		return nil
+	})
+	close(release)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+}
