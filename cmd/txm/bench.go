@@ -17,6 +17,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/nats-io/nats.go"
 
 	"github.com/transmanager/transmanager/internal/scenario"
@@ -60,9 +61,11 @@ type benchRow struct {
 	// size; 0 without a loop.
 	VsLoop float64 `json:"vs_loop,omitempty"`
 	// Medians of the CPU per message in µs: this process, the local
-	// postgres and nats-server processes, and the three together.
+	// database server's processes (postgres, or mysqld/mariadbd: only the
+	// one in use counts, the other is 0) and nats-server, and all together.
 	RelayUS    float64 `json:"relay_cpu_us"`
 	PostgresUS float64 `json:"postgres_cpu_us"`
+	MySQLUS    float64 `json:"mysql_cpu_us,omitempty"`
 	NATSUS     float64 `json:"nats_cpu_us"`
 	TotalUS    float64 `json:"total_cpu_us"`
 	// Allocs is the median of the heap objects this process allocated per
@@ -79,6 +82,9 @@ type benchRow struct {
 	MaxHandledP99 float64                   `json:"max_handled_p99_ms,omitempty"`
 }
 
+// databaseUS is the median CPU per message of the database server in use.
+func (r benchRow) databaseUS() float64 { return r.PostgresUS + r.MySQLUS }
+
 // meets reports whether the row's median commit → handled p99 is within
 // target; every row meets a zero target.
 func (r benchRow) meets(target time.Duration) bool {
@@ -94,7 +100,8 @@ type benchPath struct {
 	Library  []scenario.PathResult `json:"library_runs"`
 	Baseline []scenario.PathResult `json:"baseline_runs"`
 	// Medians: msgs/s with its range, CPU µs per message (this process
-	// and, on the services, postgres and nats-server), allocations.
+	// and, on the services, the database server and nats-server),
+	// allocations.
 	LibMsgsPerSec  float64 `json:"msgs_per_s"`
 	LibMin         float64 `json:"min_msgs_per_s"`
 	LibMax         float64 `json:"max_msgs_per_s"`
@@ -119,6 +126,7 @@ type benchMachine struct {
 	OS         string `json:"os"`
 	Arch       string `json:"arch"`
 	Postgres   string `json:"postgres_version,omitempty"`
+	MySQL      string `json:"mysql_version,omitempty"`
 	NATS       string `json:"nats_version,omitempty"`
 }
 
@@ -134,6 +142,7 @@ type benchRecommendation struct {
 type benchReport struct {
 	Machine        benchMachine         `json:"machine"`
 	Store          string               `json:"store"`
+	Database       string               `json:"database,omitempty"` // of the services: "postgres" or "mysql"; "" on the embedded default and in older reports
 	Broker         string               `json:"broker"`
 	Messages       int                  `json:"messages"`
 	PayloadSize    int                  `json:"payload_bytes"`
@@ -157,6 +166,7 @@ type benchReport struct {
 // benchConfig is bench's parsed command line.
 type benchConfig struct {
 	postgres, nats string
+	mysql          string // a DSN of github.com/go-sql-driver/mysql
 	workers        []int
 	batches        []int
 	claims         []string
@@ -179,30 +189,65 @@ type benchConfig struct {
 	save           string // also write the -json output to this file
 }
 
-func (c benchConfig) services() bool { return c.postgres != "" }
+// services reports whether the sweep runs on a database and NATS rather
+// than on the embedded default.
+func (c benchConfig) services() bool { return c.postgres != "" || c.mysql != "" }
+
+// database names the services' database server as benchReport.Database
+// does.
+func (c benchConfig) database() string {
+	switch {
+	case c.mysql != "":
+		return dbMySQL
+	case c.postgres != "":
+		return dbPostgres
+	}
+	return ""
+}
+
+// Database servers of the services (benchReport.Database).
+const (
+	dbPostgres = "postgres"
+	dbMySQL    = "mysql"
+)
+
+// dbLabel is the name of the report's database server in its columns and
+// notes.
+func (r *benchReport) dbLabel() string {
+	if r.Database == dbMySQL {
+		return "mysqld"
+	}
+	return "postgres"
+}
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("bench", "[-postgres URL -nats URL] [-workers N,...] [-batch N,...] [-claims lease,lock] [-messages N] [-rate N] [-duration D] [-p99 D] [-count N] [-json | -csv] [-chart out.png|out.svg] [-compare old.json]", `
+	fs := newFlagSet("bench", "[-postgres URL -nats URL | -mysql DSN -nats URL] [-workers N,...] [-batch N,...] [-claims lease,lock] [-messages N] [-rate N] [-duration D] [-p99 D] [-count N] [-json | -csv] [-chart out.png|out.svg] [-compare old.json]", `
 Size the relay. For every point of the grid (-workers × -batch × -claims),
 -count times with the points' order rotating between repetitions, it
 drains a backlog of -messages messages (throughput, and the CPU per
-message of this process and, when they run on this machine, of postgres
-and nats-server, and the allocations), then runs the whole path at a
-steady -rate for -duration: producers commit typed messages one per
-transaction, the relay publishes them, a consumer handles them through an
-inbox. It prints per point the medians with their range: msgs/s, and the
+message of this process and, when they run on this machine, of the
+database server and nats-server, and the allocations), then runs the
+whole path at a steady -rate for -duration: producers commit typed
+messages one per transaction, the relay publishes them, a consumer
+handles them through an inbox. It prints per point the medians with their range: msgs/s, and the
 p50, p90, p99 and max (HDR histograms) from commit to the broker's ack and
 from commit to handled. It ends with a recommendation: the smallest
 configuration (fewest workers, then smallest batch, leases before locks)
 within 5% of the best median throughput among those whose commit →
 handled p99 meets -p99, when given.
 
-Without -postgres and -nats it runs on the embedded default: a SQLite file
-in a temporary directory and the in-process broker, no service needed.
-With both it works in a schema and a stream of its own on those services,
-made afresh for every run, and drains with the strong hand-written loop at
-every batch size as the baseline (the "vs loop" column). Progress goes to
-stderr: a bar on a terminal, one line per step otherwise.
+Without -postgres or -mysql and -nats it runs on the embedded default: a
+SQLite file in a temporary directory and the in-process broker, no service
+needed. With -postgres and -nats it works in a schema and a stream of its
+own on those services, made afresh for every run, and drains with the
+strong hand-written loop at every batch size as the baseline (the "vs
+loop" column). With -mysql (MySQL or MariaDB, a go-sql-driver/mysql DSN
+such as root@tcp(127.0.0.1:3306)/test?parseTime=true) and -nats it does
+the same in a database of its own on that server, with the loop on a
+minimal table of its own; there are no latency runs on MySQL (they need
+PostgreSQL or the embedded default), so the recommendation rests on
+throughput alone. Progress goes to stderr: a bar on a terminal, one line
+per step otherwise.
 
 -chart draws the median throughput and, under it, the commit → handled
 p99 against workers or batch size (-chart-x), one line per remaining
@@ -211,10 +256,11 @@ both runs, the old and new medians of throughput and p99, the change and
 "~" when their [min–max] ranges overlap (no clear change).`)
 	var cfg benchConfig
 	fs.StringVar(&cfg.postgres, "postgres", "", "PostgreSQL URL (with -nats)")
-	fs.StringVar(&cfg.nats, "nats", "", "NATS URL with JetStream (with -postgres)")
+	fs.StringVar(&cfg.mysql, "mysql", "", "MySQL or MariaDB DSN (github.com/go-sql-driver/mysql), e.g. user:pass@tcp(host:3306)/db?parseTime=true (with -nats; no latency runs)")
+	fs.StringVar(&cfg.nats, "nats", "", "NATS URL with JetStream (with -postgres or -mysql)")
 	workers := fs.String("workers", "1,4", "relay workers (ProcessorConfig.Workers), comma-separated")
 	batches := fs.String("batch", "100,500", "batch sizes (ProcessorConfig.BatchSize), comma-separated")
-	claims := fs.String("claims", "", `claim modes, comma-separated: "lease" and, on PostgreSQL, "lock" (default: lease on SQLite, lease,lock on PostgreSQL)`)
+	claims := fs.String("claims", "", `claim modes, comma-separated: "lease" and, on PostgreSQL or MySQL, "lock" (default: lease on SQLite, lease,lock on PostgreSQL and MySQL)`)
 	fs.IntVar(&cfg.messages, "messages", 20000, "messages per drain")
 	fs.IntVar(&cfg.count, "count", 3, "repetitions of every point")
 	fs.IntVar(&cfg.payload, "payload", 256, "payload bytes per message")
@@ -223,7 +269,7 @@ both runs, the old and new medians of throughput and p99, the change and
 	fs.IntVar(&cfg.producers, "producers", 0, "goroutines committing the latency runs' messages (default 4 on the embedded default, 32 on the services)")
 	fs.IntVar(&cfg.consumers, "consumers", 4, "messages the latency runs' consumer handles at once")
 	fs.IntVar(&cfg.keys, "keys", 0, "partition keys the latency runs' messages spread over (0: none)")
-	fs.IntVar(&cfg.rate, "rate", -1, "messages per second of the latency runs, 0 for none (default 500 on the embedded default, 1000 on the services)")
+	fs.IntVar(&cfg.rate, "rate", -1, "messages per second of the latency runs, 0 for none (default 500 on the embedded default, 1000 on PostgreSQL, none on MySQL)")
 	fs.DurationVar(&cfg.duration, "duration", time.Second, "how long each latency run is measured, after a quarter of it as warm-up")
 	fs.DurationVar(&cfg.p99, "p99", 0, "recommend only configurations whose commit → handled p99 is within this (e.g. 10ms)")
 	fs.BoolVar(&cfg.memory, "memory", false, "instead of the SQLite file, the in-memory store (txm/memstore), with the in-process broker; no path runs (they need SQL)")
@@ -319,8 +365,10 @@ func parseGrid(name, s string) ([]int, error) {
 // errors.
 func (c *benchConfig) check(claims string) error {
 	switch {
-	case (c.postgres == "") != (c.nats == ""):
-		return usagef("bench: give -postgres and -nats together, or neither for the embedded default")
+	case c.postgres != "" && c.mysql != "":
+		return usagef("bench: give -postgres or -mysql, not both")
+	case c.services() != (c.nats != ""):
+		return usagef("bench: give -postgres or -mysql and -nats together, or none of them for the embedded default")
 	case c.json && c.csv:
 		return usagef("bench: give -json or -csv, not both")
 	case c.count <= 0:
@@ -332,7 +380,7 @@ func (c *benchConfig) check(claims string) error {
 	case c.brokerLatency < 0:
 		return usagef("bench: -broker-latency %v: want 0 or more", c.brokerLatency)
 	case c.memory && c.services():
-		return usagef("bench: -memory is the in-memory store with the in-process broker, not -postgres and -nats")
+		return usagef("bench: -memory is the in-memory store with the in-process broker, not -postgres or -mysql and -nats")
 	case c.brokerLatency > 0 && c.services():
 		return usagef("bench: -broker-latency is for the in-process broker; JetStream has its own")
 	case c.pathMessages < 0:
@@ -351,13 +399,21 @@ func (c *benchConfig) check(claims string) error {
 		return usagef("bench: -duration %v: want a positive duration", c.duration)
 	case c.p99 < 0:
 		return usagef("bench: -p99 %v: want a positive duration", c.p99)
+	case c.mysql != "" && c.rate > 0:
+		return usagef("bench: -rate %d: the latency runs need PostgreSQL or the embedded default; with -mysql there are none (leave -rate out)", c.rate)
+	case c.mysql != "" && c.p99 > 0:
+		return usagef("bench: -p99 needs latency runs, which need PostgreSQL or the embedded default; with -mysql there are none")
 	case c.p99 > 0 && c.rate == 0:
 		return usagef("bench: -p99 needs latency runs: leave -rate at its default or give it a positive value")
 	}
 	if c.rate == -1 {
-		c.rate = 500
-		if c.services() {
+		switch c.database() {
+		case dbMySQL:
+			c.rate = 0
+		case dbPostgres:
 			c.rate = 1000
+		default:
+			c.rate = 500
 		}
 	}
 	if claims == "" {
@@ -372,7 +428,7 @@ func (c *benchConfig) check(claims string) error {
 		case f != claimLease && f != claimLock:
 			return usagef("bench: -claims %q: want lease, lock or both, separated by commas", claims)
 		case f == claimLock && !c.services():
-			return usagef("bench: -claims lock needs PostgreSQL (-postgres and -nats); SQLite claims by leases")
+			return usagef("bench: -claims lock needs PostgreSQL or MySQL (-postgres or -mysql, with -nats); SQLite claims by leases")
 		case slices.Contains(c.claims, f):
 			return usagef("bench: -claims %q: %s is given twice", claims, f)
 		}
@@ -409,7 +465,7 @@ func (c benchConfig) drain(ctx context.Context, p benchPoint, n int) (scenario.D
 		r.Workers = p.Workers
 		return r, err
 	}
-	spec := scenario.DrainSpec{PostgresURL: c.postgres, NATSURL: c.nats, Impl: p.Impl, Batch: p.Batch,
+	spec := scenario.DrainSpec{PostgresURL: c.postgres, MySQLURL: c.mysql, NATSURL: c.nats, Impl: p.Impl, Batch: p.Batch,
 		Messages: n, PayloadSize: c.payload}
 	if p.Impl != scenario.ImplLoop {
 		spec.Relay = &relay
@@ -419,7 +475,8 @@ func (c benchConfig) drain(ctx context.Context, p benchPoint, n int) (scenario.D
 	return r, err
 }
 
-// latency runs one end-to-end latency run of the relay point p.
+// latency runs one end-to-end latency run of the relay point p (never on
+// MySQL: check leaves the rate at 0 there).
 func (c benchConfig) latency(ctx context.Context, p benchPoint) (scenario.EndToEndResult, error) {
 	return scenario.EndToEnd(ctx, scenario.EndToEndSpec{PostgresURL: c.postgres, NATSURL: c.nats,
 		Batch: p.Batch, Relay: txm.ProcessorConfig{Workers: p.Workers, LockClaims: p.Claims == claimLock},
@@ -453,9 +510,15 @@ func sweep(ctx context.Context, c benchConfig, progress io.Writer) (*benchReport
 	if c.brokerLatency > 0 {
 		report.Broker += fmt.Sprintf(", %v per publish", c.brokerLatency)
 	}
-	if c.services() {
+	switch report.Database = c.database(); report.Database {
+	case dbPostgres:
 		report.Store, report.Broker = "PostgreSQL "+redactURL(c.postgres), "NATS JetStream "+redactURL(c.nats)
-		report.Machine.Postgres, report.Machine.NATS = serviceVersions(ctx, c.postgres, c.nats)
+		report.Machine.Postgres = dbVersion(ctx, "pgx", c.postgres, "SHOW server_version")
+		report.Machine.NATS = natsVersion(c.nats)
+	case dbMySQL:
+		report.Store, report.Broker = "MySQL "+redactDSN(c.mysql), "NATS JetStream "+redactURL(c.nats)
+		report.Machine.MySQL = dbVersion(ctx, "mysql", c.mysql, "SELECT VERSION()")
+		report.Machine.NATS = natsVersion(c.nats)
 	}
 	points := c.points()
 	drains := make([][]scenario.DrainResult, len(points))
@@ -488,7 +551,7 @@ func sweep(ctx context.Context, c benchConfig, progress io.Writer) (*benchReport
 			drains[i] = append(drains[i], r)
 			line := fmt.Sprintf("%-28s %9.0f msgs/s  cpu %5.1f µs/msg", p.String(), r.MsgsPerSec, r.TotalUS)
 			if c.services() {
-				line += fmt.Sprintf(" (relay %.1f, postgres %.1f, nats %.1f)", r.RelayUS, r.PostgresUS, r.NATSUS)
+				line += fmt.Sprintf(" (relay %.1f, %s %.1f, nats %.1f)", r.RelayUS, report.dbLabel(), r.PostgresUS+r.MySQLUS, r.NATSUS)
 			}
 			bar.step(line)
 			if !c.hasLatency(p) {
@@ -544,7 +607,7 @@ func (c benchConfig) paths(ctx context.Context, progress io.Writer) ([]benchPath
 	bar := newProgress(progress, len(runs)*c.count)
 	for rep := range c.count {
 		for _, r := range scenario.Rotate(runs, rep) {
-			res, err := scenario.Path(ctx, r.path, r.impl, scenario.PathSpec{PostgresURL: c.postgres, NATSURL: c.nats,
+			res, err := scenario.Path(ctx, r.path, r.impl, scenario.PathSpec{PostgresURL: c.postgres, MySQLURL: c.mysql, NATSURL: c.nats,
 				Messages: c.pathMessages, PayloadSize: c.payload, Codec: c.codec})
 			if err != nil {
 				bar.done()
@@ -584,6 +647,7 @@ func summarizeRuns(p benchPoint, rs []scenario.DrainResult, ls []scenario.EndToE
 	row.MinMsgsPerSec, row.MaxMsgsPerSec = scenario.Spread(rs, rate)
 	row.RelayUS = scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.RelayUS })
 	row.PostgresUS = scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.PostgresUS })
+	row.MySQLUS = scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.MySQLUS })
 	row.NATSUS = scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.NATSUS })
 	row.TotalUS = scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.TotalUS })
 	row.Allocs = scenario.Median(rs, func(r scenario.DrainResult) float64 { return r.Allocs })
@@ -674,24 +738,48 @@ func smaller(a, b benchPoint) bool {
 	return cmp.Or(cmp.Compare(a.Workers, b.Workers), cmp.Compare(a.Batch, b.Batch), cmp.Compare(claim(a.Claims), claim(b.Claims))) < 0
 }
 
-// serviceVersions returns the servers' versions, "" for one that cannot be
-// read.
-func serviceVersions(ctx context.Context, pgURL, natsURL string) (pg, ns string) {
-	if db, err := sql.Open("pgx", pgURL); err == nil {
-		_ = db.QueryRowContext(ctx, "SHOW server_version").Scan(&pg)
+// dbVersion returns the version of the database server at dsn, opened
+// with driver, by query; "" when it cannot be read.
+func dbVersion(ctx context.Context, driver, dsn, query string) string {
+	var v string
+	if db, err := sql.Open(driver, dsn); err == nil {
+		_ = db.QueryRowContext(ctx, query).Scan(&v)
 		_ = db.Close()
 	}
-	if nc, err := nats.Connect(natsURL, nats.Name("txm bench")); err == nil {
-		ns = nc.ConnectedServerVersion()
-		nc.Close()
+	return v
+}
+
+// natsVersion returns the version of the NATS server at url, "" when it
+// cannot be read.
+func natsVersion(url string) string {
+	nc, err := nats.Connect(url, nats.Name("txm bench"))
+	if err != nil {
+		return ""
 	}
-	return pg, ns
+	defer nc.Close()
+	return nc.ConnectedServerVersion()
+}
+
+// redactDSN hides the password in a go-sql-driver/mysql DSN printed to the
+// user, as redactURL does in a URL.
+func redactDSN(dsn string) string {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return "?"
+	}
+	if cfg.Passwd != "" {
+		cfg.Passwd = "xxxxx"
+	}
+	return cfg.FormatDSN()
 }
 
 func writeBenchTable(w io.Writer, r *benchReport) error {
 	m := r.Machine
 	fmt.Fprintf(w, "machine: %d cores (GOMAXPROCS %d), %s %s/%s", m.Cores, m.GOMAXPROCS, m.GoVersion, m.OS, m.Arch)
-	if m.Postgres != "" || m.NATS != "" {
+	switch {
+	case r.Database == dbMySQL:
+		fmt.Fprintf(w, ", MySQL %s, nats-server %s", cmp.Or(m.MySQL, "?"), cmp.Or(m.NATS, "?"))
+	case m.Postgres != "" || m.NATS != "":
 		fmt.Fprintf(w, ", PostgreSQL %s, nats-server %s", cmp.Or(m.Postgres, "?"), cmp.Or(m.NATS, "?"))
 	}
 	fmt.Fprintf(w, "\nstore: %s; broker: %s\n", r.Store, r.Broker)
@@ -713,7 +801,7 @@ func writeBenchTable(w io.Writer, r *benchReport) error {
 			r.Rate, r.LatencySeconds, keys)
 	}
 	fmt.Fprintln(w)
-	services := m.Postgres != "" || m.NATS != "" || slices.ContainsFunc(r.Rows, func(x benchRow) bool { return x.Impl == scenario.ImplLoop })
+	services := r.Database != "" || m.Postgres != "" || m.MySQL != "" || m.NATS != "" || slices.ContainsFunc(r.Rows, func(x benchRow) bool { return x.Impl == scenario.ImplLoop })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	head := "impl\tworkers\tbatch\tclaims\tmsgs/s\t[min–max]\t"
 	if services {
@@ -724,7 +812,7 @@ func writeBenchTable(w io.Writer, r *benchReport) error {
 	}
 	head += "cpu ms/1k msgs\t"
 	if services {
-		head += "relay\tpostgres\tnats\t"
+		head += "relay\t" + r.dbLabel() + "\tnats\t"
 	}
 	fmt.Fprintln(tw, head+"allocs/msg\t")
 	dash := func(ok bool, format string, v ...any) string {
@@ -753,14 +841,18 @@ func writeBenchTable(w io.Writer, r *benchReport) error {
 		}
 		fmt.Fprintf(tw, "%.1f\t", row.TotalUS)
 		if services {
-			fmt.Fprintf(tw, "%.1f\t%.1f\t%.1f\t", row.RelayUS, row.PostgresUS, row.NATSUS)
+			fmt.Fprintf(tw, "%.1f\t%.1f\t%.1f\t", row.RelayUS, row.databaseUS(), row.NATSUS)
 		}
 		fmt.Fprintf(tw, "%.0f\t\n", row.Allocs)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintln(w, "\ncpu: of the drain, this process's own and, where they run on this machine, of postgres and nats-server; allocs: this process's heap objects.")
+	db := "postgres"
+	if r.Database == dbMySQL {
+		db = "mysqld/mariadbd"
+	}
+	fmt.Fprintf(w, "\ncpu: of the drain, this process's own and, where they run on this machine, of %s and nats-server; allocs: this process's heap objects.\n", db)
 	if services {
 		fmt.Fprintln(w, "Workers do not apply to the JetStream publisher, which gets each batch in waves (ProcessorConfig.Workers).")
 	}
@@ -778,7 +870,11 @@ func writeBenchTable(w io.Writer, r *benchReport) error {
 			return err
 		}
 		fmt.Fprintln(w, "write: the order and its typed event via Outbox[T] in Store.InTx, against an INSERT of the order and of the JSON event;")
-		fmt.Fprintln(w, "consume: a typed Inbox[T] behind InboxHandler, against encoding/json and an INSERT … ON CONFLICT DO NOTHING of the ID, then the order.")
+		insert := "INSERT … ON CONFLICT DO NOTHING"
+		if r.Database == dbMySQL {
+			insert = "INSERT IGNORE"
+		}
+		fmt.Fprintf(w, "consume: a typed Inbox[T] behind InboxHandler, against encoding/json and an %s of the ID, then the order.\n", insert)
 	}
 	if rec := r.Recommendation; rec != nil {
 		fmt.Fprintf(w, "\nrecommended: %s: txm.ProcessorConfig{Workers: %d, BatchSize: %d, LockClaims: %t}\n",
@@ -790,11 +886,20 @@ func writeBenchTable(w io.Writer, r *benchReport) error {
 	return nil
 }
 
+// dbLabelCSV is the CSV column of the database server's CPU: as before
+// MySQL, postgres_cpu_us, but mysql_cpu_us on MySQL.
+func (r *benchReport) dbLabelCSV() string {
+	if r.Database == dbMySQL {
+		return "mysql_cpu_us"
+	}
+	return "postgres_cpu_us"
+}
+
 func writeBenchCSV(w io.Writer, r *benchReport) error {
 	cw := csv.NewWriter(w)
 	_ = cw.Write([]string{"impl", "workers", "batch", "claims", "msgs_per_s", "min_msgs_per_s", "max_msgs_per_s",
 		"vs_loop", "ack_p50_ms", "ack_p99_ms", "handled_p50_ms", "handled_p90_ms", "handled_p99_ms", "handled_max_ms",
-		"cpu_us_per_msg", "relay_cpu_us", "postgres_cpu_us", "nats_cpu_us", "allocs_per_msg", "runs", "recommended"})
+		"cpu_us_per_msg", "relay_cpu_us", r.dbLabelCSV(), "nats_cpu_us", "allocs_per_msg", "runs", "recommended"})
 	f := func(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
 	for _, row := range r.Rows {
 		rec := r.Recommendation != nil && r.Recommendation.benchPoint == row.benchPoint
@@ -805,7 +910,7 @@ func writeBenchCSV(w io.Writer, r *benchReport) error {
 		rec0 := []string{row.Impl, strconv.Itoa(row.Workers), strconv.Itoa(row.Batch), row.Claims,
 			f(row.MsgsPerSec), f(row.MinMsgsPerSec), f(row.MaxMsgsPerSec), f(row.VsLoop)}
 		rec0 = append(rec0, lat...)
-		rec0 = append(rec0, f(row.TotalUS), f(row.RelayUS), f(row.PostgresUS), f(row.NATSUS), f(row.Allocs),
+		rec0 = append(rec0, f(row.TotalUS), f(row.RelayUS), f(row.databaseUS()), f(row.NATSUS), f(row.Allocs),
 			strconv.Itoa(len(row.Runs)), strconv.FormatBool(rec))
 		_ = cw.Write(rec0)
 	}

@@ -6,9 +6,12 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/go-sql-driver/mysql"
 
 	"github.com/transmanager/transmanager/internal/scenario"
 	"github.com/transmanager/transmanager/internal/testenv"
@@ -44,6 +47,13 @@ func TestBenchUsageErrors(t *testing.T) {
 		{[]string{"-consumers", "0"}, "-consumers"},
 		{[]string{"-producers", "-2"}, "-producers"},
 		{[]string{"-path-messages", "-1"}, "-path-messages"},
+		{[]string{"-mysql", "root@tcp(x:3306)/db"}, "together"},
+		{[]string{"-mysql", "root@tcp(x:3306)/db", "-postgres", "postgres://x", "-nats", "nats://x"}, "not both"},
+		{[]string{"-mysql", "root@tcp(x:3306)/db", "-nats", "nats://x", "-rate", "100"}, "need PostgreSQL or the embedded default"},
+		{[]string{"-mysql", "root@tcp(x:3306)/db", "-nats", "nats://x", "-p99", "10ms"}, "need PostgreSQL or the embedded default"},
+		{[]string{"-mysql", "root@tcp(x:3306)/db", "-nats", "nats://x", "-memory"}, "-memory"},
+		{[]string{"-mysql", "root@tcp(x:3306)/db", "-nats", "nats://x", "-broker-latency", "1ms"}, "in-process"},
+		{[]string{"-mysql", "root@tcp(x:3306)/db", "-nats", "nats://x", "-claims", "lock,locks"}, "-claims"},
 		{[]string{"-workers", "1", "-bogus"}, "flag provided but not defined"},
 		{[]string{"extra"}, "unexpected argument"},
 	} {
@@ -54,6 +64,21 @@ func TestBenchUsageErrors(t *testing.T) {
 	}
 	if code, out, _ := cli(context.Background(), "bench", "-h"); code != exitOK || !strings.Contains(out, "-workers") {
 		t.Errorf("bench -h: exit %d:\n%s", code, out)
+	}
+}
+
+func TestRedactDSN(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in, want string
+	}{
+		{"app:s3cret@tcp(db.example:3306)/orders?parseTime=true", "app:xxxxx@tcp(db.example:3306)/orders?parseTime=true"},
+		{"root@tcp(127.0.0.1:3306)/test?parseTime=true", "root@tcp(127.0.0.1:3306)/test?parseTime=true"},
+		{"not a DSN", "?"},
+	} {
+		if got := redactDSN(tc.in); got != tc.want {
+			t.Errorf("redactDSN(%q) = %q, want %q", tc.in, got, tc.want)
+		}
 	}
 }
 
@@ -280,5 +305,87 @@ func TestBenchOnPostgresAndNATS(t *testing.T) {
 	if !slices.Equal(impls, []string{"loop/", "relay/lease", "relay/lock"}) || r.Recommendation == nil ||
 		r.Recommendation.Impl != "relay" || r.Machine.Postgres == "" || r.Machine.NATS == "" {
 		t.Errorf("report %+v (rows %v)", r, impls)
+	}
+}
+
+func TestBenchOnMySQLAndNATS(t *testing.T) {
+	dsn := testenv.URL(t, testenv.MySQL)
+	nats := testenv.URL(t, testenv.NATS)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	code, out, errOut := cli(ctx, "bench", "-mysql", dsn, "-nats", nats, "-messages", "2000", "-workers", "1",
+		"-batch", "100", "-claims", "lease,lock", "-count", "1", "-path-messages", "100", "-json")
+	if code != exitOK {
+		t.Fatalf("bench: exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(errOut, "mysqld ") || strings.Contains(errOut, "→ handled p99") {
+		t.Errorf("progress without the database's CPU, or with latency runs:\n%s", errOut)
+	}
+	var r benchReport
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("decode: %v\n%s", err, out)
+	}
+	// The CPU figures come in clock ticks (10 ms on Linux): a short drain
+	// may see none of mysqld's, so the test wants some over all the runs.
+	var impls []string
+	var dbCPU float64
+	for _, row := range r.Rows {
+		impls = append(impls, row.Impl+"/"+row.Claims)
+		dbCPU += row.databaseUS()
+		if row.VsLoop <= 0 || row.MsgsPerSec <= 0 || row.MySQLUS < 0 || row.PostgresUS != 0 || row.Latency != nil || row.Handled != nil {
+			t.Errorf("row %+v: want a ratio to the loop, no postgres CPU and no latency runs", row)
+		}
+	}
+	for _, p := range r.Paths {
+		for _, run := range append(p.Library, p.Baseline...) {
+			dbCPU += run.MySQLUS
+		}
+	}
+	if dbCPU <= 0 {
+		t.Errorf("no CPU of mysqld/mariadbd in any run: %+v", r)
+	}
+	if !slices.Equal(impls, []string{"loop/", "relay/lease", "relay/lock"}) || r.Recommendation == nil ||
+		r.Recommendation.Impl != "relay" || r.Rate != 0 || r.Database != "mysql" || r.Machine.MySQL == "" ||
+		r.Machine.NATS == "" || r.Machine.Postgres != "" || len(r.Paths) != 2 {
+		t.Errorf("report %+v (rows %v)", r, impls)
+	}
+	if r.Store != "MySQL "+redactDSN(dsn) || !strings.HasPrefix(r.Broker, "NATS JetStream ") {
+		t.Errorf("store %q, broker %q", r.Store, r.Broker)
+	}
+	if cfg, err := mysql.ParseDSN(dsn); err != nil || cfg.Passwd != "" && strings.Contains(r.Store, cfg.Passwd) {
+		t.Errorf("store %q shows the password (%v)", r.Store, err)
+	}
+
+	var table bytes.Buffer
+	if err := writeBenchTable(&table, &r); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{", MySQL " + r.Machine.MySQL, "store: MySQL ", "vs loop", "mysqld", "of mysqld/mariadbd",
+		"INSERT IGNORE", "recommended: workers 1, batch 100", "because "} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, table.String())
+		}
+	}
+	if strings.Contains(table.String(), "handled p50") || strings.Contains(table.String(), "postgres") {
+		t.Errorf("table with latency or postgres columns:\n%s", table.String())
+	}
+	t.Logf("bench -mysql:\n%s", table.String())
+
+	var csvOut bytes.Buffer
+	if err := writeBenchCSV(&csvOut, &r); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := csv.NewReader(&csvOut).ReadAll()
+	if err != nil || len(recs) != 4 {
+		t.Fatalf("csv (%v): %v", err, recs)
+	}
+	i := slices.Index(recs[0], "mysql_cpu_us")
+	if i < 0 || slices.Contains(recs[0], "postgres_cpu_us") {
+		t.Fatalf("csv header %v", recs[0])
+	}
+	for k, row := range r.Rows {
+		if want := strconv.FormatFloat(row.databaseUS(), 'f', 2, 64); recs[k+1][i] != want {
+			t.Errorf("csv %v: mysql_cpu_us %s, want %s", recs[k+1], recs[k+1][i], want)
+		}
 	}
 }

@@ -72,6 +72,7 @@ func writeBenchCompare(w io.Writer, oldPath string, old, new *benchReport) error
 		{"Go", old.Machine.GoVersion, new.Machine.GoVersion},
 		{"cores", fmt.Sprint(old.Machine.Cores), fmt.Sprint(new.Machine.Cores)},
 		{"PostgreSQL", old.Machine.Postgres, new.Machine.Postgres},
+		{"MySQL", old.Machine.MySQL, new.Machine.MySQL},
 		{"nats-server", old.Machine.NATS, new.Machine.NATS},
 	} {
 		if d.old != d.new {
