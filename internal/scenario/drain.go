@@ -7,8 +7,10 @@ import (
 	"slices"
 	"time"
 
+	"github.com/transmanager/transmanager/async"
 	"github.com/transmanager/transmanager/async/natsjs"
 	"github.com/transmanager/transmanager/txm"
+	"github.com/transmanager/transmanager/txm/sqlstore"
 )
 
 // A drain implementation: the strong hand-written loop, or the relay with
@@ -94,36 +96,51 @@ func Drain(ctx context.Context, s DrainSpec) (DrainResult, error) {
 		return DrainResult{}, err
 	}
 	defer e.Close()
-	payload := Payload(s.PayloadSize)
+	return drainOn(ctx, s, e)
+}
 
+// drainDatabase is where a drain runs: the strong loop's table and the
+// library's outbox in one database, and the stream they publish to.
+type drainDatabase interface {
+	// startLoop creates the loop's table with n rows of payload and
+	// returns the loop's drain with batches of size.
+	startLoop(ctx context.Context, n, size int, payload []byte) (drain func(context.Context) (int, error), err error)
+	LoopUnpublished(ctx context.Context) (int, error)
+	// outboxStore returns a store on the library's tables; the caller
+	// closes it.
+	outboxStore(ctx context.Context) (*sqlstore.LockingStore, error)
+	FillOutbox(ctx context.Context, store *sqlstore.LockingStore, msgs []async.Message) error
+	OutboxUnpublished(ctx context.Context) (int, error)
+	Messages(n, keys int, payload []byte) []async.Message
+	DrainRelay(ctx context.Context, store *sqlstore.LockingStore, n int, cfg txm.ProcessorConfig, pubCfg natsjs.PublisherConfig) (time.Duration, error)
+	StreamMessages(ctx context.Context) (uint64, error)
+}
+
+// drainOn is Drain on db.
+func drainOn(ctx context.Context, s DrainSpec, db drainDatabase) (DrainResult, error) {
+	payload := Payload(s.PayloadSize)
 	var run func(ctx context.Context) (time.Duration, error)
 	var unpublished func(ctx context.Context) (int, error)
 	if s.Impl == ImplLoop {
-		if err := e.CreateLoopTable(ctx); err != nil {
-			return DrainResult{}, err
-		}
-		if err := e.FillLoop(ctx, s.Messages, payload); err != nil {
-			return DrainResult{}, err
-		}
-		loop, err := e.NewLoop(s.Batch)
+		drain, err := db.startLoop(ctx, s.Messages, s.Batch, payload)
 		if err != nil {
 			return DrainResult{}, err
 		}
 		run = func(ctx context.Context) (time.Duration, error) {
 			start := time.Now()
-			n, err := loop.Drain(ctx)
+			n, err := drain(ctx)
 			if err == nil && n != s.Messages {
 				err = fmt.Errorf("the loop published %d messages, want %d", n, s.Messages)
 			}
 			return time.Since(start), err
 		}
-		unpublished = e.LoopUnpublished
+		unpublished = db.LoopUnpublished
 	} else {
 		c, err := s.relayConfig()
 		if err != nil {
 			return DrainResult{}, err
 		}
-		store, err := e.Store(true)
+		store, err := db.outboxStore(ctx)
 		if err != nil {
 			return DrainResult{}, err
 		}
@@ -131,16 +148,15 @@ func Drain(ctx context.Context, s DrainSpec) (DrainResult, error) {
 		if err := store.Migrate(ctx); err != nil {
 			return DrainResult{}, err
 		}
-		if err := e.FillOutbox(ctx, store, e.Messages(s.Messages, s.Keys, payload)); err != nil {
+		if err := db.FillOutbox(ctx, store, db.Messages(s.Messages, s.Keys, payload)); err != nil {
 			return DrainResult{}, err
 		}
 		run = func(ctx context.Context) (time.Duration, error) {
-			return e.DrainRelay(ctx, store, s.Messages, c, s.PublisherConfig)
+			return db.DrainRelay(ctx, store, s.Messages, c, s.PublisherConfig)
 		}
-		unpublished = e.OutboxUnpublished
+		unpublished = db.OutboxUnpublished
 	}
-
-	return measureDrain(ctx, s, run, unpublished, e.StreamMessages)
+	return measureDrain(ctx, s, run, unpublished, db.StreamMessages)
 }
 
 // relayConfig returns the relay's configuration of s.

@@ -148,14 +148,8 @@ func (l *Loop) Batch(ctx context.Context) (int, error) {
 	if len(l.ids) == 0 {
 		return 0, nil
 	}
-	for _, f := range l.futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return 0, fmt.Errorf("loop: PubAck: %w", err)
-		case <-ctx.Done():
-			return 0, fmt.Errorf("loop: PubAck: %w", ctx.Err())
-		}
+	if err := awaitPubAcks(ctx, l.futures); err != nil {
+		return 0, fmt.Errorf("loop: %w", err)
 	}
 	if _, err := tx.Exec(ctx, l.mark, l.ids); err != nil {
 		return 0, fmt.Errorf("loop: mark: %w", err)
@@ -166,9 +160,39 @@ func (l *Loop) Batch(ctx context.Context) (int, error) {
 	return len(l.ids), nil
 }
 
+// startLoop creates and fills the loop's table (drainDatabase).
+func (e *Env) startLoop(ctx context.Context, n, size int, payload []byte) (func(context.Context) (int, error), error) {
+	if err := e.CreateLoopTable(ctx); err != nil {
+		return nil, err
+	}
+	if err := e.FillLoop(ctx, n, payload); err != nil {
+		return nil, err
+	}
+	loop, err := e.NewLoop(size)
+	if err != nil {
+		return nil, err
+	}
+	return loop.Drain, nil
+}
+
 // LoopUnpublished counts the loop table's unpublished rows.
 func (e *Env) LoopUnpublished(ctx context.Context) (int, error) {
 	var n int
 	err := e.Pool.QueryRow(ctx, "SELECT count(*) FROM "+LoopTable(e.Schema)+" WHERE published_at IS NULL").Scan(&n)
 	return n, err
+}
+
+// awaitPubAcks waits for the PubAck of every future, in order, and returns
+// the first error.
+func awaitPubAcks(ctx context.Context, futures []jetstream.PubAckFuture) error {
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("PubAck: %w", err)
+		case <-ctx.Done():
+			return fmt.Errorf("PubAck: %w", ctx.Err())
+		}
+	}
+	return nil
 }

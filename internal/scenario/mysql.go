@@ -263,14 +263,8 @@ func (l *MySQLLoop) Batch(ctx context.Context) (int, error) {
 	if len(l.ids) == 0 {
 		return 0, nil
 	}
-	for _, f := range l.futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return 0, fmt.Errorf("loop: PubAck: %w", err)
-		case <-ctx.Done():
-			return 0, fmt.Errorf("loop: PubAck: %w", ctx.Err())
-		}
+	if err := awaitPubAcks(ctx, l.futures); err != nil {
+		return 0, fmt.Errorf("loop: %w", err)
 	}
 	l.del.Reset()
 	l.del.WriteString("DELETE FROM " + mysqlLoopTable + " WHERE id IN (")
@@ -299,46 +293,22 @@ func drainMySQL(ctx context.Context, s DrainSpec) (DrainResult, error) {
 		return DrainResult{}, err
 	}
 	defer e.Close()
-	payload := Payload(s.PayloadSize)
-	var run func(ctx context.Context) (time.Duration, error)
-	var unpublished func(ctx context.Context) (int, error)
-	if s.Impl == ImplLoop {
-		if err := e.CreateLoopTable(ctx, s.Messages, payload); err != nil {
-			return DrainResult{}, err
-		}
-		loop, err := e.NewLoop(s.Batch)
-		if err != nil {
-			return DrainResult{}, err
-		}
-		run = func(ctx context.Context) (time.Duration, error) {
-			start := time.Now()
-			n, err := loop.Drain(ctx)
-			if err == nil && n != s.Messages {
-				err = fmt.Errorf("the loop published %d messages, want %d", n, s.Messages)
-			}
-			return time.Since(start), err
-		}
-		unpublished = e.LoopUnpublished
-	} else {
-		c, err := s.relayConfig()
-		if err != nil {
-			return DrainResult{}, err
-		}
-		store, err := e.Store(ctx)
-		if err != nil {
-			return DrainResult{}, err
-		}
-		defer store.Close()
-		if err := store.Migrate(ctx); err != nil {
-			return DrainResult{}, err
-		}
-		if err := e.FillOutbox(ctx, store, e.Messages(s.Messages, s.Keys, payload)); err != nil {
-			return DrainResult{}, err
-		}
-		run = func(ctx context.Context) (time.Duration, error) {
-			return e.DrainRelay(ctx, store, s.Messages, c, s.PublisherConfig)
-		}
-		unpublished = e.OutboxUnpublished
+	return drainOn(ctx, s, e)
+}
+
+// startLoop creates and fills the loop's table (drainDatabase).
+func (e *MySQLEnv) startLoop(ctx context.Context, n, size int, payload []byte) (func(context.Context) (int, error), error) {
+	if err := e.CreateLoopTable(ctx, n, payload); err != nil {
+		return nil, err
 	}
-	return measureDrain(ctx, s, run, unpublished, e.StreamMessages)
+	loop, err := e.NewLoop(size)
+	if err != nil {
+		return nil, err
+	}
+	return loop.Drain, nil
+}
+
+// outboxStore is Store (drainDatabase).
+func (e *MySQLEnv) outboxStore(ctx context.Context) (*sqlstore.LockingStore, error) {
+	return e.Store(ctx)
 }

@@ -25,6 +25,9 @@ func (e *Env) Store(pollOnly bool) (*sqlstore.LockingStore, error) {
 
 // Messages returns n messages of payload on e's topic, each with a content
 // type and, when keys > 0, the partition key "key-(i mod keys)".
+// outboxStore is a store that polls (drainDatabase).
+func (e *Env) outboxStore(context.Context) (*sqlstore.LockingStore, error) { return e.Store(true) }
+
 func (e *Env) Messages(n, keys int, payload []byte) []async.Message {
 	msgs := make([]async.Message, n)
 	for i := range msgs {
