@@ -319,16 +319,8 @@ func TestRelayOrdersEachKeyUnderRandomFailures(t *testing.T) {
 
 func TestRelayRenewsLeaseDuringSlowPublish(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	store := memstore.New(memstore.Config{})
-	var ids []string
-	for range 4 {
-		m := async.NewMessage("orders", "Test", nil)
-		ids = append(ids, m.ID())
-		if err := store.Outbox().Save(ctx, m); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ids := saveOrders(t, store, 4)
 	pub := newRecordingPublisher()
 	pub.hang = func(async.Message) time.Duration { return 500 * time.Millisecond } // far past the lease
 	cfg := txm.ProcessorConfig{Workers: 4, Lease: 150 * time.Millisecond}
@@ -348,16 +340,8 @@ func TestRelayRenewsLeaseDuringSlowPublish(t *testing.T) {
 // leases must be renewed meanwhile, or a second relay publishes it too.
 func TestRelayRenewsLeasesOfBatchClaimedAhead(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	store := memstore.New(memstore.Config{})
-	var ids []string
-	for range 2 {
-		m := async.NewMessage("orders", "Test", nil)
-		ids = append(ids, m.ID())
-		if err := store.Outbox().Save(ctx, m); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ids := saveOrders(t, store, 2)
 	pub := newRecordingPublisher()
 	started := make(chan struct{}, len(ids)+1)
 	pub.hang = func(async.Message) time.Duration { started <- struct{}{}; return 600 * time.Millisecond }
@@ -380,14 +364,7 @@ func TestRelayStopReleasesClaimsAndLosesNothing(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	store := memstore.New(memstore.Config{})
-	var ids []string
-	for range 10 {
-		m := async.NewMessage("orders", "Test", nil)
-		ids = append(ids, m.ID())
-		if err := store.Outbox().Save(ctx, m); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ids := saveOrders(t, store, 10)
 	stuck := newRecordingPublisher()
 	started := make(chan struct{}, 10)
 	stuck.hang = func(async.Message) time.Duration { started <- struct{}{}; return time.Hour }
@@ -844,4 +821,18 @@ func TestRelayClaimsAgainAfterShortClaimWithoutFullWakeups(t *testing.T) {
 	}
 	close(gate)
 	waitFor(t, "the second message published", 5*time.Second, func() bool { return pub.publishedIDs()[second.ID()] == 1 })
+}
+
+// saveOrders saves n messages on the topic "orders" and returns their IDs
+// in save order.
+func saveOrders(t *testing.T, store *memstore.Store, n int) []string {
+	t.Helper()
+	msgs := make([]async.Message, n)
+	ids := make([]string, n)
+	for i := range msgs {
+		msgs[i] = async.NewMessage("orders", "Test", nil)
+		ids[i] = msgs[i].ID()
+	}
+	saveAll(t, store, msgs...)
+	return ids
 }
