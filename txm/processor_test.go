@@ -329,11 +329,7 @@ func TestRelayRenewsLeaseDuringSlowPublish(t *testing.T) {
 	waitFor(t, "all published", 5*time.Second, func() bool { return len(pub.publishedIDs()) == len(ids) })
 	stop1()
 	stop2()
-	for _, id := range ids {
-		if n := pub.attemptsOf(id); n != 1 {
-			t.Errorf("message %s published %d times by two relays, want 1 (the lease must be renewed)", id, n)
-		}
-	}
+	assertPublishedOnce(t, pub, ids, "the lease must be renewed")
 }
 
 // A batch claimed ahead waits for the publish of the batch before it; its
@@ -353,11 +349,7 @@ func TestRelayRenewsLeasesOfBatchClaimedAhead(t *testing.T) {
 	waitFor(t, "all published", 5*time.Second, func() bool { return len(pub.publishedIDs()) == len(ids) })
 	stop1()
 	stop2()
-	for _, id := range ids {
-		if n := pub.attemptsOf(id); n != 1 {
-			t.Errorf("message %s published %d times by two relays, want 1 (a batch claimed ahead must keep its lease)", id, n)
-		}
-	}
+	assertPublishedOnce(t, pub, ids, "a batch claimed ahead must keep its lease")
 }
 
 func TestRelayStopReleasesClaimsAndLosesNothing(t *testing.T) {
@@ -835,4 +827,14 @@ func saveOrders(t *testing.T, store *memstore.Store, n int) []string {
 	}
 	saveAll(t, store, msgs...)
 	return ids
+}
+
+// assertPublishedOnce checks that two relays published each of ids once.
+func assertPublishedOnce(t *testing.T, pub *recordingPublisher, ids []string, why string) {
+	t.Helper()
+	for _, id := range ids {
+		if n := pub.attemptsOf(id); n != 1 {
+			t.Errorf("message %s published %d times by two relays, want 1 (%s)", id, n, why)
+		}
+	}
 }

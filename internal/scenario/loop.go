@@ -101,14 +101,7 @@ WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`,
 // Drain runs batches until a claim comes back empty and returns how many
 // messages it published.
 func (l *Loop) Drain(ctx context.Context) (int, error) {
-	done := 0
-	for {
-		n, err := l.Batch(ctx)
-		if err != nil || n == 0 {
-			return done, err
-		}
-		done += n
-	}
+	return drainBatches(ctx, l.Batch)
 }
 
 // Batch publishes and marks one batch and returns its size: 0 when the
@@ -195,4 +188,17 @@ func awaitPubAcks(ctx context.Context, futures []jetstream.PubAckFuture) error {
 		}
 	}
 	return nil
+}
+
+// drainBatches runs batch until it finds nothing and returns how many
+// messages it published in all.
+func drainBatches(ctx context.Context, batch func(context.Context) (int, error)) (int, error) {
+	done := 0
+	for {
+		n, err := batch(ctx)
+		if err != nil || n == 0 {
+			return done, err
+		}
+		done += n
+	}
 }

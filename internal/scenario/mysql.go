@@ -215,14 +215,7 @@ func (e *MySQLEnv) LoopUnpublished(ctx context.Context) (int, error) {
 // Drain runs batches until a claim comes back empty and returns how many
 // messages it published.
 func (l *MySQLLoop) Drain(ctx context.Context) (int, error) {
-	done := 0
-	for {
-		n, err := l.Batch(ctx)
-		if err != nil || n == 0 {
-			return done, err
-		}
-		done += n
-	}
+	return drainBatches(ctx, l.Batch)
 }
 
 // Batch publishes and deletes one batch and returns its size: 0 when the
