@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,8 +37,8 @@ const mysqlAvailable = `o.state = 'pending'
       AND (o.claimed_until IS NULL OR o.claimed_until <= {now})`
 
 // mysqlCandidatesSQL selects, in save order, up to $1 available messages
-// after the seq $2 and not among the seqs $3 that come before the first
-// message holding their key, as sqliteCandidates does, with their keys. It
+// after the seq $2 that come before the first message holding their key,
+// as sqliteCandidates does, with their keys. It
 // reads without locking; Store.mysqlPick locks them afterwards. The
 // pending messages are read from state_idx in save order, and the holders
 // of a key from held_idx, whatever the statistics say (FORCE INDEX): a
@@ -50,7 +51,7 @@ const mysqlCandidatesSQL = `SELECT o.seq, o.partition_key
         SELECT 1 FROM {outbox} h FORCE INDEX ({held_idx})
         WHERE h.held_key = o.partition_key AND h.seq < o.seq
             AND ` + holdsKey + `)
-      AND o.seq > $2 AND o.seq NOT IN ($3)
+      AND o.seq > $2
     ORDER BY o.seq
     LIMIT $1`
 
@@ -65,11 +66,12 @@ var _ lockingEngine = mysqlEngine{}
 
 // mysqlOwnLocks is the set of messages that locked claims in transactions
 // of the store's own (Store.InTx) hold until those transactions end, with
-// their partition keys. A claim reads its candidates past them: a relay
-// that claims its next batch while it publishes one (BatchesInFlight)
-// would otherwise read the batch in flight as its first candidates, fail
-// to lock any of them, and read again. Their keys stay blocked for the
-// claim, as they would be if it had failed to lock them.
+// their partition keys. A claim reads as many more candidates as they
+// are and drops them before it locks: a relay that claims its next batch
+// while it publishes one (BatchesInFlight) would otherwise read the batch
+// in flight as its first candidates, fail to lock any of them, and read
+// again. Their keys stay blocked for the claim, as they would be if it had
+// failed to lock them.
 type mysqlOwnLocks struct {
 	mu   sync.Mutex
 	keys map[int64]sql.NullString
@@ -100,19 +102,17 @@ func (l *mysqlOwnLocks) add(h *txHolder, rows []claimedRow) {
 	})
 }
 
-// snapshot returns the seqs held now, never empty (0, which no message
-// has, for none: the statement's NOT IN list must not be empty), and their
-// keys.
-func (l *mysqlOwnLocks) snapshot() ([]int64, map[string]bool) {
+// snapshot returns the seqs held now and their keys; nil maps for none.
+func (l *mysqlOwnLocks) snapshot() (map[int64]bool, map[string]bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.keys) == 0 {
-		return []int64{0}, nil
+		return nil, nil
 	}
-	seqs := make([]int64, 0, len(l.keys))
+	seqs := make(map[int64]bool, len(l.keys))
 	keys := map[string]bool{}
 	for seq, key := range l.keys {
-		seqs = append(seqs, seq)
+		seqs[seq] = true
 		if key.Valid {
 			keys[key.String] = true
 		}
@@ -277,8 +277,10 @@ func (mysqlEngine) claim(ctx context.Context, s *Store, limit int, lease time.Du
 			for i, r := range out {
 				seqs[i] = r.seq
 			}
-			_, err = q.exec(ctx, s.stmts.leaseBySeq, seqs, lease.Microseconds())
-			return err
+			return mysqlChunks([]any{seqs, lease.Microseconds()}, func(args []any) error {
+				_, err := q.exec(ctx, s.stmts.leaseBySeq, args...)
+				return err
+			})
 		})
 		return err
 	})
@@ -325,11 +327,30 @@ func mysqlRetry(ctx context.Context, own bool, fn func() error) error {
 // UPDATE would make every save wait for the claim's transaction to end.
 func (s *Store) mysqlPick(ctx context.Context, q querier, limit int) ([]claimedRow, error) {
 	own, blocked := s.eng.(mysqlEngine).own.snapshot()
+	// The candidates include the messages held by the store's own
+	// transactions, which are dropped here: a NOT IN list of their seqs in
+	// the statement makes MariaDB read the list as a table of its own,
+	// which takes longer than the rows it saves.
+	read := limit + len(own)
 	var after int64
 	for {
-		cands, err := s.mysqlCandidates(ctx, q, limit, after, own)
-		if err != nil || len(cands) == 0 {
+		all, err := s.mysqlCandidates(ctx, q, read, after)
+		if err != nil || len(all) == 0 {
 			return nil, err
+		}
+		// The first limit candidates not held by the store's own
+		// transactions, up to the seq last.
+		cands := make([]mysqlCandidate, 0, min(len(all), limit))
+		var last int64
+		more := len(all) == read
+		for _, c := range all {
+			if len(cands) == limit {
+				more = true
+				break
+			}
+			if last = c.seq; !own[c.seq] {
+				cands = append(cands, c)
+			}
 		}
 		// A message of a key blocked already would be dropped: it is not
 		// locked, so that the claim holds no row it does not return.
@@ -364,10 +385,10 @@ func (s *Store) mysqlPick(ctx context.Context, q querier, limit int) ([]claimedR
 			}
 			out = append(out, r)
 		}
-		if len(out) > 0 || len(cands) < limit {
+		if len(out) > 0 || !more {
 			return out, nil
 		}
-		after = cands[len(cands)-1].seq
+		after = last
 	}
 }
 
@@ -378,10 +399,9 @@ type mysqlCandidate struct {
 	key sql.NullString
 }
 
-// mysqlCandidates reads up to limit candidates after the seq after and
-// not among the seqs skip.
-func (s *Store) mysqlCandidates(ctx context.Context, q querier, limit int, after int64, skip []int64) ([]mysqlCandidate, error) {
-	rows, err := q.query(ctx, s.stmts.claim, limit, after, skip)
+// mysqlCandidates reads up to limit candidates after the seq after.
+func (s *Store) mysqlCandidates(ctx context.Context, q querier, limit int, after int64) ([]mysqlCandidate, error) {
+	rows, err := q.query(ctx, s.stmts.claim, limit, after)
 	if err != nil {
 		return nil, err
 	}
@@ -407,25 +427,28 @@ func (s *Store) mysqlLock(ctx context.Context, q querier, cands []mysqlCandidate
 	for i, c := range cands {
 		seqs[i] = c.seq
 	}
-	rows, err := q.query(ctx, s.stmts.lockCandidates, seqs)
-	if err != nil {
-		return nil, err
-	}
 	locked := make(map[int64]claimedRow, len(cands))
 	var ok bool
 	scanner := newMessageScanner(&ok)
-	for rows.Next() {
-		ok = false
-		seq, msg, attempts, err := scanner.scan(rows)
+	err := mysqlChunks([]any{seqs}, func(args []any) error {
+		rows, err := q.query(ctx, s.stmts.lockCandidates, args...)
 		if err != nil {
-			_ = rows.Close()
-			return nil, err
+			return err
 		}
-		if ok {
-			locked[seq] = claimedRow{seq: seq, Claimed: txm.Claimed{Message: msg, Attempts: attempts}}
+		for rows.Next() {
+			ok = false
+			seq, msg, attempts, err := scanner.scan(rows)
+			if err != nil {
+				_ = rows.Close()
+				return err
+			}
+			if ok {
+				locked[seq] = claimedRow{seq: seq, Claimed: txm.Claimed{Message: msg, Attempts: attempts}}
+			}
 		}
-	}
-	if err := rows.Close(); err != nil {
+		return rows.Close()
+	})
+	if err != nil {
 		return nil, err
 	}
 	return locked, nil
@@ -702,9 +725,48 @@ func (e mysqlEngine) claimLocked(ctx context.Context, s *Store, q querier, h *tx
 
 func (mysqlEngine) update(ctx context.Context, _ *Store, q querier, h *txHolder, stmt string, args []any) error {
 	return mysqlRetry(ctx, h == nil, func() error {
-		_, err := q.exec(ctx, stmt, args...)
-		return err
+		return mysqlChunks(args, func(args []any) error {
+			_, err := q.exec(ctx, stmt, args...)
+			return err
+		})
 	})
+}
+
+// mysqlMaxList is the most values that one list argument (see mysqlBind)
+// carries in one statement. MariaDB runs an IN list of 1000 values or more
+// (in_predicate_conversion_threshold) as a join with a table of them, in
+// a locking read or a multi-table DELETE too, where it locks what it
+// reads in an order of its own instead of looking the rows up by key.
+const mysqlMaxList = 999
+
+// mysqlChunks calls fn with args, or, when the list argument among them
+// has more than mysqlMaxList values, once per chunk of that many, with
+// the other arguments unchanged.
+func mysqlChunks(args []any, fn func(args []any) error) error {
+	for i, a := range args {
+		switch l := a.(type) {
+		case []string:
+			if len(l) > mysqlMaxList {
+				return chunked(args, i, l, fn)
+			}
+		case []int64:
+			if len(l) > mysqlMaxList {
+				return chunked(args, i, l, fn)
+			}
+		}
+	}
+	return fn(args)
+}
+
+func chunked[T any](args []any, i int, list []T, fn func(args []any) error) error {
+	for part := range slices.Chunk(list, mysqlMaxList) {
+		a := slices.Clone(args)
+		a[i] = part
+		if err := fn(a); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (mysqlEngine) now() (any, bool) { return nil, false }

@@ -223,15 +223,26 @@ func TestLockedClaimIdleReset(t *testing.T) {
 // be written without waiting for the second, which the relay ends only
 // after the first. The second claim passes over the rows the first holds,
 // and the first's mark touches only its own rows, whatever the table's
-// statistics say (here those of the empty table it was created as).
+// statistics say (here those of the empty table it was created as), and
+// with batches of 1000 messages or more too, whose lists of values
+// MariaDB would run as joins with a table of them (see mysqlMaxList).
 func TestLockedClaimAheadDoesNotBlockMark(t *testing.T) {
 	t.Parallel()
+	for _, batch := range []int{100, 1200} {
+		t.Run(fmt.Sprintf("batch=%d", batch), func(t *testing.T) {
+			t.Parallel()
+			testLockedClaimAhead(t, batch)
+		})
+	}
+}
+
+func testLockedClaimAhead(t *testing.T, batch int) {
 	ctx := context.Background()
 	s := newStore(t, sqlstore.Config{})
 	o := s.Outbox()
 	var msgs []async.Message
-	for i := range 200 {
-		msgs = append(msgs, async.NewMessage("t", "T", nil, async.WithID(fmt.Sprintf("m-%03d", i))))
+	for i := range 2 * batch {
+		msgs = append(msgs, async.NewMessage("t", "T", nil, async.WithID(fmt.Sprintf("m-%05d", i))))
 	}
 	if _, err := o.SaveMany(ctx, msgs); err != nil {
 		t.Fatal(err)
@@ -241,7 +252,7 @@ func TestLockedClaimAheadDoesNotBlockMark(t *testing.T) {
 	errs := make(chan error, 2)
 	go func() {
 		errs <- s.InTx(ctx, func(ctx context.Context) error {
-			c, err := o.ClaimLocked(ctx, 100, time.Minute)
+			c, err := o.ClaimLocked(ctx, batch, time.Minute)
 			if err != nil {
 				return err
 			}
@@ -258,7 +269,7 @@ func TestLockedClaimAheadDoesNotBlockMark(t *testing.T) {
 	first := <-firstClaimed
 	go func() {
 		errs <- s.InTx(ctx, func(ctx context.Context) error {
-			c, err := o.ClaimLocked(ctx, 100, time.Minute)
+			c, err := o.ClaimLocked(ctx, batch, time.Minute)
 			secondClaimed <- claimedIDs(c)
 			close(secondOpen)
 			if err != nil {
@@ -277,9 +288,11 @@ func TestLockedClaimAheadDoesNotBlockMark(t *testing.T) {
 	if err := <-errs; err != nil {
 		t.Fatal(err)
 	}
-	if len(first) != 100 || len(second) != 100 || first[0] != "m-000" || second[0] != "m-100" {
-		t.Fatalf("claims of %d (from %v) and %d (from %v) messages, want 100 from m-000 and 100 from m-100",
-			len(first), first[:min(1, len(first))], len(second), second[:min(1, len(second))])
+	want1, want2 := "m-00000", fmt.Sprintf("m-%05d", batch)
+	if len(first) != batch || len(second) != batch || first[0] != want1 || second[0] != want2 {
+		t.Fatalf("claims of %d (from %v) and %d (from %v) messages, want %d from %s and %d from %s",
+			len(first), first[:min(1, len(first))], len(second), second[:min(1, len(second))],
+			batch, want1, batch, want2)
 	}
 	left, err := o.FindUnpublished(ctx, 10)
 	if err != nil || len(left) != 0 {
