@@ -120,6 +120,27 @@ func testClaimer(t *testing.T, h Harness) {
 		}
 	})
 
+	// A batch of more IDs than a database takes well in one list (MariaDB
+	// plans an IN list of 1000 values or more as a join) is claimed,
+	// extended, released and marked whole.
+	t.Run("LargeBatch", func(t *testing.T) {
+		e := setup(t, h)
+		c := e.claimer()
+		msgs := seq(1500, "orders", "")
+		e.save(e.ctx, msgs...)
+		ids := msgIDs(msgs)
+		equalIDs(t, "Claim(1500)", claimedIDs(e.claim(c, 1500, longLease)), ids)
+		if err := c.ExtendClaims(e.ctx, longLease, ids...); err != nil {
+			t.Fatalf("ExtendClaims of 1500: %v", err)
+		}
+		if err := c.ReleaseClaims(e.ctx, ids[:1200]...); err != nil {
+			t.Fatalf("ReleaseClaims of 1200: %v", err)
+		}
+		equalIDs(t, "Claim after releasing 1200", claimedIDs(e.claim(c, 1500, longLease)), ids[:1200])
+		e.markPublished(ids...)
+		equalIDs(t, "FindUnpublished after marking 1500", msgIDs(e.find(10)), nil)
+	})
+
 	t.Run("MarkFailedDelaysAndCounts", func(t *testing.T) {
 		e := setup(t, h)
 		c := e.claimer()
