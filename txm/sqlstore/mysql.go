@@ -36,24 +36,41 @@ const mysqlAvailable = `o.state = 'pending'
       AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= {now})
       AND (o.claimed_until IS NULL OR o.claimed_until <= {now})`
 
+// mysqlHolder is true when a message holds back the key of the row o
+// before it, read from claim_idx: a pending or dead message of the key
+// (published_at is NULL until a message is published) that holdsKey.
+const mysqlHolder = `EXISTS (
+        SELECT 1 FROM {outbox} h FORCE INDEX ({claim_idx})
+        WHERE h.state IN ('pending', 'dead') AND h.held_key = o.partition_key
+            AND h.published_at IS NULL AND h.seq < o.seq
+            AND ` + holdsKey + `)`
+
 // mysqlCandidatesSQL selects, in save order, up to $1 available messages
 // after the seq $2 that come before the first message holding their key,
-// as sqliteCandidates does, with their keys. It
-// reads without locking; Store.mysqlPick locks them afterwards. The
-// pending messages are read from state_idx in save order, and the holders
-// of a key from held_idx, whatever the statistics say (FORCE INDEX): a
-// scan of the primary key reads every published message kept, and a
-// lookup of a key's holders by partition_key alone reads all its messages.
-const mysqlCandidatesSQL = `SELECT o.seq, o.partition_key
-    FROM {outbox} o FORCE INDEX ({state_idx})
-    WHERE ` + mysqlAvailable + `
-      AND NOT EXISTS (
-        SELECT 1 FROM {outbox} h FORCE INDEX ({held_idx})
-        WHERE h.held_key = o.partition_key AND h.seq < o.seq
-            AND ` + holdsKey + `)
-      AND o.seq > $2
+// as sqliteCandidates does, with their keys. It reads without locking;
+// Store.mysqlPick locks them afterwards. claim_idx has the pending
+// messages that hold no key in save order, and apart, by key, those that
+// hold theirs, of which a claim takes the ones whose lease ran out or
+// whose retry is due; the statement reads both, whatever the statistics
+// say (FORCE INDEX): a scan of the primary key reads every published
+// message kept.
+const mysqlCandidatesSQL = `(SELECT o.seq, o.partition_key
+    FROM {outbox} o FORCE INDEX ({claim_idx})
+    WHERE o.state = 'pending' AND o.held_key IS NULL AND o.published_at IS NULL AND o.seq > $2
+      AND ` + mysqlAvailable + `
+      AND (o.partition_key IS NULL OR NOT ` + mysqlHolder + `)
     ORDER BY o.seq
-    LIMIT $1`
+    LIMIT $1)
+UNION ALL
+(SELECT o.seq, o.partition_key
+    FROM {outbox} o FORCE INDEX ({claim_idx})
+    WHERE o.state = 'pending' AND o.held_key IS NOT NULL AND o.published_at IS NULL AND o.seq > $2
+      AND ` + mysqlAvailable + `
+      AND NOT ` + mysqlHolder + `
+    ORDER BY o.seq
+    LIMIT $1)
+ORDER BY seq
+LIMIT $1`
 
 // mysqlEngine is the engine of MySQL and MariaDB stores.
 type mysqlEngine struct {
@@ -146,8 +163,7 @@ func (mysqlEngine) statements(cfg Config) statements {
 	r := strings.NewReplacer(
 		"{outbox}", cfg.qualified(cfg.OutboxTable), "{inbox}", cfg.qualified(cfg.InboxTable),
 		"{now}", mysqlNow,
-		"{state_idx}", cfg.quote(cfg.OutboxTable+"_state_idx"), "{held_idx}", cfg.quote(cfg.OutboxTable+"_held_idx"),
-		"{id_key}", cfg.quote(cfg.OutboxTable+"_id_key"),
+		"{claim_idx}", cfg.quote(cfg.OutboxTable+"_claim_idx"), "{id_key}", cfg.quote(cfg.OutboxTable+"_id_key"),
 	)
 	f := r.Replace
 	var s statements
@@ -169,7 +185,7 @@ func (mysqlEngine) statements(cfg Config) statements {
     ORDER BY o.seq
     FOR UPDATE SKIP LOCKED`)
 	// The statements that change messages by seq or ID name the index
-	// (FORCE INDEX): with stale statistics the optimizer may read state_idx
+	// (FORCE INDEX): with stale statistics the optimizer may read claim_idx
 	// instead, whose range scan locks the next pending message too, which
 	// the batch a relay claimed ahead holds, and the relay's own two
 	// transactions then wait for each other.
@@ -199,7 +215,8 @@ func (mysqlEngine) statements(cfg Config) statements {
         claimed_until = NULL, dead_at = {now}
     WHERE id = $1 AND state = 'pending'`)
 	// The filter's arguments (mysqlFilterArgs): $1 the number of IDs, $2
-	// the IDs, $3 the topic or '', $4 the limit.
+	// the IDs, $3 the topic or '', $4 the limit. claim_idx has the dead
+	// letters by key: they are sorted into save order, few as they are.
 	const deadFilter = `state = 'dead'
       AND ($1 = 0 OR id IN ($2))
       AND ($3 = '' OR topic = $3)
@@ -235,14 +252,17 @@ func (mysqlEngine) statements(cfg Config) statements {
 	s.scheduledMeta = f(`SELECT metadata FROM {outbox} WHERE id = $1 AND ` + scheduledWaiting + ` FOR UPDATE`)
 	s.reschedule = f(`UPDATE {outbox} SET next_attempt_at = $2, metadata = $3 WHERE id = $1 AND state = 'pending'`)
 	// MySQL has no partial index for the messages with a next attempt
-	// time: this reads the pending messages in state_idx, few when the
+	// time: this reads the pending messages in claim_idx, few when the
 	// relay is idle, which is when it asks.
 	s.nextDue = f(`SELECT coalesce(TIMESTAMPDIFF(MICROSECOND, {now}, min(next_attempt_at)), 0)
     FROM {outbox}
     WHERE state = 'pending' AND next_attempt_at > {now}`)
+	// A published message holds no key (held_key IS NULL): so said, and
+	// ordered as claim_idx is, the oldest published messages are read from
+	// it with nothing to sort.
 	s.purge = f(`DELETE FROM {outbox}
-    WHERE state = 'published' AND published_at < {now} - INTERVAL $1 MICROSECOND
-    ORDER BY published_at
+    WHERE state = 'published' AND held_key IS NULL AND published_at < {now} - INTERVAL $1 MICROSECOND
+    ORDER BY state, held_key, published_at
     LIMIT $2`)
 	s.inboxSave = f(`INSERT INTO {inbox} (consumer_group, id, topic, name, metadata, payload, sent_at, received_at, created_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {now})
