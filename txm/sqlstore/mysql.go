@@ -1,11 +1,13 @@
 package sqlstore
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -47,7 +49,8 @@ const mysqlHolder = `EXISTS (
 
 // mysqlCandidatesSQL selects, in save order, up to $1 available messages
 // after the seq $2 that come before the first message holding their key,
-// as sqliteCandidates does, with their keys. It reads without locking;
+// as sqliteCandidates does, with their keys, and outside the ranges of
+// seqs that mysqlSkip writes in place of {skip}. It reads without locking;
 // Store.mysqlPick locks them afterwards. claim_idx has the pending
 // messages that hold no key in save order, and apart, by key, those that
 // hold theirs, of which a claim takes the ones whose lease ran out or
@@ -56,7 +59,7 @@ const mysqlHolder = `EXISTS (
 // message kept.
 const mysqlCandidatesSQL = `(SELECT o.seq, o.partition_key
     FROM {outbox} o FORCE INDEX ({claim_idx})
-    WHERE o.state = 'pending' AND o.held_key IS NULL AND o.published_at IS NULL AND o.seq > $2
+    WHERE o.state = 'pending' AND o.held_key IS NULL AND o.published_at IS NULL AND o.seq > $2{skip}
       AND ` + mysqlAvailable + `
       AND (o.partition_key IS NULL OR NOT ` + mysqlHolder + `)
     ORDER BY o.seq
@@ -64,7 +67,7 @@ const mysqlCandidatesSQL = `(SELECT o.seq, o.partition_key
 UNION ALL
 (SELECT o.seq, o.partition_key
     FROM {outbox} o FORCE INDEX ({claim_idx})
-    WHERE o.state = 'pending' AND o.held_key IS NOT NULL AND o.published_at IS NULL AND o.seq > $2
+    WHERE o.state = 'pending' AND o.held_key IS NOT NULL AND o.published_at IS NULL AND o.seq > $2{skip}
       AND ` + mysqlAvailable + `
       AND NOT ` + mysqlHolder + `
     ORDER BY o.seq
@@ -347,14 +350,14 @@ func mysqlRetry(ctx context.Context, own bool, fn func() error) error {
 // UPDATE would make every save wait for the claim's transaction to end.
 func (s *Store) mysqlPick(ctx context.Context, q querier, limit int) ([]claimedRow, error) {
 	own, blocked := s.eng.(mysqlEngine).own.snapshot()
-	// The candidates include the messages held by the store's own
-	// transactions, which are dropped here: a NOT IN list of their seqs in
-	// the statement makes MariaDB read the list as a table of its own,
-	// which takes longer than the rows it saves.
-	read := limit + len(own)
+	// The messages held by the store's own transactions are left out by
+	// the statement where they make runs of seqs (mysqlSkip); those it
+	// reads anyway are dropped here.
+	stmt, skip, covered := mysqlSkip(s.stmts.claim, own)
+	read := limit + len(own) - covered
 	var after int64
 	for {
-		all, err := s.mysqlCandidates(ctx, q, read, after)
+		all, err := s.mysqlCandidates(ctx, q, stmt, read, after, skip)
 		if err != nil || len(all) == 0 {
 			return nil, err
 		}
@@ -412,6 +415,40 @@ func (s *Store) mysqlPick(ctx context.Context, q querier, limit int) ([]claimedR
 	}
 }
 
+// mysqlSkipRuns is how many runs of seqs the candidates statement leaves
+// out at most.
+const mysqlSkipRuns = 4
+
+// mysqlSkip returns stmt (mysqlCandidatesSQL) with {skip} written as
+// conditions that leave out the longest runs of consecutive seqs in own,
+// up to mysqlSkipRuns of them, their bounds as the arguments from $3 on,
+// and how many seqs of own they cover. A relay's batch in flight is one
+// run or a few: a list of its seqs in a NOT IN would be read by MariaDB,
+// from 1000 values on, as a table of its own.
+func mysqlSkip(stmt string, own map[int64]bool) (string, []any, int) {
+	seqs := slices.Sorted(maps.Keys(own))
+	type run struct{ lo, hi int64 }
+	var runs []run
+	for _, seq := range seqs {
+		if n := len(runs); n > 0 && runs[n-1].hi == seq-1 {
+			runs[n-1].hi = seq
+		} else {
+			runs = append(runs, run{seq, seq})
+		}
+	}
+	slices.SortStableFunc(runs, func(a, b run) int { return cmp.Compare(b.hi-b.lo, a.hi-a.lo) })
+	runs = runs[:min(len(runs), mysqlSkipRuns)]
+	var cond strings.Builder
+	args := make([]any, 0, 2*len(runs))
+	covered := 0
+	for i, r := range runs {
+		fmt.Fprintf(&cond, " AND o.seq NOT BETWEEN $%d AND $%d", 3+2*i, 4+2*i)
+		args = append(args, r.lo, r.hi)
+		covered += int(r.hi - r.lo + 1)
+	}
+	return strings.ReplaceAll(stmt, "{skip}", cond.String()), args, covered
+}
+
 // mysqlCandidate is a message that a claim may take, as read without
 // locking.
 type mysqlCandidate struct {
@@ -420,8 +457,8 @@ type mysqlCandidate struct {
 }
 
 // mysqlCandidates reads up to limit candidates after the seq after.
-func (s *Store) mysqlCandidates(ctx context.Context, q querier, limit int, after int64) ([]mysqlCandidate, error) {
-	rows, err := q.query(ctx, s.stmts.claim, limit, after)
+func (s *Store) mysqlCandidates(ctx context.Context, q querier, stmt string, limit int, after int64, skip []any) ([]mysqlCandidate, error) {
+	rows, err := q.query(ctx, stmt, append([]any{limit, after}, skip...)...)
 	if err != nil {
 		return nil, err
 	}

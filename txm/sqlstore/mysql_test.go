@@ -176,6 +176,36 @@ func TestMySQLBind(t *testing.T) {
 	}
 }
 
+func TestMySQLSkip(t *testing.T) {
+	set := func(seqs ...int64) map[int64]bool {
+		m := map[int64]bool{}
+		for _, s := range seqs {
+			m[s] = true
+		}
+		return m
+	}
+	tests := []struct {
+		own      map[int64]bool
+		want     string
+		wantArgs []any
+		covered  int
+	}{
+		{nil, "x > $2 y", []any{}, 0},
+		{set(5, 6, 7), "x > $2 AND o.seq NOT BETWEEN $3 AND $4 y", []any{int64(5), int64(7)}, 3},
+		// The longest runs first, at most mysqlSkipRuns of them: 30 is
+		// left for the caller to drop.
+		{set(1, 3, 4, 10, 11, 12, 20, 21, 30), "x > $2 AND o.seq NOT BETWEEN $3 AND $4 AND o.seq NOT BETWEEN $5 AND $6" +
+			" AND o.seq NOT BETWEEN $7 AND $8 AND o.seq NOT BETWEEN $9 AND $10 y",
+			[]any{int64(10), int64(12), int64(3), int64(4), int64(20), int64(21), int64(1), int64(1)}, 8},
+	}
+	for _, tt := range tests {
+		got, args, covered := mysqlSkip("x > $2{skip} y", tt.own)
+		if got != tt.want || !slices.Equal(args, tt.wantArgs) || covered != tt.covered {
+			t.Errorf("mysqlSkip(%v) = %q, %v, %d; want %q, %v, %d", tt.own, got, args, covered, tt.want, tt.wantArgs, tt.covered)
+		}
+	}
+}
+
 func TestMySQLStatements(t *testing.T) {
 	got := mysqlStatements("-- a comment;\nCREATE TABLE a (\n    -- not the end;\n    x INT\n);\n\nCREATE TABLE b (y INT);\n")
 	want := []string{"CREATE TABLE a (\n    -- not the end;\n    x INT\n);\n", "CREATE TABLE b (y INT);\n"}
