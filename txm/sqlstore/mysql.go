@@ -86,12 +86,12 @@ var _ lockingEngine = mysqlEngine{}
 
 // mysqlOwnLocks is the set of messages that locked claims in transactions
 // of the store's own (Store.InTx) hold until those transactions end, with
-// their partition keys. A claim reads as many more candidates as they
-// are and drops them before it locks: a relay that claims its next batch
-// while it publishes one (BatchesInFlight) would otherwise read the batch
-// in flight as its first candidates, fail to lock any of them, and read
-// again. Their keys stay blocked for the claim, as they would be if it had
-// failed to lock them.
+// their partition keys. A claim reads its candidates around them
+// (mysqlSkip) and drops those it reads anyway before it locks: a relay
+// that claims its next batch while it publishes one (BatchesInFlight)
+// would otherwise read the batch in flight as its first candidates, fail
+// to lock any of them, and read again. Their keys stay blocked for the
+// claim, as they would be if it had failed to lock them.
 type mysqlOwnLocks struct {
 	mu   sync.Mutex
 	keys map[int64]sql.NullString
@@ -804,18 +804,19 @@ func mysqlChunks(args []any, fn func(args []any) error) error {
 		switch l := a.(type) {
 		case []string:
 			if len(l) > mysqlMaxList {
-				return chunked(args, i, l, fn)
+				return mysqlChunked(args, i, l, fn)
 			}
 		case []int64:
 			if len(l) > mysqlMaxList {
-				return chunked(args, i, l, fn)
+				return mysqlChunked(args, i, l, fn)
 			}
 		}
 	}
 	return fn(args)
 }
 
-func chunked[T any](args []any, i int, list []T, fn func(args []any) error) error {
+// mysqlChunked calls fn once per chunk of list, the argument i of args.
+func mysqlChunked[T any](args []any, i int, list []T, fn func(args []any) error) error {
 	for part := range slices.Chunk(list, mysqlMaxList) {
 		a := slices.Clone(args)
 		a[i] = part
