@@ -133,6 +133,12 @@ func TestRelayRetentionPurgesOldPublished(t *testing.T) {
 	stop := startRelay(t, p)
 	defer stop()
 	waitFor(t, "5 publishes", 10*time.Second, func() bool { return len(pub.publishedIDs()) == 5 })
+	// Marked too, before the clock moves: a mark after it would date the
+	// messages 30 minutes later.
+	waitFor(t, "5 marks", 10*time.Second, func() bool {
+		left, err := store.Outbox().FindUnpublished(ctx, 10)
+		return err == nil && len(left) == 0
+	})
 	clock.waitPass(t) // the pass at start
 
 	clock.advance(30 * time.Minute) // younger than the window: kept
