@@ -47,20 +47,21 @@ const mysqlHolder = `EXISTS (
             AND h.published_at IS NULL AND h.seq < o.seq
             AND ` + holdsKey + `)`
 
-// mysqlCandidatesSQL selects, in save order, up to $1 available messages
-// after the seq $2 that come before the first message holding their key,
-// as sqliteCandidates does, with their keys, and outside the ranges of
-// seqs that mysqlSkip writes in place of {skip}. It reads without locking;
-// Store.mysqlPick locks them afterwards. claim_idx has the pending
-// messages that hold no key in save order, and apart, by key, those that
-// hold theirs, of which a claim takes the ones whose lease ran out or
-// whose retry is due; the statement reads both, whatever the statistics
-// say (FORCE INDEX): a scan of the primary key reads every published
-// message kept.
+// mysqlCandidatesSQL selects available messages after the seq $2 that come
+// before the first message holding their key, as sqliteCandidates does,
+// with their keys, and outside the ranges of seqs that mysqlSkip writes in
+// place of {skip}: up to $1 of each of its two parts, in save order within
+// each, which Store.mysqlCandidates merges into the first $1. It reads
+// without locking; Store.mysqlPick locks them afterwards. claim_idx has the
+// pending messages that are ready to publish (held_key is NULL) in save
+// order with their keys, which the first part reads from the index alone,
+// and apart, by key, the others, of which the second part takes those
+// whose lease ran out or whose retry or time is due. The statement reads
+// both, whatever the statistics say (FORCE INDEX): a scan of the primary
+// key reads every published message kept.
 const mysqlCandidatesSQL = `(SELECT o.seq, o.partition_key
     FROM {outbox} o FORCE INDEX ({claim_idx})
     WHERE o.state = 'pending' AND o.held_key IS NULL AND o.published_at IS NULL AND o.seq > $2{skip}
-      AND ` + mysqlAvailable + `
       AND (o.partition_key IS NULL OR NOT ` + mysqlHolder + `)
     ORDER BY o.seq
     LIMIT $1)
@@ -69,11 +70,9 @@ UNION ALL
     FROM {outbox} o FORCE INDEX ({claim_idx})
     WHERE o.state = 'pending' AND o.held_key IS NOT NULL AND o.published_at IS NULL AND o.seq > $2{skip}
       AND ` + mysqlAvailable + `
-      AND NOT ` + mysqlHolder + `
+      AND (o.partition_key IS NULL OR NOT ` + mysqlHolder + `)
     ORDER BY o.seq
-    LIMIT $1)
-ORDER BY seq
-LIMIT $1`
+    LIMIT $1)`
 
 // mysqlEngine is the engine of MySQL and MariaDB stores.
 type mysqlEngine struct {
@@ -456,7 +455,8 @@ type mysqlCandidate struct {
 	key sql.NullString
 }
 
-// mysqlCandidates reads up to limit candidates after the seq after.
+// mysqlCandidates reads the first limit candidates after the seq after,
+// in save order.
 func (s *Store) mysqlCandidates(ctx context.Context, q querier, stmt string, limit int, after int64, skip []any) ([]mysqlCandidate, error) {
 	rows, err := q.query(ctx, stmt, append([]any{limit, after}, skip...)...)
 	if err != nil {
@@ -474,7 +474,11 @@ func (s *Store) mysqlCandidates(ctx context.Context, q querier, stmt string, lim
 	if err := rows.Close(); err != nil {
 		return nil, err
 	}
-	return cands, nil
+	// The two parts come one after the other: merged here, since an ORDER
+	// BY of the whole UNION would make MariaDB write them to a temporary
+	// table and sort it.
+	slices.SortFunc(cands, func(a, b mysqlCandidate) int { return cmp.Compare(a.seq, b.seq) })
+	return cands[:min(len(cands), limit)], nil
 }
 
 // mysqlLock locks the candidates that no other transaction holds and

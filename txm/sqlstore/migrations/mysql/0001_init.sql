@@ -26,23 +26,25 @@ CREATE TABLE IF NOT EXISTS {{.Outbox}} (
     last_error      TEXT         NULL,
     published_at    DATETIME(6)  NULL,
     dead_at         DATETIME(6)  NULL,
-    -- The key of a message that may hold back its partition key: leased,
-    -- waiting for a retry or dead; NULL for the others. MySQL has no
-    -- partial index: indexed, this column stands for one (claim_idx). It is
-    -- stored: MariaDB 10.11's consistent reads of an index on a virtual
-    -- column were seen to miss rows that had just moved within it.
+    -- The key of a message that may hold back its partition key, or ''
+    -- when it has none: leased, waiting for a retry or its time, or dead;
+    -- NULL for the others, which are published or ready to publish. MySQL
+    -- has no partial index: indexed, this column stands for one
+    -- (claim_idx). It is stored: MariaDB 10.11's consistent reads of an
+    -- index on a virtual column were seen to miss rows that had just moved
+    -- within it.
     held_key        VARCHAR(255) GENERATED ALWAYS AS (CASE WHEN state <> 'published'
         AND (state = 'dead' OR claimed_until IS NOT NULL OR next_attempt_at IS NOT NULL)
-        THEN partition_key END) STORED,
+        THEN COALESCE(partition_key, '') END) STORED,
     PRIMARY KEY (seq),
     CONSTRAINT {{.OutboxName "id_key"}} UNIQUE KEY (id),
     -- The one other index, since InnoDB writes every index of a row when
     -- it is saved, claimed, marked and purged: the relay's scan (pending
-    -- messages that hold no key, in save order: published_at is NULL until
-    -- a message is published), the holders of a key (pending or dead, by
-    -- key in save order), the dead letters, and retention (published
-    -- messages, whose held_key is NULL, by age).
-    KEY {{.OutboxName "claim_idx"}} (state, held_key, published_at, seq),
+    -- messages ready to publish, in save order, with their keys:
+    -- published_at is NULL until a message is published), the holders of a
+    -- key (pending or dead, by key in save order), the dead letters, and
+    -- retention (published messages, whose held_key is NULL, by age).
+    KEY {{.OutboxName "claim_idx"}} (state, held_key, published_at, seq, partition_key),
     CONSTRAINT {{.OutboxName "state_check"}} CHECK (state IN ('pending', 'published', 'dead'))
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
 
