@@ -13,6 +13,7 @@ import (
 	gomysql "github.com/go-sql-driver/mysql"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/transmanager/transmanager/async"
 	"github.com/transmanager/transmanager/internal/testenv"
 	"github.com/transmanager/transmanager/txm/sqlstore/internal/seam"
 )
@@ -211,5 +212,81 @@ func TestMySQLStatements(t *testing.T) {
 	want := []string{"CREATE TABLE a (\n    -- not the end;\n    x INT\n);\n", "CREATE TABLE b (y INT);\n"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("mysqlStatements = %q, want %q", got, want)
+	}
+}
+
+// TestMySQLClaimPlan pins the plan of the claim's read of candidates: both
+// parts read claim_idx, the first (messages ready to publish) from the
+// index alone and in save order, with nothing to sort, and the union is not
+// written to a temporary table, which the store's merge of the parts
+// (Store.mysqlCandidates) is there to avoid. The second part, the messages
+// that may hold their keys, spans several keys and is sorted: there are
+// few of them.
+func TestMySQLClaimPlan(t *testing.T) {
+	s := unmigratedMySQL(t, 1)[0]
+	ctx := context.Background()
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	msgs := make([]async.Message, 300)
+	for i := range msgs {
+		var opts []async.MessageOption
+		if i%3 == 0 {
+			opts = append(opts, async.WithMetadata(async.Metadata{async.MetaPartitionKey: "k" + strconv.Itoa(i%7)}))
+		}
+		msgs[i] = async.NewMessage("plan", "Planned", []byte("{}"), opts...)
+	}
+	if _, err := s.Outbox().SaveMany(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.db.ExecContext(ctx, "ANALYZE TABLE "+s.cfg.qualified(s.cfg.OutboxTable)); err != nil {
+		t.Fatal(err)
+	}
+	stmt, skip, _ := mysqlSkip(s.stmts.claim, map[int64]bool{5: true, 6: true})
+	query, args := mysqlBind("EXPLAIN "+stmt, append([]any{100, 0}, skip...))
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := s.cfg.OutboxTable + "_claim_idx"
+	var outer int
+	for rows.Next() {
+		vals := make([]sql.NullString, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			t.Fatal(err)
+		}
+		row := map[string]string{}
+		for i, c := range cols {
+			row[c] = vals[i].String
+		}
+		t.Logf("%v", row)
+		if strings.Contains(row["Extra"], "temporary") || row["table"] == "<union1,3>" {
+			t.Errorf("the plan writes a temporary table: %v", row)
+		}
+		if row["table"] != "o" {
+			continue
+		}
+		outer++
+		if row["key"] != idx {
+			t.Errorf("part %s reads %q, want %s: %v", row["id"], row["key"], idx, row)
+		}
+		if outer == 1 && (!strings.Contains(row["Extra"], "Using index") || strings.Contains(row["Extra"], "filesort")) {
+			t.Errorf("the first part reads the table, not only %s, or sorts: %v", idx, row)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if outer != 2 {
+		t.Errorf("the plan has %d reads of the outbox, want the two parts", outer)
 	}
 }
