@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,16 +76,16 @@ func TestDrainBaselines(t *testing.T) {
 }
 
 // TestDrainBaselinesMySQL checks the drains of BenchmarkDrainMySQL in
-// short runs: the strong loop on its own table and every relay
-// configuration publish every message of a backlog once and mark it, and
-// the relay keeps partition keys in order on MySQL too.
+// short runs: the strong loop on its own table and on the library's, and
+// every relay configuration publish every message of a backlog once and
+// mark it, and the relay keeps partition keys in order on MySQL too.
 func TestDrainBaselinesMySQL(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t) })
 	mysqlURL, natsURL := testenv.URL(t, testenv.MySQL), testenv.URL(t, testenv.NATS)
 	const n = 1200
 	for _, keys := range []int{0, 10} {
-		for _, impl := range scenario.Impls {
-			if keys > 0 && impl == scenario.ImplLoop {
+		for _, impl := range append(slices.Clone(scenario.Impls), scenario.ImplLoopOutbox) {
+			if keys > 0 && (impl == scenario.ImplLoop || impl == scenario.ImplLoopOutbox) {
 				continue // the loop has no keys
 			}
 			t.Run(fmt.Sprintf("drain/%s/keys=%d", impl, keys), func(t *testing.T) {
@@ -184,5 +186,15 @@ func testListenLoop(t *testing.T, pgURL, natsURL string, n int) {
 	stop()
 	if err := <-stopped; err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatalf("ListenAndDrain: %v", err)
+	}
+}
+
+// TestDrainLoopOutboxNeedsMySQL checks that the loop on the library's
+// table is refused, before any I/O, where it does not exist.
+func TestDrainLoopOutboxNeedsMySQL(t *testing.T) {
+	_, err := scenario.Drain(context.Background(), scenario.DrainSpec{PostgresURL: "postgres://nowhere",
+		NATSURL: "nats://nowhere", Impl: scenario.ImplLoopOutbox, Batch: 10, Messages: 10})
+	if err == nil || !strings.Contains(err.Error(), "MySQL only") {
+		t.Fatalf("Drain(%s on PostgreSQL) = %v, want an error saying it runs on MySQL only", scenario.ImplLoopOutbox, err)
 	}
 }

@@ -9,6 +9,9 @@
 //
 //	TXM_POSTGRES_URL=... TXM_NATS_URL=... go run ./bench/drainrun -rounds 5 -batch 100,500,1000
 //	TXM_MYSQL_URL=... TXM_NATS_URL=... go run ./bench/drainrun -db mysql -rounds 5 -batch 100,500
+//
+// With -db mysql, -impls also takes loop-outbox: the loop on the library's
+// outbox table instead of its own, which shows what the table costs.
 package main
 
 import (
@@ -41,7 +44,7 @@ func run(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("drainrun", flag.ContinueOnError)
 	rounds := fs.Int("rounds", 5, "rounds; each drains once per implementation and batch size")
 	batches := fs.String("batch", "100,500,1000", "batch sizes, comma-separated")
-	impls := fs.String("impls", strings.Join(scenario.Impls, ","), "implementations, comma-separated")
+	impls := fs.String("impls", strings.Join(scenario.Impls, ","), "implementations, comma-separated (with -db mysql also "+scenario.ImplLoopOutbox+")")
 	messages := fs.Int("messages", 100_000, "messages per drain")
 	payload := fs.Int("payload", 256, "payload bytes")
 	raw := fs.String("raw", "", "append every drain's result to this file as a JSON line")

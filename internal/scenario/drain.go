@@ -19,6 +19,9 @@ const (
 	ImplLoop         = "loop"          // Loop on its own minimal table
 	ImplRelayDefault = "relay-default" // ProcessorConfig{BatchSize: batch}
 	ImplRelayLock    = "relay-lock"    // the recommended configuration: LockClaims
+	// ImplLoopOutbox is, on MySQL only, the loop of [MySQLLoop] run on the
+	// library's outbox table instead of its own: what the table costs.
+	ImplLoopOutbox = "loop-outbox"
 )
 
 // Impls lists the drain implementations.
@@ -85,8 +88,11 @@ func RelayConfig(impl string, batch int) (txm.ProcessorConfig, error) {
 // when the CPU figures matter: the garbage and caches of an earlier drain
 // would count against the next.
 func Drain(ctx context.Context, s DrainSpec) (DrainResult, error) {
-	if s.Impl != ImplLoop && !slices.Contains(Impls, s.Impl) && s.Relay == nil {
-		return DrainResult{}, fmt.Errorf("unknown implementation %q (want one of %v)", s.Impl, Impls)
+	if s.Impl == ImplLoopOutbox && s.MySQLURL == "" {
+		return DrainResult{}, fmt.Errorf("%s runs on MySQL only", ImplLoopOutbox)
+	}
+	if s.Impl != ImplLoop && s.Impl != ImplLoopOutbox && !slices.Contains(Impls, s.Impl) && s.Relay == nil {
+		return DrainResult{}, fmt.Errorf("unknown implementation %q (want one of %v or %s)", s.Impl, Impls, ImplLoopOutbox)
 	}
 	if s.MySQLURL != "" {
 		return drainMySQL(ctx, s)

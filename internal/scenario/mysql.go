@@ -159,6 +159,7 @@ type MySQLLoop struct {
 	Size int
 
 	claim   string
+	delete  string // the DELETE up to its IN list
 	ids     []int64
 	args    []any
 	futures []jetstream.PubAckFuture
@@ -201,8 +202,24 @@ func (e *MySQLEnv) NewLoop(size int) (*MySQLLoop, error) {
 	return &MySQLLoop{DB: e.DB, JS: js, Size: size,
 		claim: `SELECT id, subject, payload FROM ` + mysqlLoopTable + `
 ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED`,
-		ids: make([]int64, 0, size), args: make([]any, 0, size),
+		delete: "DELETE FROM " + mysqlLoopTable + " WHERE id IN (",
+		ids:    make([]int64, 0, size), args: make([]any, 0, size),
 		futures: make([]jetstream.PubAckFuture, 0, size)}, nil
+}
+
+// NewOutboxLoop returns the loop with batches of size on the library's
+// outbox in e's database (filled by FillOutbox) instead of its own table:
+// the same statements on seq, topic and payload, so that the drain
+// measures what the library's table costs the loop.
+func (e *MySQLEnv) NewOutboxLoop(size int) (*MySQLLoop, error) {
+	l, err := e.NewLoop(size)
+	if err != nil {
+		return nil, err
+	}
+	l.claim = `SELECT seq, topic, payload FROM ` + sqlstore.DefaultOutboxTable + `
+ORDER BY seq LIMIT ? FOR UPDATE SKIP LOCKED`
+	l.delete = "DELETE FROM " + sqlstore.DefaultOutboxTable + " WHERE seq IN ("
+	return l, nil
 }
 
 // LoopUnpublished counts the loop table's rows.
@@ -260,7 +277,7 @@ func (l *MySQLLoop) Batch(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("loop: %w", err)
 	}
 	l.del.Reset()
-	l.del.WriteString("DELETE FROM " + mysqlLoopTable + " WHERE id IN (")
+	l.del.WriteString(l.delete)
 	l.args = l.args[:0]
 	for i, id := range l.ids {
 		if i > 0 {
@@ -286,7 +303,39 @@ func drainMySQL(ctx context.Context, s DrainSpec) (DrainResult, error) {
 		return DrainResult{}, err
 	}
 	defer e.Close()
+	if s.Impl == ImplLoopOutbox {
+		return e.drainOutboxLoop(ctx, s)
+	}
 	return drainOn(ctx, s, e)
+}
+
+// drainOutboxLoop is Drain of ImplLoopOutbox: the library's outbox filled
+// as for the relay, drained by the loop.
+func (e *MySQLEnv) drainOutboxLoop(ctx context.Context, s DrainSpec) (DrainResult, error) {
+	store, err := e.Store(ctx)
+	if err != nil {
+		return DrainResult{}, err
+	}
+	defer store.Close()
+	if err := store.Migrate(ctx); err != nil {
+		return DrainResult{}, err
+	}
+	if err := e.FillOutbox(ctx, store, e.Messages(s.Messages, 0, Payload(s.PayloadSize))); err != nil {
+		return DrainResult{}, err
+	}
+	loop, err := e.NewOutboxLoop(s.Batch)
+	if err != nil {
+		return DrainResult{}, err
+	}
+	run := func(ctx context.Context) (time.Duration, error) {
+		start := time.Now()
+		n, err := loop.Drain(ctx)
+		if err == nil && n != s.Messages {
+			err = fmt.Errorf("the loop published %d messages, want %d", n, s.Messages)
+		}
+		return time.Since(start), err
+	}
+	return measureDrain(ctx, s, run, e.OutboxUnpublished, e.StreamMessages)
 }
 
 // startLoop creates and fills the loop's table (drainDatabase).
