@@ -24,7 +24,11 @@ import (
 // library's throughput over the baseline's) and cpu-x-base (its CPU per
 // message over the baseline's), and the CPU per message split into this
 // process's (self-us/msg, base-self-us/msg) and the database server's
-// (db-us/msg, base-db-us/msg).
+// (db-us/msg, base-db-us/msg). path=write/store=mysql/with=baseline-outbox
+// runs scenario.ImplBaselineOutbox as well, the library's row written by
+// hand into the store's table, and reports its figures with the prefix
+// baseline-outbox- and x-baseline-outbox, the library's throughput over
+// its.
 func BenchmarkPath(b *testing.B) {
 	n := benchutil.EnvInt(b, "TXM_PATH_MESSAGES", 3000)
 	for _, path := range []string{scenario.PathWrite, scenario.PathConsume} {
@@ -40,14 +44,21 @@ func BenchmarkPath(b *testing.B) {
 				NATSURL: testenv.URL(b, testenv.NATS), Messages: n, PayloadSize: 256})
 		})
 	}
+	// The library's outbox row written by hand, beside the library and
+	// the baseline: what the row and its table cost.
+	b.Run("path="+scenario.PathWrite+"/store=mysql/with=baseline-outbox", func(b *testing.B) {
+		benchPath(b, scenario.PathWrite, scenario.PathSpec{MySQLURL: testenv.URL(b, testenv.MySQL),
+			NATSURL: testenv.URL(b, testenv.NATS), Messages: n, PayloadSize: 256}, scenario.ImplBaselineOutbox)
+	})
 }
 
-func benchPath(b *testing.B, path string, s scenario.PathSpec) {
+func benchPath(b *testing.B, path string, s scenario.PathSpec, more ...string) {
 	var lib, base []scenario.PathResult
+	extra := map[string][]scenario.PathResult{}
 	for i := range b.N {
 		// Alternate which runs first, so neither always gets the warmer
 		// machine.
-		impls := scenario.Rotate([]string{scenario.ImplLibrary, scenario.ImplBaseline}, i)
+		impls := scenario.Rotate(append([]string{scenario.ImplLibrary, scenario.ImplBaseline}, more...), i)
 		for _, impl := range impls {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			r, err := scenario.Path(ctx, path, impl, s)
@@ -55,26 +66,36 @@ func benchPath(b *testing.B, path string, s scenario.PathSpec) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if impl == scenario.ImplLibrary {
+			switch impl {
+			case scenario.ImplLibrary:
 				lib = append(lib, r)
-			} else {
+			case scenario.ImplBaseline:
 				base = append(base, r)
+			default:
+				extra[impl] = append(extra[impl], r)
 			}
 		}
 	}
 	rate := func(r scenario.PathResult) float64 { return r.MsgsPerSec }
 	cpu := func(r scenario.PathResult) float64 { return r.TotalUS }
+	self := func(r scenario.PathResult) float64 { return r.SelfUS }
+	db := func(r scenario.PathResult) float64 { return r.PostgresUS + r.MySQLUS }
+	for impl, rs := range extra {
+		b.ReportMetric(scenario.Median(rs, rate), impl+"-msgs/s")
+		b.ReportMetric(scenario.Median(rs, cpu), impl+"-cpu-us/msg")
+		b.ReportMetric(scenario.Median(rs, self), impl+"-self-us/msg")
+		b.ReportMetric(scenario.Median(rs, db), impl+"-db-us/msg")
+		b.ReportMetric(scenario.Median(lib, rate)/scenario.Median(rs, rate), "x-"+impl)
+	}
 	b.ReportMetric(scenario.Median(lib, rate), "msgs/s")
 	b.ReportMetric(scenario.Median(lib, cpu), "cpu-us/msg")
 	b.ReportMetric(scenario.Median(base, rate), "base-msgs/s")
 	b.ReportMetric(scenario.Median(base, cpu), "base-cpu-us/msg")
-	self := func(r scenario.PathResult) float64 { return r.SelfUS }
-	db := func(r scenario.PathResult) float64 { return r.PostgresUS + r.MySQLUS }
 	b.ReportMetric(scenario.Median(lib, self), "self-us/msg")
 	b.ReportMetric(scenario.Median(base, self), "base-self-us/msg")
 	b.ReportMetric(scenario.Median(lib, db), "db-us/msg")
 	b.ReportMetric(scenario.Median(base, db), "base-db-us/msg")
 	b.ReportMetric(scenario.Median(lib, rate)/scenario.Median(base, rate), "x-base")
 	b.ReportMetric(scenario.Median(lib, cpu)/scenario.Median(base, cpu), "cpu-x-base")
-	b.ReportMetric(0, "ns/op") // an iteration is two runs of fixed size
+	b.ReportMetric(0, "ns/op") // an iteration is a run of each, of fixed size
 }

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 
 	"github.com/transmanager/transmanager/async"
@@ -51,6 +52,12 @@ const (
 	// subscriber, so the consume path's difference is the inbox and the
 	// codec.
 	ImplBaseline = "baseline"
+	// ImplBaselineOutbox is, for the write path on MySQL only, the
+	// baseline writing the library's outbox row by hand instead of its
+	// own: the store's INSERT (ID, topic, name, metadata, payload, times,
+	// ON DUPLICATE KEY UPDATE) into the store's table, with the event
+	// encoded by encoding/json. What the row and its table cost.
+	ImplBaselineOutbox = "baseline-outbox"
 )
 
 // PathSpec is one measured run of a path: Messages messages of about
@@ -279,8 +286,10 @@ func Path(ctx context.Context, path, impl string, s PathSpec) (PathResult, error
 	switch {
 	case path != PathWrite && path != PathConsume:
 		return PathResult{}, fmt.Errorf("path: unknown path %q (want %s or %s)", path, PathWrite, PathConsume)
-	case impl != ImplLibrary && impl != ImplBaseline:
-		return PathResult{}, fmt.Errorf("path: unknown implementation %q (want %s or %s)", impl, ImplLibrary, ImplBaseline)
+	case impl == ImplBaselineOutbox && (path != PathWrite || s.MySQLURL == ""):
+		return PathResult{}, fmt.Errorf("path: %s runs the write path on MySQL only", ImplBaselineOutbox)
+	case impl != ImplLibrary && impl != ImplBaseline && impl != ImplBaselineOutbox:
+		return PathResult{}, fmt.Errorf("path: unknown implementation %q (want %s, %s or %s)", impl, ImplLibrary, ImplBaseline, ImplBaselineOutbox)
 	case s.Messages <= 0:
 		return PathResult{}, errors.New("path: Messages must be positive")
 	case s.PostgresURL != "" && s.MySQLURL != "":
@@ -400,6 +409,15 @@ func (r *pathRig) write(ctx context.Context, impl string, s PathSpec) (time.Dura
 	} else {
 		table = r.tables + "raw_outbox"
 		insertEvent := r.rebind(`INSERT INTO ` + table + ` (topic, payload) VALUES (?, ?)`)
+		event := func(payload []byte) []any { return []any{r.topic, payload} }
+		if impl == ImplBaselineOutbox {
+			table = r.outbox
+			insertEvent = `INSERT INTO ` + table + ` (id, topic, name, metadata, payload, sent_at, created_at)
+    VALUES (?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE id = id`
+			event = func(payload []byte) []any {
+				return []any{uuid.Must(uuid.NewV7()).String(), r.topic, "e2eOrder", `{"content-type":"application/json"}`, payload, time.Now().UTC()}
+			}
+		}
 		work = func(ctx context.Context, i int) error {
 			id := run + "-" + strconv.Itoa(i)
 			payload, err := marshal(e2eOrder{ID: id, Note: note})
@@ -414,7 +432,7 @@ func (r *pathRig) write(ctx context.Context, impl string, s PathSpec) (time.Dura
 			if _, err := tx.ExecContext(ctx, insertOrder, id, 1250, note); err != nil {
 				return err
 			}
-			if _, err := tx.ExecContext(ctx, insertEvent, r.topic, payload); err != nil {
+			if _, err := tx.ExecContext(ctx, insertEvent, event(payload)...); err != nil {
 				return err
 			}
 			return tx.Commit()

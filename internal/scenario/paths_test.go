@@ -71,7 +71,11 @@ func TestPathsMySQL(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for _, path := range []string{PathWrite, PathConsume} {
-		for _, impl := range []string{ImplLibrary, ImplBaseline} {
+		impls := []string{ImplLibrary, ImplBaseline}
+		if path == PathWrite {
+			impls = append(impls, ImplBaselineOutbox)
+		}
+		for _, impl := range impls {
 			r, err := Path(ctx, path, impl, PathSpec{MySQLURL: my, NATSURL: ns, Messages: 300, Workers: 4})
 			if err != nil {
 				t.Fatalf("%s/%s: %v", path, impl, err)
@@ -101,6 +105,8 @@ func TestPathRejectsBadSpecs(t *testing.T) {
 		{PathWrite, ImplLibrary, PathSpec{Messages: 1, PostgresURL: "postgres://x", MySQLURL: "root@tcp(x)/db"}},
 		{PathWrite, ImplLibrary, PathSpec{Messages: 1, PostgresURL: "postgres://x", MySQLURL: "root@tcp(x)/db",
 			NATSURL: "nats://x"}},
+		{PathWrite, ImplBaselineOutbox, PathSpec{Messages: 1, PostgresURL: "postgres://x", NATSURL: "nats://x"}},
+		{PathConsume, ImplBaselineOutbox, PathSpec{Messages: 1, MySQLURL: "root@tcp(x)/db", NATSURL: "nats://x"}},
 	} {
 		if _, err := Path(ctx, tc.path, tc.impl, tc.s); err == nil {
 			t.Errorf("Path(%q, %q, %+v): no error", tc.path, tc.impl, tc.s)
