@@ -105,10 +105,15 @@ func run(args []string, stdout io.Writer) error {
 			timed = func() func() {
 				runtime.MemProfileRate = 4096
 				return func() {
-					runtime.MemProfileRate = 0
+					// Written while the rate is still the one it was
+					// sampled at: the writer scales each sample by it,
+					// and at 0 a sample of a small object would count
+					// at its own size instead of the 4 KiB it stands
+					// for.
 					if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
 						fmt.Fprintln(os.Stderr, "drainrun: memory profile:", err)
 					}
+					runtime.MemProfileRate = 0
 				}
 			}
 		}
