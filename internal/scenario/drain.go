@@ -132,37 +132,56 @@ func drainOn(ctx context.Context, s DrainSpec, db drainDatabase) (DrainResult, e
 		if err != nil {
 			return DrainResult{}, err
 		}
-		run = func(ctx context.Context) (time.Duration, error) {
-			start := time.Now()
-			n, err := drain(ctx)
-			if err == nil && n != s.Messages {
-				err = fmt.Errorf("the loop published %d messages, want %d", n, s.Messages)
-			}
-			return time.Since(start), err
-		}
+		run = timedLoop(drain, s.Messages)
 		unpublished = db.LoopUnpublished
 	} else {
 		c, err := s.relayConfig()
 		if err != nil {
 			return DrainResult{}, err
 		}
-		store, err := db.outboxStore(ctx)
+		store, err := filledOutbox(ctx, db, s.Messages, s.Keys, payload)
 		if err != nil {
 			return DrainResult{}, err
 		}
 		defer store.Close()
-		if err := store.Migrate(ctx); err != nil {
-			return DrainResult{}, err
-		}
-		if err := db.FillOutbox(ctx, store, db.Messages(s.Messages, s.Keys, payload)); err != nil {
-			return DrainResult{}, err
-		}
 		run = func(ctx context.Context) (time.Duration, error) {
 			return db.DrainRelay(ctx, store, s.Messages, c, s.PublisherConfig)
 		}
 		unpublished = db.OutboxUnpublished
 	}
 	return measureDrain(ctx, s, run, unpublished, db.StreamMessages)
+}
+
+// filledOutbox returns a store on db's library tables, migrated, with a
+// backlog of n messages of payload over keys partition keys; the caller
+// closes it.
+func filledOutbox(ctx context.Context, db drainDatabase, n, keys int, payload []byte) (*sqlstore.LockingStore, error) {
+	store, err := db.outboxStore(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := store.Migrate(ctx); err != nil {
+		_ = store.Close()
+		return nil, err
+	}
+	if err := db.FillOutbox(ctx, store, db.Messages(n, keys, payload)); err != nil {
+		_ = store.Close()
+		return nil, err
+	}
+	return store, nil
+}
+
+// timedLoop returns a timed run of a loop's drain that must publish n
+// messages.
+func timedLoop(drain func(context.Context) (int, error), n int) func(context.Context) (time.Duration, error) {
+	return func(ctx context.Context) (time.Duration, error) {
+		start := time.Now()
+		got, err := drain(ctx)
+		if err == nil && got != n {
+			err = fmt.Errorf("the loop published %d messages, want %d", got, n)
+		}
+		return time.Since(start), err
+	}
 }
 
 // relayConfig returns the relay's configuration of s.

@@ -312,30 +312,16 @@ func drainMySQL(ctx context.Context, s DrainSpec) (DrainResult, error) {
 // drainOutboxLoop is Drain of ImplLoopOutbox: the library's outbox filled
 // as for the relay, drained by the loop.
 func (e *MySQLEnv) drainOutboxLoop(ctx context.Context, s DrainSpec) (DrainResult, error) {
-	store, err := e.Store(ctx)
+	store, err := filledOutbox(ctx, e, s.Messages, 0, Payload(s.PayloadSize))
 	if err != nil {
 		return DrainResult{}, err
 	}
 	defer store.Close()
-	if err := store.Migrate(ctx); err != nil {
-		return DrainResult{}, err
-	}
-	if err := e.FillOutbox(ctx, store, e.Messages(s.Messages, 0, Payload(s.PayloadSize))); err != nil {
-		return DrainResult{}, err
-	}
 	loop, err := e.NewOutboxLoop(s.Batch)
 	if err != nil {
 		return DrainResult{}, err
 	}
-	run := func(ctx context.Context) (time.Duration, error) {
-		start := time.Now()
-		n, err := loop.Drain(ctx)
-		if err == nil && n != s.Messages {
-			err = fmt.Errorf("the loop published %d messages, want %d", n, s.Messages)
-		}
-		return time.Since(start), err
-	}
-	return measureDrain(ctx, s, run, e.OutboxUnpublished, e.StreamMessages)
+	return measureDrain(ctx, s, timedLoop(loop.Drain, s.Messages), e.OutboxUnpublished, e.StreamMessages)
 }
 
 // startLoop creates and fills the loop's table (drainDatabase).
