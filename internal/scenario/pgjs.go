@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/transmanager/transmanager/async/natsjs"
+	"github.com/transmanager/transmanager/retry"
 )
 
 // Env is a PostgreSQL schema and a JetStream stream of a scenario's own,
@@ -80,17 +81,36 @@ func (e *Env) openStream(ctx context.Context, natsURL string) error {
 	}
 	name := "TXMSCN_" + strings.ToUpper(Random())
 	e.Topic = "txmscn." + strings.ToLower(name) + ".events"
-	e.Stream, err = natsjs.EnsureStream(ctx, e.JS, jetstream.StreamConfig{
+	cfg := jetstream.StreamConfig{
 		Name:     name,
 		Subjects: []string{e.Topic},
 		Storage:  jetstream.FileStorage,
 		// Short, so that the server's duplicate map stays small.
 		Duplicates: 10 * time.Second,
+	}
+	// A server that fails to create the stream's files (a 500: a full disk
+	// or no file descriptor left for a moment, while other tests share the
+	// server) is asked again, five times within about three seconds; any
+	// other error is final.
+	again := retry.Policy{InitialInterval: 200 * time.Millisecond, MaxAttempts: 5}
+	err = retry.Do(ctx, again, func(ctx context.Context) error {
+		var err error
+		if e.Stream, err = natsjs.EnsureStream(ctx, e.JS, cfg); err != nil && !serverFault(err) {
+			return retry.Permanent(err)
+		}
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("create stream: %w", err)
 	}
 	return nil
+}
+
+// serverFault reports whether err is a JetStream API error that the server
+// reported as its own failure (code 500), which may pass.
+func serverFault(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.Code >= 500
 }
 
 // Close drops the schema and the stream and closes the connections.
