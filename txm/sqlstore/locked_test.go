@@ -663,3 +663,41 @@ func outboxIDs(t *testing.T, s *testStore) []string {
 	}
 	return ids
 }
+
+// TestPostgresLockedSettledAreForgotten: in a locked claim's transaction,
+// the messages settled there (dead, or published) are no longer found by
+// seq, so a later MarkPublished of them goes by ID and, as MarkPublished
+// does, takes a dead letter out too; the others still go by seq.
+func TestPostgresLockedSettledAreForgotten(t *testing.T) {
+	forEachPGKind(t, func(t *testing.T, kind backendKind) {
+		ctx := context.Background()
+		s := newTestStore(t, kind, Config{PollOnly: true})
+		o := s.Outbox()
+		mustSave(t, o, newMsg("t", ""), newMsg("t", ""), newMsg("t", ""))
+		err := s.InTx(ctx, func(ctx context.Context) error {
+			c := ids(mustClaimLocked(t, ctx, o, 3))
+			h := holderFrom(ctx)
+			if err := o.MarkDead(ctx, c[0], "poison"); err != nil {
+				return err
+			}
+			if err := o.MarkPublished(ctx, c[1]); err != nil {
+				return err
+			}
+			for _, id := range c[:2] {
+				if _, ok := h.lockedSeqs([]string{id}); ok {
+					t.Errorf("%s, settled, is still found by seq", id)
+				}
+			}
+			if _, ok := h.lockedSeqs(c[2:]); !ok {
+				t.Errorf("%s, not settled, is no longer found by seq", c[2])
+			}
+			return o.MarkPublished(ctx, c[0], c[2])
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if left := outboxIDs(t, s); len(left) != 0 {
+			t.Fatalf("rows left %v, want none", left)
+		}
+	})
+}

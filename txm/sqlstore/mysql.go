@@ -199,10 +199,24 @@ func (mysqlEngine) statements(cfg Config) statements {
 	// returned are found by it.
 	s.publishedBySeq = f(`UPDATE {outbox} FORCE INDEX (PRIMARY) SET state = 'published', published_at = {now}, claimed_until = NULL
     WHERE seq IN ($1) AND state = 'pending'`)
+	// A run of consecutive seqs that a locked claim of the transaction
+	// holds, every row of it there, pending and the claim's (see
+	// Store.markLocked), so none is filtered out, read in order with a
+	// LIMIT of its length, so that the scan ends at the run's last row: a
+	// range read on to the row after it would lock that row too, or wait
+	// for the claim ahead that holds it, and read down from the last row,
+	// InnoDB locks the gap after it, which holds up every save while the
+	// run ends the table.
+	s.publishedRun = f(`UPDATE {outbox} FORCE INDEX (PRIMARY) SET state = 'published', published_at = {now}, claimed_until = NULL
+    WHERE seq BETWEEN $1 AND $2
+    ORDER BY seq LIMIT $3`)
 	if !cfg.KeepPublished {
 		// A single-table DELETE takes no index hint; this form does.
 		s.published = f(`DELETE o FROM {outbox} o FORCE INDEX ({id_key}) WHERE o.id IN ($1) AND o.state <> 'published'`)
 		s.publishedBySeq = f(`DELETE o FROM {outbox} o FORCE INDEX (PRIMARY) WHERE o.seq IN ($1) AND o.state = 'pending'`)
+		// The multi-table form takes no LIMIT: this one has no hint, and
+		// a range of the primary key is the plan (TestMySQLMarkRunPlan).
+		s.publishedRun = f(`DELETE FROM {outbox} WHERE seq BETWEEN $1 AND $2 ORDER BY seq LIMIT $3`)
 	}
 	s.extendLocked = f(`UPDATE {outbox} FORCE INDEX ({id_key}) SET claimed_until = {now} + INTERVAL $2 MICROSECOND
     WHERE id IN ($1) AND state = 'pending'`)

@@ -290,3 +290,81 @@ func TestMySQLClaimPlan(t *testing.T) {
 		t.Errorf("the plan has %d reads of the outbox, want the two parts", outer)
 	}
 }
+
+// TestMySQLMarkRunPlan: the mark of a run of seqs (publishedRun), as a
+// DELETE and with KeepPublished as an UPDATE, reads a range of the primary
+// key, in its order, with nothing to sort, on a table whose statistics
+// are stale (those of the empty table) and fresh: a scan of any other
+// index would not stop at the run's end.
+func TestMySQLMarkRunPlan(t *testing.T) {
+	s := unmigratedMySQL(t, 1)[0]
+	ctx := context.Background()
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.db.ExecContext(ctx, "ANALYZE TABLE "+s.cfg.qualified(s.cfg.OutboxTable)); err != nil {
+		t.Fatal(err)
+	}
+	msgs := make([]async.Message, 300)
+	for i := range msgs {
+		msgs[i] = async.NewMessage("plan", "Planned", []byte("{}"))
+	}
+	if _, err := s.Outbox().SaveMany(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	for _, stats := range []string{"stale", "fresh"} {
+		if stats == "fresh" {
+			if _, err := s.db.ExecContext(ctx, "ANALYZE TABLE "+s.cfg.qualified(s.cfg.OutboxTable)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, keep := range []bool{false, true} {
+			cfg := s.cfg
+			cfg.KeepPublished = keep
+			query, args := mysqlBind("EXPLAIN "+mysqlEngine{}.statements(cfg).publishedRun, []any{int64(101), int64(200), 100})
+			plan := explainRows(t, s.db, query, args...)
+			if len(plan) != 1 {
+				t.Fatalf("%s statistics, keep=%v: plan %v, want one row", stats, keep, plan)
+			}
+			row := plan[0]
+			t.Logf("%s statistics, keep=%v: %v", stats, keep, row)
+			if row["key"] != "PRIMARY" || row["type"] != "range" || strings.Contains(row["Extra"], "filesort") {
+				t.Errorf("%s statistics, keep=%v: the run is read with %v, want a range of PRIMARY without a sort", stats, keep, row)
+			}
+		}
+	}
+}
+
+// explainRows runs an EXPLAIN and returns its rows by column.
+func explainRows(t *testing.T, db *sql.DB, query string, args ...any) []map[string]string {
+	t.Helper()
+	rows, err := db.QueryContext(context.Background(), query, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]string
+	for rows.Next() {
+		vals := make([]sql.NullString, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			t.Fatal(err)
+		}
+		row := map[string]string{}
+		for i, c := range cols {
+			row[c] = vals[i].String
+		}
+		out = append(out, row)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}

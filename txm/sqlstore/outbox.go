@@ -394,10 +394,14 @@ func scanMessage(rows rows, extra ...any) (seq int64, msg async.Message, attempt
 // deletes them. Unknown and already published IDs are ignored.
 func (o *Outbox) MarkPublished(ctx context.Context, ids ...string) error {
 	if h := holderFrom(ctx); h != nil && len(ids) > 0 {
-		// Messages locked by a claim of this transaction are pending and
-		// cannot change meanwhile: they are found by their seq.
+		// Marked (or not, on an error), their rows are gone or published,
+		// or may be: marked again, they are looked up by ID.
+		defer h.forgetLocked(ids)
+		// Messages locked by a claim of this transaction and not settled
+		// in it since are pending and cannot change meanwhile: they are
+		// found by their seq.
 		if seqs, ok := h.lockedSeqs(ids); ok {
-			return o.s.update(ctx, "mark published", true, o.s.stmts.publishedBySeq, seqs)
+			return o.s.markLocked(ctx, seqs)
 		}
 	}
 	if len(ids) > 0 && o.s.stmts.publishedBySeq != "" {
@@ -408,6 +412,42 @@ func (o *Outbox) MarkPublished(ctx context.Context, ids ...string) error {
 		}
 	}
 	return o.s.update(ctx, "mark published", len(ids) > 0, o.s.stmts.published, o.s.eng.idsArg(ids), sqliteNow)
+}
+
+// minRun is the fewest consecutive seqs that markLocked marks with a
+// statement of their own (publishedRun) rather than in the list of the
+// others: a statement is a round trip.
+const minRun = 32
+
+// markLocked marks published the messages seqs, every one locked by a
+// claim of the transaction in ctx and pending (MarkPublished and MarkDead
+// forget the messages they settle, see txHolder.forgetLocked): where the
+// engine has publishedRun, each run of at least minRun consecutive seqs by
+// its range, the others by publishedBySeq.
+func (s *Store) markLocked(ctx context.Context, seqs []int64) error {
+	if s.stmts.publishedRun == "" {
+		return s.update(ctx, "mark published", true, s.stmts.publishedBySeq, seqs)
+	}
+	seqs = slices.Compact(slices.Sorted(slices.Values(seqs)))
+	var rest []int64
+	for len(seqs) > 0 {
+		n := 1
+		for n < len(seqs) && seqs[n] == seqs[n-1]+1 {
+			n++
+		}
+		if n >= minRun {
+			// The LIMIT ends the scan at the run's end: InnoDB would
+			// otherwise lock the row past it to see that the range ended,
+			// and that row may be another claim's.
+			if err := s.update(ctx, "mark published", true, s.stmts.publishedRun, seqs[0], seqs[n-1], n); err != nil {
+				return err
+			}
+		} else {
+			rest = append(rest, seqs[:n]...)
+		}
+		seqs = seqs[n:]
+	}
+	return s.update(ctx, "mark published", len(rest) > 0, s.stmts.publishedBySeq, rest)
 }
 
 // ExtendClaims renews the lease of pending messages that are leased, for
@@ -463,6 +503,10 @@ func (o *Outbox) MarkFailed(ctx context.Context, id string, retryAfter time.Dura
 // that are not pending are ignored.
 func (o *Outbox) MarkDead(ctx context.Context, id string, cause string) error {
 	o.s.leased.forget(id)
+	if h := holderFrom(ctx); h != nil {
+		// No longer pending: marked published, it is looked up by ID.
+		defer h.forgetLocked([]string{id})
+	}
 	return o.s.update(ctx, "mark dead", true, o.s.stmts.dead, id, cause, sqliteNow)
 }
 

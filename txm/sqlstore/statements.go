@@ -52,13 +52,18 @@ type statements struct {
 	// publishedBySeq is published for pending messages by their seqs, $1:
 	// those a claim of this store returned (PostgreSQL).
 	publishedBySeq string
-	extend         string // $1 ids, $2 lease µs (SQLite: $3 now)
-	release        string // $1 ids
-	failed         string // $1 id, $2 retry µs, $3 cause (SQLite: $4 now)
-	dead           string // $1 id, $2 cause (SQLite: $3 now)
-	dlq            string // $1 ids or NULL, $2 topic or '', $3 limit
-	replay         string // $1 ids or NULL, $2 topic or '', $3 limit
-	stats          string // SQLite: $1 now
+	// publishedRun is publishedBySeq for the seqs $1 to $2, $3 of them,
+	// every one locked by a claim of the transaction: a range that stops
+	// at its end, where an IN list of as many seqs looks each one up
+	// (MySQL; see Store.markLocked).
+	publishedRun string
+	extend       string // $1 ids, $2 lease µs (SQLite: $3 now)
+	release      string // $1 ids
+	failed       string // $1 id, $2 retry µs, $3 cause (SQLite: $4 now)
+	dead         string // $1 id, $2 cause (SQLite: $3 now)
+	dlq          string // $1 ids or NULL, $2 topic or '', $3 limit
+	replay       string // $1 ids or NULL, $2 topic or '', $3 limit
+	stats        string // SQLite: $1 now
 	// schedule sets the delivery time $2 of the message $1 just inserted
 	// (see schedule.go).
 	schedule string

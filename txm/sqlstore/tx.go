@@ -140,6 +140,17 @@ func (h *txHolder) addLocked(seqs []int64, claimed []txm.Claimed) {
 	}
 }
 
+// forgetLocked forgets ids, settled in the transaction (published or
+// dead): MarkPublished finds by seq, and Store.markLocked marks by range,
+// only messages that are still pending.
+func (h *txHolder) forgetLocked(ids []string) {
+	h.lockedMu.Lock()
+	defer h.lockedMu.Unlock()
+	for _, id := range ids {
+		delete(h.locked, id)
+	}
+}
+
 // lockedSeqs returns the seqs of ids when a locked claim of this
 // transaction returned every one of them.
 func (h *txHolder) lockedSeqs(ids []string) ([]int64, bool) {

@@ -351,3 +351,152 @@ func TestLockedClaimLocksOnlyWhatItReturns(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestLockedMarkLeavesNeighboursAlone: the mark of a locked claim touches
+// its own rows only, whether it marks a run of consecutive seqs by range
+// or fewer seqs by list, with or without KeepPublished: it neither waits
+// for nor changes the messages just before and just after the claim,
+// which another transaction holds meanwhile.
+func TestLockedMarkLeavesNeighboursAlone(t *testing.T) {
+	t.Parallel()
+	for _, keep := range []bool{false, true} {
+		for _, n := range []int{5, 100, 1200} {
+			t.Run(fmt.Sprintf("keep=%v/n=%d", keep, n), func(t *testing.T) {
+				t.Parallel()
+				testLockedMarkNeighbours(t, keep, n)
+			})
+		}
+	}
+}
+
+func testLockedMarkNeighbours(t *testing.T, keep bool, n int) {
+	ctx := context.Background()
+	cfg := tablesConfig(t, sqlstore.Config{KeepPublished: keep})
+	s := newStoreOn(t, cfg)
+	o := s.Outbox()
+	msgs := make([]async.Message, n+2)
+	for i := range msgs {
+		msgs[i] = async.NewMessage("t", "T", nil, async.WithID(fmt.Sprintf("m-%05d", i)))
+	}
+	if _, err := o.SaveMany(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	first, last := msgs[0].ID(), msgs[n+1].ID()
+	hold, err := s.DB().BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = hold.Rollback() }()
+	table := "`" + cfg.OutboxTable + "`"
+	for _, id := range []string{first, last} {
+		var got string
+		if err := hold.QueryRowContext(ctx, "SELECT id FROM "+table+" WHERE id = ? FOR UPDATE", id).Scan(&got); err != nil {
+			t.Fatalf("lock %s: %v", id, err)
+		}
+	}
+	var marked []string
+	err = s.InTx(ctx, func(ctx context.Context) error {
+		c, err := o.ClaimLocked(ctx, n+2, time.Minute)
+		if err != nil {
+			return err
+		}
+		if marked = claimedIDs(c); len(marked) != n || marked[0] != msgs[1].ID() || marked[n-1] != msgs[n].ID() {
+			return fmt.Errorf("claimed %d messages (%v ... %v), want the %d between the two held", len(marked),
+				marked[:min(1, len(marked))], marked[max(0, len(marked)-1):], n)
+		}
+		mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		return o.MarkPublished(mctx, marked...)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hold.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	left, err := o.FindUnpublished(ctx, n+2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, m := range left {
+		ids = append(ids, m.ID())
+	}
+	if !slices.Equal(ids, []string{first, last}) {
+		t.Fatalf("unpublished after the mark: %v, want [%s %s]", ids, first, last)
+	}
+	var rows, published int
+	if err := s.DB().QueryRowContext(ctx, "SELECT count(*), coalesce(sum(state = 'published' AND published_at IS NOT NULL), 0) FROM "+table).
+		Scan(&rows, &published); err != nil {
+		t.Fatal(err)
+	}
+	if want := 2 + map[bool]int{true: n}[keep]; rows != want || published != rows-2 {
+		t.Fatalf("%d rows, %d of them published, want %d rows and %d published", rows, published, want, want-2)
+	}
+}
+
+// TestLockedMarkAfterSettling: in the transaction of a locked claim that
+// made one of its messages a dead letter first, marking the others
+// published (a run by range beside that one, and fewer seqs by list)
+// touches neither it nor the message after the claim, which another
+// transaction holds; marking them again finds nothing more to do.
+func TestLockedMarkAfterSettling(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	cfg := tablesConfig(t, sqlstore.Config{})
+	s := newStoreOn(t, cfg)
+	o := s.Outbox()
+	msgs := make([]async.Message, 41)
+	for i := range msgs {
+		msgs[i] = async.NewMessage("t", "T", nil, async.WithID(fmt.Sprintf("m-%05d", i)))
+	}
+	if _, err := o.SaveMany(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	hold, err := s.DB().BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = hold.Rollback() }()
+	var held string
+	if err := hold.QueryRowContext(ctx, "SELECT id FROM `"+cfg.OutboxTable+"` WHERE id = ? FOR UPDATE", msgs[40].ID()).Scan(&held); err != nil {
+		t.Fatal(err)
+	}
+	err = s.InTx(ctx, func(ctx context.Context) error {
+		c, err := o.ClaimLocked(ctx, len(msgs), time.Minute)
+		if err != nil {
+			return err
+		}
+		ids := claimedIDs(c)
+		if len(ids) != 40 {
+			return fmt.Errorf("claimed %d, want the 40 before the held one", len(ids))
+		}
+		if err := o.MarkDead(ctx, ids[7], "poison"); err != nil {
+			return err
+		}
+		mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		rest := slices.Delete(slices.Clone(ids), 7, 8)
+		if err := o.MarkPublished(mctx, rest...); err != nil {
+			return err
+		}
+		return o.MarkPublished(mctx, rest...)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hold.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	dead, err := o.DeadLetters(ctx, txm.DeadLetterFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dead) != 1 || dead[0].Message.ID() != msgs[7].ID() {
+		t.Fatalf("dead letters %v, want only %s", dead, msgs[7].ID())
+	}
+	left, err := o.FindUnpublished(ctx, 100)
+	if err != nil || len(left) != 1 || left[0].ID() != msgs[40].ID() {
+		t.Fatalf("unpublished: %v, %v, want only %s", left, err, msgs[40].ID())
+	}
+}
