@@ -186,6 +186,15 @@ func (mysqlEngine) statements(cfg Config) statements {
     WHERE o.seq IN ($1)
     ORDER BY o.seq
     FOR UPDATE SKIP LOCKED`)
+	// lockRun locks a run of candidates, $1 to $2, $3 of them, by range,
+	// whose next row (the run's last candidate) the claim holds already
+	// (see Store.mysqlLock).
+	s.lockRun = f(`SELECT o.seq, o.id, o.topic, o.name, o.metadata, o.payload, o.sent_at, o.attempts,
+        (` + mysqlAvailable + `) AS available
+    FROM {outbox} o FORCE INDEX (PRIMARY)
+    WHERE o.seq BETWEEN $1 AND $2
+    ORDER BY o.seq LIMIT $3
+    FOR UPDATE SKIP LOCKED`)
 	// The statements that change messages by seq or ID name the index
 	// (FORCE INDEX): with stale statistics the optimizer may read claim_idx
 	// instead, whose range scan locks the next pending message too, which
@@ -496,17 +505,30 @@ func (s *Store) mysqlCandidates(ctx context.Context, q querier, stmt string, lim
 }
 
 // mysqlLock locks the candidates that no other transaction holds and
-// returns, by seq, those still available.
+// returns, by seq, those still available. It locks a run of at least
+// minRun consecutive candidates by its range, which InnoDB reads at a
+// fraction of the cost of as many seqs in a list, once it holds the run's
+// last one, locked by list with the other candidates: a locking read of a
+// range in REPEATABLE READ reads on past a row it skips, to the next row
+// it can lock, which may be any later message or the end of the table,
+// whose lock holds up every save; that row is then one the claim holds.
+// A run whose last candidate it could not lock is locked by list.
 func (s *Store) mysqlLock(ctx context.Context, q querier, cands []mysqlCandidate) (map[int64]claimedRow, error) {
 	seqs := make([]int64, len(cands))
 	for i, c := range cands {
 		seqs[i] = c.seq
 	}
+	runs, list := seqRuns(seqs)
+	for _, r := range runs {
+		list = append(list, r.last)
+	}
+	slices.Sort(list)
 	locked := make(map[int64]claimedRow, len(cands))
+	held := make(map[int64]bool, len(list))
 	var ok bool
 	scanner := newMessageScanner(&ok)
-	err := mysqlChunks([]any{seqs}, func(args []any) error {
-		rows, err := q.query(ctx, s.stmts.lockCandidates, args...)
+	read := func(stmt string, args []any) error {
+		rows, err := q.query(ctx, stmt, args...)
 		if err != nil {
 			return err
 		}
@@ -517,14 +539,35 @@ func (s *Store) mysqlLock(ctx context.Context, q querier, cands []mysqlCandidate
 				_ = rows.Close()
 				return err
 			}
+			held[seq] = true
 			if ok {
 				locked[seq] = claimedRow{seq: seq, Claimed: txm.Claimed{Message: msg, Attempts: attempts}}
 			}
 		}
 		return rows.Close()
-	})
-	if err != nil {
+	}
+	byList := func(seqs []int64) error {
+		return mysqlChunks([]any{seqs}, func(args []any) error { return read(s.stmts.lockCandidates, args) })
+	}
+	if err := byList(list); err != nil {
 		return nil, err
+	}
+	var rest []int64
+	for _, r := range runs {
+		if !held[r.last] {
+			for seq := r.first; seq < r.last; seq++ {
+				rest = append(rest, seq)
+			}
+			continue
+		}
+		if err := read(s.stmts.lockRun, []any{r.first, r.last - 1, r.len() - 1}); err != nil {
+			return nil, err
+		}
+	}
+	if len(rest) > 0 {
+		if err := byList(rest); err != nil {
+			return nil, err
+		}
 	}
 	return locked, nil
 }

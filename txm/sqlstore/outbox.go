@@ -414,11 +414,6 @@ func (o *Outbox) MarkPublished(ctx context.Context, ids ...string) error {
 	return o.s.update(ctx, "mark published", len(ids) > 0, o.s.stmts.published, o.s.eng.idsArg(ids), sqliteNow)
 }
 
-// minRun is the fewest consecutive seqs that markLocked marks with a
-// statement of their own (publishedRun) rather than in the list of the
-// others: a statement is a round trip.
-const minRun = 32
-
 // markLocked marks published the messages seqs, every one locked by a
 // claim of the transaction in ctx and pending (MarkPublished and MarkDead
 // forget the messages they settle, see txHolder.forgetLocked): where the
@@ -428,24 +423,14 @@ func (s *Store) markLocked(ctx context.Context, seqs []int64) error {
 	if s.stmts.publishedRun == "" {
 		return s.update(ctx, "mark published", true, s.stmts.publishedBySeq, seqs)
 	}
-	seqs = slices.Compact(slices.Sorted(slices.Values(seqs)))
-	var rest []int64
-	for len(seqs) > 0 {
-		n := 1
-		for n < len(seqs) && seqs[n] == seqs[n-1]+1 {
-			n++
+	runs, rest := seqRuns(slices.Compact(slices.Sorted(slices.Values(seqs))))
+	for _, r := range runs {
+		// The LIMIT ends the scan at the run's end: InnoDB would
+		// otherwise lock the row past it to see that the range ended,
+		// and that row may be another claim's.
+		if err := s.update(ctx, "mark published", true, s.stmts.publishedRun, r.first, r.last, r.len()); err != nil {
+			return err
 		}
-		if n >= minRun {
-			// The LIMIT ends the scan at the run's end: InnoDB would
-			// otherwise lock the row past it to see that the range ended,
-			// and that row may be another claim's.
-			if err := s.update(ctx, "mark published", true, s.stmts.publishedRun, seqs[0], seqs[n-1], n); err != nil {
-				return err
-			}
-		} else {
-			rest = append(rest, seqs[:n]...)
-		}
-		seqs = seqs[n:]
 	}
 	return s.update(ctx, "mark published", len(rest) > 0, s.stmts.publishedBySeq, rest)
 }

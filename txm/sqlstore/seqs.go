@@ -58,3 +58,31 @@ func (c *leasedSeqs) forget(ids ...string) {
 		delete(c.m, id)
 	}
 }
+
+// minRun is the fewest consecutive seqs that a locked claim's lock and
+// mark (MySQL) read by their range rather than in a list with the others:
+// a statement is a round trip.
+const minRun = 32
+
+// seqRun is the seqs first to last, every one of them.
+type seqRun struct{ first, last int64 }
+
+func (r seqRun) len() int { return int(r.last - r.first + 1) }
+
+// seqRuns splits seqs, sorted and without repeats, into the runs of at
+// least minRun consecutive seqs and the others.
+func seqRuns(seqs []int64) (runs []seqRun, rest []int64) {
+	for len(seqs) > 0 {
+		n := 1
+		for n < len(seqs) && seqs[n] == seqs[n-1]+1 {
+			n++
+		}
+		if n >= minRun {
+			runs = append(runs, seqRun{seqs[0], seqs[n-1]})
+		} else {
+			rest = append(rest, seqs[:n]...)
+		}
+		seqs = seqs[n:]
+	}
+	return runs, rest
+}

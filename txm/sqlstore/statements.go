@@ -46,6 +46,8 @@ type statements struct {
 	// LOCKED and reads whether each is still available (MySQL, see
 	// Store.mysqlClaim).
 	lockCandidates string
+	// lockRun locks the candidates $1 to $2, $3 of them, by range (MySQL).
+	lockRun string
 	// leaseBySeq leases the messages $1 (seqs) for $2 µs (MySQL).
 	leaseBySeq string
 	published  string // $1 ids (SQLite: $2 now); a DELETE unless Config.KeepPublished

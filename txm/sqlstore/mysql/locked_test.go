@@ -500,3 +500,81 @@ func TestLockedMarkAfterSettling(t *testing.T) {
 		t.Fatalf("unpublished: %v, %v, want only %s", left, err, msgs[40].ID())
 	}
 }
+
+// TestLockedClaimPastAHeldRow: a locked claim of a run of 100 messages,
+// one of which another transaction holds (in the middle, or the run's
+// last), returns the other 99 and locks nothing past them: while it is
+// open, the message after them is free to lock and a new message is saved
+// at once, also when the run ends the table (and the held one is not its
+// last; see mysqlLock).
+func TestLockedClaimPastAHeldRow(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ at, after int }{{50, 10}, {99, 10}, {50, 0}} {
+		t.Run(fmt.Sprintf("held=%d/after=%d", tc.at, tc.after), func(t *testing.T) {
+			t.Parallel()
+			testLockedClaimPastHeld(t, tc.at, tc.after)
+		})
+	}
+}
+
+func testLockedClaimPastHeld(t *testing.T, at, after int) {
+	ctx := context.Background()
+	cfg := tablesConfig(t, sqlstore.Config{})
+	s := newStoreOn(t, cfg)
+	o := s.Outbox()
+	msgs := make([]async.Message, 100+after)
+	for i := range msgs {
+		msgs[i] = async.NewMessage("t", "T", nil, async.WithID(fmt.Sprintf("m-%05d", i)))
+	}
+	if _, err := o.SaveMany(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	table := "`" + cfg.OutboxTable + "`"
+	hold, err := s.DB().BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = hold.Rollback() }()
+	var held string
+	if err := hold.QueryRowContext(ctx, "SELECT id FROM "+table+" WHERE id = ? FOR UPDATE", msgs[at].ID()).Scan(&held); err != nil {
+		t.Fatal(err)
+	}
+	err = s.InTx(ctx, func(ctx context.Context) error {
+		c, err := o.ClaimLocked(ctx, 100, time.Minute)
+		if err != nil {
+			return err
+		}
+		want := claimedIDsOf(slices.Delete(slices.Clone(msgs[:100]), at, at+1))
+		if got := claimedIDs(c); !slices.Equal(got, want) {
+			return fmt.Errorf("claimed %d messages (%v...), want %d (%v...)", len(got), got[:min(3, len(got))], len(want), want[:3])
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		probe, err := s.DB().BeginTx(sctx, nil)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = probe.Rollback() }()
+		if after > 0 {
+			next := msgs[100].ID()
+			var id string
+			if err := probe.QueryRowContext(sctx, "SELECT id FROM "+table+" WHERE id = ? FOR UPDATE SKIP LOCKED", next).Scan(&id); err != nil {
+				return fmt.Errorf("%s, after the claim, is locked by it: %w", next, err)
+			}
+		}
+		if err := o.Save(sctx, async.NewMessage("t", "T", nil)); err != nil {
+			return fmt.Errorf("a save beside the open claim: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+func claimedIDsOf(msgs []async.Message) []string {
+	out := make([]string, len(msgs))
+	for i, m := range msgs {
+		out[i] = m.ID()
+	}
+	return out
+}
