@@ -244,30 +244,9 @@ func TestMySQLClaimPlan(t *testing.T) {
 	}
 	stmt, skip, _ := mysqlSkip(s.stmts.claim, map[int64]bool{5: true, 6: true})
 	query, args := mysqlBind("EXPLAIN "+stmt, append([]any{100, 0}, skip...))
-	rows, err := s.db.QueryContext(ctx, query, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		t.Fatal(err)
-	}
 	idx := s.cfg.OutboxTable + "_claim_idx"
 	var outer int
-	for rows.Next() {
-		vals := make([]sql.NullString, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			t.Fatal(err)
-		}
-		row := map[string]string{}
-		for i, c := range cols {
-			row[c] = vals[i].String
-		}
+	for _, row := range explainRows(t, s.db, query, args...) {
 		t.Logf("%v", row)
 		if strings.Contains(row["Extra"], "temporary") || row["table"] == "<union1,3>" {
 			t.Errorf("the plan writes a temporary table: %v", row)
@@ -282,9 +261,6 @@ func TestMySQLClaimPlan(t *testing.T) {
 		if outer == 1 && (!strings.Contains(row["Extra"], "Using index") || strings.Contains(row["Extra"], "filesort")) {
 			t.Errorf("the first part reads the table, not only %s, or sorts: %v", idx, row)
 		}
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
 	}
 	if outer != 2 {
 		t.Errorf("the plan has %d reads of the outbox, want the two parts", outer)
