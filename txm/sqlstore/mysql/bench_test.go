@@ -2,12 +2,14 @@ package mysql_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/transmanager/transmanager/async"
+	"github.com/transmanager/transmanager/internal/scenario"
 	"github.com/transmanager/transmanager/txm/sqlstore"
 )
 
@@ -184,4 +186,89 @@ func handDrain(s *sqlstore.LockingStore, table string, batch int) func(ctx conte
 		}
 		return len(seqs), tx.Commit()
 	}
+}
+
+// BenchmarkDeleteIndexes is what each secondary index of the outbox costs
+// the server when the relay deletes published messages: the store's table
+// as migrated (indexes=both), and the same table with its unique ID, its
+// claim_idx or both dropped. Each run saves b.N messages, waits for
+// InnoDB's purge, then deletes them in order by ranges of 1,000 seqs, one
+// transaction each, as the mark of a locked claim does, and waits for the
+// purge of the deletes. mysqld-us/msg is the CPU of mysqld (or mariadbd)
+// on this machine over the deletes and their purge, per message.
+func BenchmarkDeleteIndexes(b *testing.B) {
+	ctx := context.Background()
+	for _, drop := range []string{"none", "id_key", "claim_idx", "both"} {
+		b.Run("drop="+drop, func(b *testing.B) {
+			cfg := tablesConfig(b, sqlstore.Config{})
+			s := newStoreOn(b, cfg)
+			db := s.DB()
+			for _, index := range map[string][]string{"id_key": {"id_key"}, "claim_idx": {"claim_idx"}, "both": {"id_key", "claim_idx"}}[drop] {
+				if _, err := db.ExecContext(ctx, "ALTER TABLE `"+cfg.OutboxTable+"` DROP INDEX `"+cfg.OutboxTable+"_"+index+"`"); err != nil {
+					b.Fatal(err)
+				}
+			}
+			msgs := make([]async.Message, b.N)
+			for i := range msgs {
+				msgs[i] = benchMessage(i)
+			}
+			for start := 0; start < len(msgs); start += 1000 {
+				if _, err := s.Outbox().SaveMany(ctx, msgs[start:min(start+1000, len(msgs))]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var first, last int64
+			if err := db.QueryRowContext(ctx, "SELECT min(seq), max(seq) FROM `"+cfg.OutboxTable+"`").Scan(&first, &last); err != nil {
+				b.Fatal(err)
+			}
+			waitForPurge(b, db)
+			before, err := scenario.ReadCPU()
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			del := "DELETE FROM `" + cfg.OutboxTable + "` WHERE seq BETWEEN ? AND ? ORDER BY seq LIMIT 1000"
+			for lo := first; lo <= last; lo += 1000 {
+				tx, err := db.BeginTx(ctx, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := tx.ExecContext(ctx, del, lo, lo+999); err != nil {
+					_ = tx.Rollback()
+					b.Fatal(err)
+				}
+				if err := tx.Commit(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			waitForPurge(b, db)
+			b.StopTimer()
+			after, err := scenario.ReadCPU()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if after.MySQL == 0 {
+				b.Skip("no mysqld or mariadbd on this machine: its CPU cannot be read")
+			}
+			b.ReportMetric(float64(after.Sub(before).MySQL.Microseconds())/float64(b.N), "mysqld-us/msg")
+		})
+	}
+}
+
+// waitForPurge waits until InnoDB's purge has caught up (a history list of
+// fewer than 50 undo logs), for at most a minute.
+func waitForPurge(b *testing.B, db *sql.DB) {
+	b.Helper()
+	for range 1200 {
+		var name string
+		var history int64
+		if err := db.QueryRow("SHOW GLOBAL STATUS LIKE 'Innodb_history_list_length'").Scan(&name, &history); err != nil {
+			b.Fatal(err)
+		}
+		if history < 50 {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.Fatal("InnoDB's purge did not catch up within a minute")
 }
