@@ -136,11 +136,17 @@ type countingOutbox struct {
 type markedKey struct{}
 
 func (o *countingOutbox) InTx(ctx context.Context, fn func(ctx context.Context) error) error {
-	var inTx atomic.Int64
-	if err := o.Outbox.InTx(context.WithValue(ctx, markedKey{}, &inTx), fn); err != nil {
+	return o.countIn(ctx, o.Outbox.InTx, fn)
+}
+
+// countIn runs fn in the transaction of inTx and counts its marks once it
+// commits.
+func (o *countingOutbox) countIn(ctx context.Context, inTx func(context.Context, func(context.Context) error) error, fn func(ctx context.Context) error) error {
+	var marked atomic.Int64
+	if err := inTx(context.WithValue(ctx, markedKey{}, &marked), fn); err != nil {
 		return err
 	}
-	o.count(inTx.Load())
+	o.count(marked.Load())
 	return nil
 }
 
@@ -173,6 +179,12 @@ type lockingCountingOutbox struct {
 }
 
 var _ txm.LockingClaimer = lockingCountingOutbox{}
+
+// InTx runs the relay's transactions as the locking outbox does
+// (sqlstore.LockingOutbox.InTx).
+func (o lockingCountingOutbox) InTx(ctx context.Context, fn func(ctx context.Context) error) error {
+	return o.countIn(ctx, o.locking.InTx, fn)
+}
 
 func (o lockingCountingOutbox) ClaimLocked(ctx context.Context, limit int, idle time.Duration) ([]txm.Claimed, error) {
 	return o.locking.ClaimLocked(ctx, limit, idle)

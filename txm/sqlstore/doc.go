@@ -286,7 +286,11 @@
 // after which PostgreSQL ends a claim whose relay stopped responding, as a
 // lease would expire. [Outbox.ExtendClaims] in the
 // same transaction writes a lease that lasts past it (the relay holds a
-// topic whose circuit is open that way).
+// topic whose circuit is open that way). The relay runs its locked claims
+// in [LockingOutbox.InTx], which on MySQL begins the transaction at READ
+// COMMITTED: at InnoDB's default, REPEATABLE READ, a claim that passes
+// over a row another relay holds at the end of the table locks the gap
+// after it, and every save would wait for the claim to end.
 //
 // Order within a key is save order: the order of the sequence values, taken
 // when each message is inserted. For messages of one key saved by

@@ -71,8 +71,10 @@ type sqlBackend struct {
 	db *sql.DB
 }
 
-func (b sqlBackend) begin(ctx context.Context) (txn, error) {
-	tx, err := b.db.BeginTx(ctx, nil)
+func (b sqlBackend) begin(ctx context.Context) (txn, error) { return b.beginWith(ctx, nil) }
+
+func (b sqlBackend) beginWith(ctx context.Context, opts *sql.TxOptions) (txn, error) {
+	tx, err := b.db.BeginTx(ctx, opts)
 	if err != nil {
 		return nil, err
 	}

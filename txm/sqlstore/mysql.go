@@ -707,8 +707,16 @@ func newMySQLBackend(db *sql.DB) mysqlBackend {
 	return mysqlBackend{mysqlQuerier: mysqlQuerier{b}, sql: b}
 }
 
-func (b mysqlBackend) begin(ctx context.Context) (txn, error) {
-	t, err := b.sql.begin(ctx)
+func (b mysqlBackend) begin(ctx context.Context) (txn, error) { return b.beginWith(ctx, nil) }
+
+// beginClaim begins the transaction of a locked claim at READ COMMITTED
+// (see LockingOutbox.InTx).
+func (b mysqlBackend) beginClaim(ctx context.Context) (txn, error) {
+	return b.beginWith(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+}
+
+func (b mysqlBackend) beginWith(ctx context.Context, opts *sql.TxOptions) (txn, error) {
+	t, err := b.sql.beginWith(ctx, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -271,6 +271,29 @@ type LockingOutbox struct{ *Outbox }
 
 var _ txm.LockingClaimer = (*LockingOutbox)(nil)
 
+// InTx is [Store.InTx], except that on MySQL/MariaDB it begins its
+// transaction at READ COMMITTED, as the relay's locked claims need: at
+// InnoDB's default, REPEATABLE READ, a claim that passes over a row
+// another transaction holds at the end of the table locks the gap after
+// it, and every save then waits until the claim ends. The relay runs its
+// locked claims in it; run your own writes in [Store.InTx], which keeps
+// the server's level. On PostgreSQL, whose default is READ COMMITTED
+// already, it is Store.InTx.
+func (o *LockingOutbox) InTx(ctx context.Context, fn func(ctx context.Context) error) error {
+	s := o.s
+	begin := s.be.begin
+	if c, ok := s.be.(claimBeginner); ok {
+		begin = c.beginClaim
+	}
+	return s.inTx(ctx, begin, fn)
+}
+
+// claimBeginner is a backend that begins a locked claim's transaction
+// otherwise than its others (LockingOutbox.InTx).
+type claimBeginner interface {
+	beginClaim(ctx context.Context) (txn, error)
+}
+
 // errNeedsTx is returned by ClaimLocked without a transaction in ctx.
 var errNeedsTx = errors.New("a locked claim needs a transaction in the context (run it in InTx)")
 

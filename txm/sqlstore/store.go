@@ -125,6 +125,11 @@ func (s *Store) Close() error {
 // already, InTx runs fn in it and leaves the commit to its owner. After a
 // commit that saved outbox messages, the store wakes its relay.
 func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context) error) error {
+	return s.inTx(ctx, s.be.begin, fn)
+}
+
+// inTx is InTx with the transaction begun by begin.
+func (s *Store) inTx(ctx context.Context, begin func(context.Context) (txn, error), fn func(ctx context.Context) error) error {
 	if s.closed.Load() {
 		return s.fail(ctx, "in tx", async.ErrClosed)
 	}
@@ -134,7 +139,7 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context) error) er
 		}
 		return fn(ctx)
 	}
-	tx, err := s.be.begin(ctx)
+	tx, err := begin(ctx)
 	if err != nil {
 		return s.fail(ctx, "begin", err)
 	}

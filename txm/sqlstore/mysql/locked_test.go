@@ -501,15 +501,18 @@ func TestLockedMarkAfterSettling(t *testing.T) {
 	}
 }
 
-// TestLockedClaimPastAHeldRow: a locked claim of a run of 100 messages,
-// one of which another transaction holds (in the middle, or the run's
-// last), returns the other 99 and locks nothing past them: while it is
-// open, the message after them is free to lock and a new message is saved
-// at once, also when the run ends the table (and the held one is not its
-// last; see mysqlLock).
+// TestLockedClaimPastAHeldRow: a locked claim of a run of 100 messages in
+// LockingOutbox.InTx, as the relay runs it, one of which another
+// transaction holds (in the middle, or the run's last), returns the other
+// 99 and locks nothing past them: while it is open, the message after them
+// is free to lock and a new message is saved at once, also when the run
+// ends the table, and when the held message is the table's last, which
+// the claim then locks by list (see mysqlLock): at REPEATABLE READ
+// (Store.InTx) that lock skips the held row and takes the gap after it,
+// and the save waits for the claim.
 func TestLockedClaimPastAHeldRow(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct{ at, after int }{{50, 10}, {99, 10}, {50, 0}} {
+	for _, tc := range []struct{ at, after int }{{50, 10}, {99, 10}, {50, 0}, {99, 0}, {5, 0}} {
 		t.Run(fmt.Sprintf("held=%d/after=%d", tc.at, tc.after), func(t *testing.T) {
 			t.Parallel()
 			testLockedClaimPastHeld(t, tc.at, tc.after)
@@ -539,7 +542,7 @@ func testLockedClaimPastHeld(t *testing.T, at, after int) {
 	if err := hold.QueryRowContext(ctx, "SELECT id FROM "+table+" WHERE id = ? FOR UPDATE", msgs[at].ID()).Scan(&held); err != nil {
 		t.Fatal(err)
 	}
-	err = s.InTx(ctx, func(ctx context.Context) error {
+	err = o.InTx(ctx, func(ctx context.Context) error {
 		c, err := o.ClaimLocked(ctx, 100, time.Minute)
 		if err != nil {
 			return err
