@@ -190,7 +190,7 @@ func handDrain(s *sqlstore.LockingStore, table string, batch int) func(ctx conte
 
 // BenchmarkDeleteIndexes is what each secondary index of the outbox costs
 // the server when the relay deletes published messages: the store's table
-// as migrated (indexes=both), and the same table with its unique ID, its
+// as migrated (drop=none), and the same table with its unique ID, its
 // claim_idx or both dropped. Each run saves b.N messages, waits for
 // InnoDB's purge, then deletes them in order by ranges of 1,000 seqs, one
 // transaction each, as the mark of a locked claim does, and waits for the
