@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -84,15 +85,7 @@ func BenchmarkClaimMark(b *testing.B) {
 		b.Run(impl, func(b *testing.B) {
 			cfg := tablesConfig(b, sqlstore.Config{})
 			s := newStoreOn(b, cfg)
-			msgs := make([]async.Message, b.N)
-			for i := range msgs {
-				msgs[i] = benchMessage(i)
-			}
-			for start := 0; start < len(msgs); start += 1000 {
-				if _, err := s.Outbox().SaveMany(ctx, msgs[start:min(start+1000, len(msgs))]); err != nil {
-					b.Fatal(err)
-				}
-			}
+			saveBacklog(b, s, b.N)
 			drain := storeDrain(s, batch)
 			switch impl {
 			case "store-lock":
@@ -208,15 +201,7 @@ func BenchmarkDeleteIndexes(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			msgs := make([]async.Message, b.N)
-			for i := range msgs {
-				msgs[i] = benchMessage(i)
-			}
-			for start := 0; start < len(msgs); start += 1000 {
-				if _, err := s.Outbox().SaveMany(ctx, msgs[start:min(start+1000, len(msgs))]); err != nil {
-					b.Fatal(err)
-				}
-			}
+			saveBacklog(b, s, b.N)
 			var first, last int64
 			if err := db.QueryRowContext(ctx, "SELECT min(seq), max(seq) FROM `"+cfg.OutboxTable+"`").Scan(&first, &last); err != nil {
 				b.Fatal(err)
@@ -271,4 +256,18 @@ func waitForPurge(b *testing.B, db *sql.DB) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	b.Fatal("InnoDB's purge did not catch up within a minute")
+}
+
+// saveBacklog saves n messages (benchMessage) in batches of 1,000.
+func saveBacklog(b *testing.B, s *sqlstore.LockingStore, n int) {
+	b.Helper()
+	msgs := make([]async.Message, n)
+	for i := range msgs {
+		msgs[i] = benchMessage(i)
+	}
+	for chunk := range slices.Chunk(msgs, 1000) {
+		if _, err := s.Outbox().SaveMany(context.Background(), chunk); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
