@@ -251,6 +251,9 @@ func TestMySQLClaimPlan(t *testing.T) {
 		if strings.Contains(row["Extra"], "temporary") || row["table"] == "<union1,3>" {
 			t.Errorf("the plan writes a temporary table: %v", row)
 		}
+		if row["table"] == "h" && !strings.Contains(row["ref"], "partition_key") {
+			t.Errorf("the lookup of a key's holders does not look up the key in %s: %v", idx, row)
+		}
 		if row["table"] != "o" {
 			continue
 		}
