@@ -47,6 +47,7 @@ func run(args []string, stdout io.Writer) error {
 	impls := fs.String("impls", strings.Join(scenario.Impls, ","), "implementations, comma-separated (with -db mysql also "+scenario.ImplLoopOutbox+")")
 	messages := fs.Int("messages", 100_000, "messages per drain")
 	payload := fs.Int("payload", 256, "payload bytes")
+	keys := fs.Int("keys", 0, "partition keys of the relay's messages, round robin (0: none; the loop keeps no key order and ignores them)")
 	raw := fs.String("raw", "", "append every drain's result to this file as a JSON line")
 	latency := fs.String("latency", "", "measure commit → PubAck latency at these rates (messages/s, comma-separated) instead of drains")
 	seconds := fs.Duration("duration", 10*time.Second, "with -latency: how long each run commits, after a 1s warm-up")
@@ -130,7 +131,7 @@ func run(args []string, stdout io.Writer) error {
 			return json.NewEncoder(stdout).Encode(r)
 		}
 		r, err := scenario.Drain(ctx, scenario.DrainSpec{PostgresURL: pgURL, NATSURL: natsURL, MySQLURL: mysqlURL,
-			Impl: is[0], Batch: bs[0], Messages: *messages, PayloadSize: *payload, Timed: timed})
+			Impl: is[0], Batch: bs[0], Messages: *messages, PayloadSize: *payload, Keys: *keys, Timed: timed})
 		if err != nil {
 			return err
 		}
@@ -165,7 +166,7 @@ func run(args []string, stdout io.Writer) error {
 			order := scenario.Rotate(is, r)
 			for _, impl := range order {
 				cmd := exec.Command(self, "-one", "-db", *db, "-impls", impl, "-batch", strconv.Itoa(b),
-					"-messages", strconv.Itoa(*messages), "-payload", strconv.Itoa(*payload))
+					"-messages", strconv.Itoa(*messages), "-payload", strconv.Itoa(*payload), "-keys", strconv.Itoa(*keys))
 				cmd.Stderr = os.Stderr
 				out, err := cmd.Output()
 				if err != nil {
