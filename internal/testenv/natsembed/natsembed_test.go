@@ -30,12 +30,20 @@ func TestRestartKeepsTheStore(t *testing.T) {
 	s.Stop()
 	s.Start()
 	var info *jetstream.StreamInfo
+	// Each attempt has a second of its own: a request sent before the
+	// client has reconnected would otherwise wait out the whole deadline.
+	attempt := func() (*jetstream.StreamInfo, error) {
+		actx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		st, err := js.Stream(actx, "E")
+		if err != nil {
+			return nil, err
+		}
+		return st.Info(actx)
+	}
 	for {
-		st, err := js.Stream(ctx, "E")
-		if err == nil {
-			if info, err = st.Info(ctx); err == nil {
-				break
-			}
+		if info, err = attempt(); err == nil {
+			break
 		}
 		if ctx.Err() != nil {
 			t.Fatalf("stream after restart: %v", err)
