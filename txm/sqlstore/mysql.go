@@ -284,12 +284,13 @@ func (mysqlEngine) statements(cfg Config) statements {
 	s.cancel = f(`DELETE FROM {outbox} WHERE id = $1 AND ` + scheduledWaiting)
 	s.scheduledMeta = f(`SELECT metadata FROM {outbox} WHERE id = $1 AND ` + scheduledWaiting + ` FOR UPDATE`)
 	s.reschedule = f(`UPDATE {outbox} SET next_attempt_at = $2, metadata = $3 WHERE id = $1 AND state = 'pending'`)
-	// MySQL has no partial index for the messages with a next attempt
-	// time: this reads the pending messages in claim_idx, few when the
-	// relay is idle, which is when it asks.
+	// A pending message with a next attempt time holds its key (held_key
+	// is not NULL): so said, this reads those in claim_idx, not every
+	// pending message, which a relay that found its keys blocked by its
+	// own batch in flight would read at each claim.
 	s.nextDue = f(`SELECT coalesce(TIMESTAMPDIFF(MICROSECOND, {now}, min(next_attempt_at)), 0)
-    FROM {outbox}
-    WHERE state = 'pending' AND next_attempt_at > {now}`)
+    FROM {outbox} FORCE INDEX ({claim_idx})
+    WHERE state = 'pending' AND held_key IS NOT NULL AND next_attempt_at > {now}`)
 	// A published message holds no key (held_key IS NULL): so said, and
 	// ordered as claim_idx is, the oldest published messages are read from
 	// it with nothing to sort.
@@ -380,13 +381,14 @@ func mysqlRetry(ctx context.Context, own bool, fn func() error) error {
 // UPDATE would make every save wait for the claim's transaction to end.
 func (s *Store) mysqlPick(ctx context.Context, q querier, limit int) ([]claimedRow, error) {
 	own, blocked := s.eng.(mysqlEngine).own.snapshot()
-	// The messages held by the store's own transactions are left out by
-	// the statement where they make runs of seqs (mysqlSkip); those it
-	// reads anyway are dropped here.
-	stmt, skip, covered := mysqlSkip(s.stmts.claim, own)
-	read := limit + len(own) - covered
 	var after int64
 	for {
+		// The messages held by the store's own transactions are left
+		// out by the statement where they make runs of seqs, and the
+		// messages of keys blocked already (mysqlSkip); those it reads
+		// anyway are dropped here.
+		stmt, skip, covered := mysqlSkip(s.stmts.claim, own, blocked)
+		read := limit + len(own) - covered
 		all, err := s.mysqlCandidates(ctx, q, stmt, read, after, skip)
 		if err != nil || len(all) == 0 {
 			return nil, err
@@ -452,10 +454,15 @@ const mysqlSkipRuns = 4
 // mysqlSkip returns stmt (mysqlCandidatesSQL) with {skip} written as
 // conditions that leave out the longest runs of consecutive seqs in own,
 // up to mysqlSkipRuns of them, their bounds as the arguments from $3 on,
-// and how many seqs of own they cover. A relay's batch in flight is one
-// run or a few: a list of its seqs in a NOT IN would be read by MariaDB,
-// from 1000 values on, as a table of its own.
-func mysqlSkip(stmt string, own map[int64]bool) (string, []any, int) {
+// and the messages of the keys in blocked, up to mysqlMaxList of them, as
+// the list argument after those; it also returns how many seqs of own the
+// runs cover. A relay's batch in flight is one run or a few: a list of its
+// seqs in a NOT IN would be read by MariaDB, from 1000 values on, as a
+// table of its own. Its keys are blocked while it is in flight: when it
+// spans every key of the backlog, as it does with few keys, the statement
+// reads past all their messages in the index instead of returning them,
+// page after page, for the caller to drop.
+func mysqlSkip(stmt string, own map[int64]bool, blocked map[string]bool) (string, []any, int) {
 	seqs := slices.Sorted(maps.Keys(own))
 	type run struct{ lo, hi int64 }
 	var runs []run
@@ -475,6 +482,12 @@ func mysqlSkip(stmt string, own map[int64]bool) (string, []any, int) {
 		fmt.Fprintf(&cond, " AND o.seq NOT BETWEEN $%d AND $%d", 3+2*i, 4+2*i)
 		args = append(args, r.lo, r.hi)
 		covered += int(r.hi - r.lo + 1)
+	}
+	if len(blocked) > 0 {
+		keys := slices.Sorted(maps.Keys(blocked))
+		keys = keys[:min(len(keys), mysqlMaxList)]
+		fmt.Fprintf(&cond, " AND (o.partition_key IS NULL OR o.partition_key NOT IN ($%d))", 3+len(args))
+		args = append(args, keys)
 	}
 	return strings.ReplaceAll(stmt, "{skip}", cond.String()), args, covered
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -187,21 +188,27 @@ func TestMySQLSkip(t *testing.T) {
 	}
 	tests := []struct {
 		own      map[int64]bool
+		blocked  map[string]bool
 		want     string
 		wantArgs []any
 		covered  int
 	}{
-		{nil, "x > $2 y", []any{}, 0},
-		{set(5, 6, 7), "x > $2 AND o.seq NOT BETWEEN $3 AND $4 y", []any{int64(5), int64(7)}, 3},
+		{nil, nil, "x > $2 y", []any{}, 0},
+		{set(5, 6, 7), nil, "x > $2 AND o.seq NOT BETWEEN $3 AND $4 y", []any{int64(5), int64(7)}, 3},
+		// The blocked keys come after the runs, as one list, sorted.
+		{set(5, 6, 7), map[string]bool{"b": true, "a": true},
+			"x > $2 AND o.seq NOT BETWEEN $3 AND $4 AND (o.partition_key IS NULL OR o.partition_key NOT IN ($5)) y",
+			[]any{int64(5), int64(7), []string{"a", "b"}}, 3},
+		{nil, map[string]bool{"a": true}, "x > $2 AND (o.partition_key IS NULL OR o.partition_key NOT IN ($3)) y", []any{[]string{"a"}}, 0},
 		// The longest runs first, at most mysqlSkipRuns of them: 30 is
 		// left for the caller to drop.
-		{set(1, 3, 4, 10, 11, 12, 20, 21, 30), "x > $2 AND o.seq NOT BETWEEN $3 AND $4 AND o.seq NOT BETWEEN $5 AND $6" +
+		{set(1, 3, 4, 10, 11, 12, 20, 21, 30), nil, "x > $2 AND o.seq NOT BETWEEN $3 AND $4 AND o.seq NOT BETWEEN $5 AND $6" +
 			" AND o.seq NOT BETWEEN $7 AND $8 AND o.seq NOT BETWEEN $9 AND $10 y",
 			[]any{int64(10), int64(12), int64(3), int64(4), int64(20), int64(21), int64(1), int64(1)}, 8},
 	}
 	for _, tt := range tests {
-		got, args, covered := mysqlSkip("x > $2{skip} y", tt.own)
-		if got != tt.want || !slices.Equal(args, tt.wantArgs) || covered != tt.covered {
+		got, args, covered := mysqlSkip("x > $2{skip} y", tt.own, tt.blocked)
+		if got != tt.want || !reflect.DeepEqual(args, tt.wantArgs) || covered != tt.covered {
 			t.Errorf("mysqlSkip(%v) = %q, %v, %d; want %q, %v, %d", tt.own, got, args, covered, tt.want, tt.wantArgs, tt.covered)
 		}
 	}
@@ -242,7 +249,7 @@ func TestMySQLClaimPlan(t *testing.T) {
 	if _, err := s.db.ExecContext(ctx, "ANALYZE TABLE "+s.cfg.qualified(s.cfg.OutboxTable)); err != nil {
 		t.Fatal(err)
 	}
-	stmt, skip, _ := mysqlSkip(s.stmts.claim, map[int64]bool{5: true, 6: true})
+	stmt, skip, _ := mysqlSkip(s.stmts.claim, map[int64]bool{5: true, 6: true}, map[string]bool{"k1": true})
 	query, args := mysqlBind("EXPLAIN "+stmt, append([]any{100, 0}, skip...))
 	idx := s.cfg.OutboxTable + "_claim_idx"
 	var outer int
@@ -311,6 +318,38 @@ func TestMySQLMarkRunPlan(t *testing.T) {
 				t.Errorf("%s statistics, keep=%v: the run is read with %v, want a range of PRIMARY without a sort", stats, keep, row)
 			}
 		}
+	}
+}
+
+// TestMySQLNextDuePlan: the relay's question of when the next retry or
+// scheduled message is due reads the messages that hold their keys in
+// claim_idx, not every pending message: with 300 pending and none waiting,
+// the plan reads a few rows of the index.
+func TestMySQLNextDuePlan(t *testing.T) {
+	s := unmigratedMySQL(t, 1)[0]
+	ctx := context.Background()
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	msgs := make([]async.Message, 300)
+	for i := range msgs {
+		msgs[i] = async.NewMessage("plan", "Planned", []byte("{}"))
+	}
+	if _, err := s.Outbox().SaveMany(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.db.ExecContext(ctx, "ANALYZE TABLE "+s.cfg.qualified(s.cfg.OutboxTable)); err != nil {
+		t.Fatal(err)
+	}
+	plan := explainRows(t, s.db, "EXPLAIN "+s.stmts.nextDue)
+	if len(plan) != 1 {
+		t.Fatalf("plan %v, want one row", plan)
+	}
+	row := plan[0]
+	t.Logf("%v", row)
+	rows, _ := strconv.Atoi(row["rows"])
+	if row["key"] != s.cfg.OutboxTable+"_claim_idx" || row["type"] != "range" || rows >= 100 {
+		t.Errorf("the next due time is read with %v, want a range of a few rows of claim_idx", row)
 	}
 }
 

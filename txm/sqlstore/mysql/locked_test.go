@@ -581,3 +581,74 @@ func claimedIDsOf(msgs []async.Message) []string {
 	}
 	return out
 }
+
+// TestLockedClaimPastBlockedKeys: while a transaction of the store holds
+// the head of every key, the next claim takes what comes after those keys'
+// messages in one read of candidates, not page by page through them: it
+// returns the unkeyed message at the end of the backlog with a few
+// statements (the session's Com_select), where reading page by page would
+// take a hundred.
+func TestLockedClaimPastBlockedKeys(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t, sqlstore.Config{})
+	o := s.Outbox()
+	var msgs []async.Message
+	for i := range 100 {
+		for k := range 10 {
+			msgs = append(msgs, keyed(fmt.Sprintf("k%d", k), i))
+		}
+	}
+	msgs = append(msgs, async.NewMessage("t", "T", nil, async.WithID("free-1")))
+	if _, err := o.SaveMany(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	first, release := make(chan []string, 1), make(chan struct{})
+	errs := make(chan error, 1)
+	go func() {
+		errs <- s.InTx(ctx, func(ctx context.Context) error {
+			c, err := o.ClaimLocked(ctx, 10, time.Minute)
+			first <- claimedIDs(c)
+			<-release
+			return err
+		})
+	}()
+	if got := <-first; len(got) != 10 {
+		close(release)
+		t.Fatalf("first claim: %v, want the head of each of the 10 keys", got)
+	}
+	err := s.InTx(ctx, func(ctx context.Context) error {
+		tx, _ := sqlstore.TxFromContext(ctx)
+		selects := func() (n int, err error) {
+			var name string
+			err = tx.QueryRowContext(ctx, "SHOW SESSION STATUS LIKE 'Com_select'").Scan(&name, &n)
+			return n, err
+		}
+		before, err := selects()
+		if err != nil {
+			return err
+		}
+		c, err := o.ClaimLocked(ctx, 10, time.Minute)
+		if err != nil {
+			return err
+		}
+		after, err := selects()
+		if err != nil {
+			return err
+		}
+		if got := claimedIDs(c); !slices.Equal(got, []string{"free-1"}) {
+			return fmt.Errorf("claim beside the open one: %v, want [free-1]", got)
+		}
+		if n := after - before; n > 3 {
+			return fmt.Errorf("the claim ran %d SELECTs to pass the blocked keys, want at most 3", n)
+		}
+		return nil
+	})
+	close(release)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+}
