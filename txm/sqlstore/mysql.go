@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/transmanager/transmanager/txm"
@@ -57,8 +58,10 @@ const mysqlHolder = `(EXISTS (
 
 // mysqlCandidatesSQL selects available messages after the seq $2 that come
 // before the first message holding their key, as sqliteCandidates does,
-// with their keys, and outside the ranges of seqs that mysqlSkip writes in
-// place of {skip}: up to $1 of each of its two parts, in save order within
+// with their keys, and outside the ranges of seqs and keys that mysqlSkip
+// writes in place of {skip} and, in the first part, the keys held that
+// mysqlUnheld writes in place of {unheld}: up to $1 of each of its two
+// parts, in save order within
 // each, which Store.mysqlCandidates merges into the first $1. It reads
 // without locking; Store.mysqlPick locks them afterwards. claim_idx has the
 // pending messages that are ready to publish (held_key is NULL) in save
@@ -69,7 +72,7 @@ const mysqlHolder = `(EXISTS (
 // key reads every published message kept.
 const mysqlCandidatesSQL = `(SELECT o.seq, o.partition_key
     FROM {outbox} o FORCE INDEX ({claim_idx})
-    WHERE o.state = 'pending' AND o.held_key IS NULL AND o.published_at IS NULL AND o.seq > $2{skip}
+    WHERE o.state = 'pending' AND o.held_key IS NULL AND o.published_at IS NULL AND o.seq > $2{skip}{unheld}
       AND (o.partition_key IS NULL OR NOT ` + mysqlHolder + `)
     ORDER BY o.seq
     LIMIT $1)
@@ -87,6 +90,11 @@ type mysqlEngine struct {
 	// own holds the messages that locked claims of the store's own open
 	// transactions hold (see mysqlOwnLocks).
 	own *mysqlOwnLocks
+	// keyed is whether the store's last claim read candidates with
+	// partition keys: only then does the next one read the keys held
+	// (Store.mysqlHeldKeys), a statement that a backlog without keys
+	// has no use for.
+	keyed *atomic.Bool
 }
 
 var _ lockingEngine = mysqlEngine{}
@@ -153,7 +161,7 @@ func newMySQL(db *sql.DB, cfg Config) (*Store, error) {
 	if db == nil {
 		return nil, errMySQLDB
 	}
-	s, err := newStore(mysqlEngine{own: &mysqlOwnLocks{}}, cfg)
+	s, err := newStore(mysqlEngine{own: &mysqlOwnLocks{}, keyed: &atomic.Bool{}}, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -185,6 +193,18 @@ func (mysqlEngine) statements(cfg Config) statements {
     VALUES ($1, $2, $3, $4, $5, $6, $7, {now})
     ON DUPLICATE KEY UPDATE id = id`)
 	s.claim = f(mysqlCandidatesSQL)
+	// heldKeys reads the keys held now (see holdsKey), each with the seq
+	// of its first holder, by pending messages and by dead ones, from
+	// claim_idx in the order of its first two columns, where a key's
+	// first holder is its first entry.
+	s.heldKeys = f(`(SELECT h.held_key, min(h.seq) FROM {outbox} h FORCE INDEX ({claim_idx})
+    WHERE h.state = 'pending' AND h.held_key > '' AND h.published_at IS NULL AND ` + holdsKey + `
+    GROUP BY h.held_key)
+UNION ALL
+(SELECT h.held_key, min(h.seq) FROM {outbox} h FORCE INDEX ({claim_idx})
+    WHERE h.state = 'dead' AND h.held_key > '' AND h.published_at IS NULL
+    GROUP BY h.held_key)
+LIMIT $1`)
 	// lockCandidates locks the candidates (a list of seqs) where it finds them,
 	// passing over the rows that another transaction holds, and reads each
 	// one as it is now, with whether it is still available.
@@ -380,7 +400,17 @@ func mysqlRetry(ctx context.Context, own bool, fn func() error) error {
 // the gaps between the rows it scans: a SELECT ... ORDER BY seq LIMIT n FOR
 // UPDATE would make every save wait for the claim's transaction to end.
 func (s *Store) mysqlPick(ctx context.Context, q querier, limit int) ([]claimedRow, error) {
-	own, blocked := s.eng.(mysqlEngine).own.snapshot()
+	eng := s.eng.(mysqlEngine)
+	own, blocked := eng.own.snapshot()
+	var held mysqlHeld
+	if eng.keyed.Load() {
+		var err error
+		if held, err = s.mysqlHeldKeys(ctx, q); err != nil {
+			return nil, err
+		}
+	}
+	keyed := len(held.keys) > 0 || len(blocked) > 0
+	defer func() { eng.keyed.Store(keyed) }()
 	var after int64
 	for {
 		// The messages held by the store's own transactions are left
@@ -388,11 +418,13 @@ func (s *Store) mysqlPick(ctx context.Context, q querier, limit int) ([]claimedR
 		// messages of keys blocked already (mysqlSkip); those it reads
 		// anyway are dropped here.
 		stmt, skip, covered := mysqlSkip(s.stmts.claim, own, blocked)
+		stmt, skip = mysqlUnheld(stmt, skip, held)
 		read := limit + len(own) - covered
 		all, err := s.mysqlCandidates(ctx, q, stmt, read, after, skip)
 		if err != nil || len(all) == 0 {
 			return nil, err
 		}
+		keyed = keyed || slices.ContainsFunc(all, func(c mysqlCandidate) bool { return c.key.Valid })
 		// The first limit candidates not held by the store's own
 		// transactions, up to the seq last.
 		cands := make([]mysqlCandidate, 0, min(len(all), limit))
@@ -490,6 +522,62 @@ func mysqlSkip(stmt string, own map[int64]bool, blocked map[string]bool) (string
 		args = append(args, keys)
 	}
 	return strings.ReplaceAll(stmt, "{skip}", cond.String()), args, covered
+}
+
+// mysqlHeld is what the claim's read of candidates is told of the keys
+// held now: those keys, and the last seq at which one of them is first
+// held.
+type mysqlHeld struct {
+	keys []string
+	last int64
+}
+
+// mysqlHeldKeys reads the keys held now, up to mysqlMaxList of them.
+func (s *Store) mysqlHeldKeys(ctx context.Context, q querier) (mysqlHeld, error) {
+	rows, err := q.query(ctx, s.stmts.heldKeys, mysqlMaxList)
+	if err != nil {
+		return mysqlHeld{}, err
+	}
+	first := map[string]int64{}
+	for rows.Next() {
+		var k string
+		var seq int64
+		if err := rows.Scan(&k, &seq); err != nil {
+			_ = rows.Close()
+			return mysqlHeld{}, err
+		}
+		if f, ok := first[k]; !ok || seq < f {
+			first[k] = seq
+		}
+	}
+	if err := rows.Close(); err != nil {
+		return mysqlHeld{}, err
+	}
+	var h mysqlHeld
+	for k, seq := range first {
+		h.keys = append(h.keys, k)
+		h.last = max(h.last, seq)
+	}
+	slices.Sort(h.keys)
+	return h, nil
+}
+
+// mysqlUnheld returns stmt with {unheld} written as a condition that
+// leaves out the messages of the keys held after the last seq at which
+// one of them is first held, with those two as the arguments after args.
+// Each of those messages comes after its key's first holder: the lookup
+// of holders (mysqlHolder) passes over them too, but at the cost of two
+// lookups in the index for each message read, where this is a look-up in a
+// list. A relay whose batches in flight lease every key of the backlog
+// read the whole backlog so, at each claim, to return nothing. It applies
+// to the messages ready to publish (the first part of mysqlCandidatesSQL);
+// the held ones are few.
+func mysqlUnheld(stmt string, args []any, held mysqlHeld) (string, []any) {
+	if len(held.keys) == 0 {
+		return strings.ReplaceAll(stmt, "{unheld}", ""), args
+	}
+	cond := fmt.Sprintf(" AND (o.partition_key IS NULL OR o.seq <= $%d OR o.partition_key NOT IN ($%d))", 3+len(args), 4+len(args))
+	return strings.ReplaceAll(stmt, "{unheld}", cond), append(args, held.last, held.keys)
 }
 
 // mysqlCandidate is a message that a claim may take, as read without

@@ -214,6 +214,18 @@ func TestMySQLSkip(t *testing.T) {
 	}
 }
 
+func TestMySQLUnheld(t *testing.T) {
+	stmt, args := mysqlUnheld("x > $2{skip}{unheld} y", []any{int64(5), int64(7)}, mysqlHeld{})
+	if want := "x > $2{skip} y"; stmt != want || !reflect.DeepEqual(args, []any{int64(5), int64(7)}) {
+		t.Errorf("mysqlUnheld, no keys held = %q, %v; want %q and the arguments as they were", stmt, args, want)
+	}
+	stmt, args = mysqlUnheld("x > $2{unheld} y", []any{int64(5), int64(7)}, mysqlHeld{keys: []string{"a", "b"}, last: 9})
+	want := "x > $2 AND (o.partition_key IS NULL OR o.seq <= $5 OR o.partition_key NOT IN ($6)) y"
+	if wantArgs := []any{int64(5), int64(7), int64(9), []string{"a", "b"}}; stmt != want || !reflect.DeepEqual(args, wantArgs) {
+		t.Errorf("mysqlUnheld = %q, %v; want %q, %v", stmt, args, want, wantArgs)
+	}
+}
+
 func TestMySQLStatements(t *testing.T) {
 	got := mysqlStatements("-- a comment;\nCREATE TABLE a (\n    -- not the end;\n    x INT\n);\n\nCREATE TABLE b (y INT);\n")
 	want := []string{"CREATE TABLE a (\n    -- not the end;\n    x INT\n);\n", "CREATE TABLE b (y INT);\n"}
@@ -250,6 +262,7 @@ func TestMySQLClaimPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	stmt, skip, _ := mysqlSkip(s.stmts.claim, map[int64]bool{5: true, 6: true}, map[string]bool{"k1": true})
+	stmt, skip = mysqlUnheld(stmt, skip, mysqlHeld{keys: []string{"k2", "k3"}, last: 40})
 	query, args := mysqlBind("EXPLAIN "+stmt, append([]any{100, 0}, skip...))
 	idx := s.cfg.OutboxTable + "_claim_idx"
 	var outer int
@@ -350,6 +363,45 @@ func TestMySQLNextDuePlan(t *testing.T) {
 	rows, _ := strconv.Atoi(row["rows"])
 	if row["key"] != s.cfg.OutboxTable+"_claim_idx" || row["type"] != "range" || rows >= 100 {
 		t.Errorf("the next due time is read with %v, want a range of a few rows of claim_idx", row)
+	}
+}
+
+// TestMySQLHeldKeysPlan: the claim's read of the keys held reads the
+// messages that may hold a key in claim_idx, pending and dead, not every
+// pending message: with 300 pending and none holding a key, each part
+// reads a range of a few rows of the index.
+func TestMySQLHeldKeysPlan(t *testing.T) {
+	s := unmigratedMySQL(t, 1)[0]
+	ctx := context.Background()
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	msgs := make([]async.Message, 300)
+	for i := range msgs {
+		msgs[i] = async.NewMessage("plan", "Planned", []byte("{}"),
+			async.WithMetadata(async.Metadata{async.MetaPartitionKey: "k" + strconv.Itoa(i%7)}))
+	}
+	if _, err := s.Outbox().SaveMany(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.db.ExecContext(ctx, "ANALYZE TABLE "+s.cfg.qualified(s.cfg.OutboxTable)); err != nil {
+		t.Fatal(err)
+	}
+	query, args := mysqlBind("EXPLAIN "+s.stmts.heldKeys, []any{mysqlMaxList})
+	parts := 0
+	for _, row := range explainRows(t, s.db, query, args...) {
+		t.Logf("%v", row)
+		if row["table"] != "h" {
+			continue
+		}
+		parts++
+		rows, _ := strconv.Atoi(row["rows"])
+		if row["key"] != s.cfg.OutboxTable+"_claim_idx" || row["type"] != "range" || rows >= 100 {
+			t.Errorf("the keys held are read with %v, want a range of a few rows of claim_idx", row)
+		}
+	}
+	if parts != 2 {
+		t.Errorf("the plan reads the outbox %d times, want 2 (pending, dead)", parts)
 	}
 }
 

@@ -652,3 +652,72 @@ func TestLockedClaimPastBlockedKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestLeasedClaimPastHeldKeys: while leases of an earlier claim hold the
+// head of every key, the next claim passes over those keys' messages in
+// the statement, not message by message through a lookup of holders: it
+// returns the unkeyed message at the end of the backlog, and MariaDB runs
+// the lookup (a dependent subquery: the session's Subquery_cache_miss and
+// Subquery_cache_hit) at most once a key for the 990 messages held back
+// (200 times before).
+func TestLeasedClaimPastHeldKeys(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t, sqlstore.Config{})
+	o := s.Outbox()
+	const keys, each = 10, 100
+	var msgs []async.Message
+	for i := range each {
+		for k := range keys {
+			msgs = append(msgs, keyed(fmt.Sprintf("k%d", k), i))
+		}
+	}
+	msgs = append(msgs, async.NewMessage("t", "T", nil, async.WithID("free-1")))
+	if _, err := o.SaveMany(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := o.Claim(ctx, keys, time.Minute); err != nil || len(c) != keys {
+		t.Fatalf("first claim: %v, %v; want the head of each of the %d keys", claimedIDs(c), err, keys)
+	}
+	err := s.InTx(ctx, func(ctx context.Context) error {
+		tx, _ := sqlstore.TxFromContext(ctx)
+		reads := func() (n int, err error) {
+			rows, err := tx.QueryContext(ctx, "SHOW SESSION STATUS WHERE Variable_name IN ('Subquery_cache_miss', 'Subquery_cache_hit')")
+			if err != nil {
+				return 0, err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var name string
+				var v int
+				if err := rows.Scan(&name, &v); err != nil {
+					return 0, err
+				}
+				n += v
+			}
+			return n, rows.Err()
+		}
+		before, err := reads()
+		if err != nil {
+			return err
+		}
+		c, err := o.Claim(ctx, keys, time.Minute)
+		if err != nil {
+			return err
+		}
+		after, err := reads()
+		if err != nil {
+			return err
+		}
+		if got := claimedIDs(c); !slices.Equal(got, []string{"free-1"}) {
+			return fmt.Errorf("claim beside the leases: %v, want [free-1]", got)
+		}
+		if n := after - before; n > keys {
+			return fmt.Errorf("the claim looked up the holders of a key %d times to pass %d messages held back, want at most %d", n, keys*(each-1), keys)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
