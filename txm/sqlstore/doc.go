@@ -193,7 +193,12 @@
 // with FOR UPDATE SKIP LOCKED in a second statement, rechecks each on the
 // row as locked, and leases, per key, the candidates before the first one
 // it could not lock or that changed: the same guarantee without the
-// advisory lock.
+// advisory lock. While its claims meet partition keys, a MySQL claim first
+// reads the keys held now (leased, retrying or dead, from the index of
+// held messages) and passes over the ready messages of those keys in its
+// read of candidates as a list, with the keys of the store's own batches
+// in flight: a claim made while every key of the backlog is held reads
+// the index past them, instead of looking up a holder for each message.
 //
 // The claim scans pending messages from the oldest, looks up each key's
 // first holding message in held_idx (memoized per key), and stops after
