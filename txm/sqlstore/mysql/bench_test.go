@@ -271,3 +271,77 @@ func saveBacklog(b *testing.B, s *sqlstore.LockingStore, n int) {
 		}
 	}
 }
+
+// BenchmarkInsertRow is what the server spends (mysqld-us/msg, from /proc)
+// on the outbox's INSERT of a message, 50 to a transaction on one
+// connection so that the commits weigh little: Outbox.Save on the table
+// as migrated; on it without its two secondary indexes; without those, its
+// CHECK and its generated column (held_key), the bare columns; and a hand-written
+// INSERT into a minimal table of the write path's baseline (a serial key,
+// the topic and the payload; scenario.Path), with the same payload.
+func BenchmarkInsertRow(b *testing.B) {
+	ctx := context.Background()
+	for _, table := range []string{"as-migrated", "no-indexes", "bare-columns", "minimal"} {
+		b.Run("table="+table, func(b *testing.B) {
+			cfg := tablesConfig(b, sqlstore.Config{})
+			s := newStoreOn(b, cfg)
+			db := s.DB()
+			alter := map[string][]string{
+				"no-indexes":   {"DROP INDEX `{t}_id_key`", "DROP INDEX `{t}_claim_idx`"},
+				"bare-columns": {"DROP INDEX `{t}_id_key`", "DROP INDEX `{t}_claim_idx`", "DROP CONSTRAINT `{t}_state_check`", "DROP COLUMN held_key"},
+			}[table]
+			for _, a := range alter {
+				if _, err := db.ExecContext(ctx, "ALTER TABLE `"+cfg.OutboxTable+"` "+strings.ReplaceAll(a, "{t}", cfg.OutboxTable)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			minimal := cfg.OutboxTable + "_minimal"
+			if table == "minimal" {
+				if _, err := db.ExecContext(ctx, "CREATE TABLE `"+minimal+"` (id BIGINT AUTO_INCREMENT PRIMARY KEY, topic VARCHAR(255) NOT NULL, payload LONGBLOB NOT NULL)"); err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { _, _ = db.ExecContext(context.Background(), "DROP TABLE `"+minimal+"`") })
+			}
+			msgs := make([]async.Message, b.N)
+			for i := range msgs {
+				msgs[i] = benchMessage(i)
+			}
+			insert := "INSERT INTO `" + minimal + "` (topic, payload) VALUES (?, ?)"
+			waitForPurge(b, db)
+			before, err := scenario.ReadCPU()
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for chunk := range slices.Chunk(msgs, 50) {
+				err := s.InTx(ctx, func(ctx context.Context) error {
+					tx, _ := sqlstore.TxFromContext(ctx)
+					for _, m := range chunk {
+						var err error
+						if table == "minimal" {
+							_, err = tx.ExecContext(ctx, insert, m.Subject(), m.Data())
+						} else {
+							err = s.Outbox().Save(ctx, m)
+						}
+						if err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			after, err := scenario.ReadCPU()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if after.MySQL == 0 {
+				b.Skip("no mysqld or mariadbd on this machine: its CPU cannot be read")
+			}
+			b.ReportMetric(float64(after.Sub(before).MySQL.Microseconds())/float64(b.N), "mysqld-us/msg")
+		})
+	}
+}
