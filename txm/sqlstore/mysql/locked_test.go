@@ -586,8 +586,8 @@ func claimedIDsOf(msgs []async.Message) []string {
 // the head of every key, the next claim takes what comes after those keys'
 // messages in one read of candidates, not page by page through them: it
 // returns the unkeyed message at the end of the backlog with a few
-// statements (the session's Com_select), where reading page by page would
-// take a hundred.
+// statements (the session's Com_select), where reading page by page takes
+// one a page.
 func TestLockedClaimPastBlockedKeys(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -658,8 +658,8 @@ func TestLockedClaimPastBlockedKeys(t *testing.T) {
 // the statement, not message by message through a lookup of holders: it
 // returns the unkeyed message at the end of the backlog, and MariaDB runs
 // the lookup (a dependent subquery: the session's Subquery_cache_miss and
-// Subquery_cache_hit) at most once a key for the 990 messages held back
-// (200 times before).
+// Subquery_cache_hit) at most once a key for the 990 messages held back,
+// not for a good part of them.
 func TestLeasedClaimPastHeldKeys(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
