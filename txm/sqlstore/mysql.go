@@ -402,14 +402,14 @@ func mysqlRetry(ctx context.Context, own bool, fn func() error) error {
 func (s *Store) mysqlPick(ctx context.Context, q querier, limit int) ([]claimedRow, error) {
 	eng := s.eng.(mysqlEngine)
 	own, blocked := eng.own.snapshot()
-	var held mysqlHeld
+	var held []mysqlHeldGroup
 	if eng.keyed.Load() {
 		var err error
 		if held, err = s.mysqlHeldKeys(ctx, q); err != nil {
 			return nil, err
 		}
 	}
-	keyed := len(held.keys) > 0 || len(blocked) > 0
+	keyed := len(held) > 0 || len(blocked) > 0
 	defer func() { eng.keyed.Store(keyed) }()
 	var after int64
 	for {
@@ -524,19 +524,22 @@ func mysqlSkip(stmt string, own map[int64]bool, blocked map[string]bool) (string
 	return strings.ReplaceAll(stmt, "{skip}", cond.String()), args, covered
 }
 
-// mysqlHeld is what the claim's read of candidates is told of the keys
-// held now: those keys, and the last seq at which one of them is first
-// held.
-type mysqlHeld struct {
+// mysqlHeldGroups is how many groups of keys held a claim's read of
+// candidates leaves out at most (see mysqlUnheld).
+const mysqlHeldGroups = 4
+
+// mysqlHeldGroup is keys held, each first held at the seq last or before.
+type mysqlHeldGroup struct {
 	keys []string
 	last int64
 }
 
-// mysqlHeldKeys reads the keys held now, up to mysqlMaxList of them.
-func (s *Store) mysqlHeldKeys(ctx context.Context, q querier) (mysqlHeld, error) {
+// mysqlHeldKeys reads the keys held now, up to mysqlMaxList of them, in
+// groups (see mysqlUnheld).
+func (s *Store) mysqlHeldKeys(ctx context.Context, q querier) ([]mysqlHeldGroup, error) {
 	rows, err := q.query(ctx, s.stmts.heldKeys, mysqlMaxList)
 	if err != nil {
-		return mysqlHeld{}, err
+		return nil, err
 	}
 	first := map[string]int64{}
 	for rows.Next() {
@@ -544,40 +547,66 @@ func (s *Store) mysqlHeldKeys(ctx context.Context, q querier) (mysqlHeld, error)
 		var seq int64
 		if err := rows.Scan(&k, &seq); err != nil {
 			_ = rows.Close()
-			return mysqlHeld{}, err
+			return nil, err
 		}
 		if f, ok := first[k]; !ok || seq < f {
 			first[k] = seq
 		}
 	}
 	if err := rows.Close(); err != nil {
-		return mysqlHeld{}, err
+		return nil, err
 	}
-	var h mysqlHeld
-	for k, seq := range first {
-		h.keys = append(h.keys, k)
-		h.last = max(h.last, seq)
-	}
-	slices.Sort(h.keys)
-	return h, nil
+	return mysqlGroupHeld(first), nil
 }
 
-// mysqlUnheld returns stmt with {unheld} written as a condition that
-// leaves out the messages of the keys held after the last seq at which
-// one of them is first held, with those two as the arguments after args.
-// Each of those messages comes after its key's first holder: the lookup
-// of holders (mysqlHolder) passes over them too, but at the cost of two
+// mysqlGroupHeld splits the keys held, by the seq at which each is first
+// held, into up to mysqlHeldGroups groups at the widest gaps between those
+// seqs, so that a key first held late, a retry at the end of the backlog,
+// leaves the others their own bound.
+func mysqlGroupHeld(first map[string]int64) []mysqlHeldGroup {
+	if len(first) == 0 {
+		return nil
+	}
+	keys := slices.SortedFunc(maps.Keys(first), func(a, b string) int {
+		return cmp.Or(cmp.Compare(first[a], first[b]), cmp.Compare(a, b))
+	})
+	// The ends of the groups: after the widest gaps, and the last key.
+	gaps := make([]int, 0, len(keys)-1)
+	for i := range len(keys) - 1 {
+		gaps = append(gaps, i)
+	}
+	slices.SortStableFunc(gaps, func(a, b int) int {
+		return cmp.Compare(first[keys[b+1]]-first[keys[b]], first[keys[a+1]]-first[keys[a]])
+	})
+	ends := append(gaps[:min(len(gaps), mysqlHeldGroups-1)], len(keys)-1)
+	slices.Sort(ends)
+	groups := make([]mysqlHeldGroup, 0, len(ends))
+	lo := 0
+	for _, end := range ends {
+		g := mysqlHeldGroup{keys: slices.Sorted(slices.Values(keys[lo : end+1])), last: first[keys[end]]}
+		groups = append(groups, g)
+		lo = end + 1
+	}
+	return groups
+}
+
+// mysqlUnheld returns stmt with {unheld} written as conditions that leave
+// out, for each group of keys held, the messages of its keys after the
+// seq last of the group, with those as the arguments after args. Each of
+// those messages comes after its key's first holder: the lookup of
+// holders (mysqlHolder) passes over them too, but at the cost of two
 // lookups in the index for each message read, where this is a look-up in a
 // list. A relay whose batches in flight lease every key of the backlog
 // read the whole backlog so, at each claim, to return nothing. It applies
 // to the messages ready to publish (the first part of mysqlCandidatesSQL);
 // the held ones are few.
-func mysqlUnheld(stmt string, args []any, held mysqlHeld) (string, []any) {
-	if len(held.keys) == 0 {
-		return strings.ReplaceAll(stmt, "{unheld}", ""), args
+func mysqlUnheld(stmt string, args []any, groups []mysqlHeldGroup) (string, []any) {
+	var cond strings.Builder
+	for _, g := range groups {
+		fmt.Fprintf(&cond, " AND (o.partition_key IS NULL OR o.seq <= $%d OR o.partition_key NOT IN ($%d))", 3+len(args), 4+len(args))
+		args = append(args, g.last, g.keys)
 	}
-	cond := fmt.Sprintf(" AND (o.partition_key IS NULL OR o.seq <= $%d OR o.partition_key NOT IN ($%d))", 3+len(args), 4+len(args))
-	return strings.ReplaceAll(stmt, "{unheld}", cond), append(args, held.last, held.keys)
+	return strings.ReplaceAll(stmt, "{unheld}", cond.String()), args
 }
 
 // mysqlCandidate is a message that a claim may take, as read without

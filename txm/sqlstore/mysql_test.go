@@ -215,14 +215,38 @@ func TestMySQLSkip(t *testing.T) {
 }
 
 func TestMySQLUnheld(t *testing.T) {
-	stmt, args := mysqlUnheld("x > $2{skip}{unheld} y", []any{int64(5), int64(7)}, mysqlHeld{})
+	stmt, args := mysqlUnheld("x > $2{skip}{unheld} y", []any{int64(5), int64(7)}, nil)
 	if want := "x > $2{skip} y"; stmt != want || !reflect.DeepEqual(args, []any{int64(5), int64(7)}) {
 		t.Errorf("mysqlUnheld, no keys held = %q, %v; want %q and the arguments as they were", stmt, args, want)
 	}
-	stmt, args = mysqlUnheld("x > $2{unheld} y", []any{int64(5), int64(7)}, mysqlHeld{keys: []string{"a", "b"}, last: 9})
-	want := "x > $2 AND (o.partition_key IS NULL OR o.seq <= $5 OR o.partition_key NOT IN ($6)) y"
-	if wantArgs := []any{int64(5), int64(7), int64(9), []string{"a", "b"}}; stmt != want || !reflect.DeepEqual(args, wantArgs) {
+	stmt, args = mysqlUnheld("x > $2{unheld} y", []any{int64(5), int64(7)},
+		[]mysqlHeldGroup{{keys: []string{"a", "b"}, last: 9}, {keys: []string{"c"}, last: 90}})
+	want := "x > $2 AND (o.partition_key IS NULL OR o.seq <= $5 OR o.partition_key NOT IN ($6))" +
+		" AND (o.partition_key IS NULL OR o.seq <= $7 OR o.partition_key NOT IN ($8)) y"
+	if wantArgs := []any{int64(5), int64(7), int64(9), []string{"a", "b"}, int64(90), []string{"c"}}; stmt != want || !reflect.DeepEqual(args, wantArgs) {
 		t.Errorf("mysqlUnheld = %q, %v; want %q, %v", stmt, args, want, wantArgs)
+	}
+}
+
+func TestMySQLGroupHeld(t *testing.T) {
+	tests := []struct {
+		first map[string]int64
+		want  []mysqlHeldGroup
+	}{
+		{nil, nil},
+		{map[string]int64{"b": 2, "a": 1}, []mysqlHeldGroup{{[]string{"a"}, 1}, {[]string{"b"}, 2}}},
+		// A key first held late is a group of its own; the others keep
+		// a bound near the head. Equal gaps split from the head.
+		{map[string]int64{"k1": 1, "k2": 2, "k3": 3, "k4": 4, "k5": 5, "k6": 6, "late": 1000},
+			[]mysqlHeldGroup{{[]string{"k1"}, 1}, {[]string{"k2"}, 2}, {[]string{"k3", "k4", "k5", "k6"}, 6}, {[]string{"late"}, 1000}}},
+		// The widest gaps: a to d, x to b, then c to a.
+		{map[string]int64{"x": 10, "c": 100, "b": 100, "a": 101, "d": 5000, "e": 5001},
+			[]mysqlHeldGroup{{[]string{"x"}, 10}, {[]string{"b", "c"}, 100}, {[]string{"a"}, 101}, {[]string{"d", "e"}, 5001}}},
+	}
+	for _, tt := range tests {
+		if got := mysqlGroupHeld(tt.first); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("mysqlGroupHeld(%v) = %v, want %v", tt.first, got, tt.want)
+		}
 	}
 }
 
@@ -262,7 +286,7 @@ func TestMySQLClaimPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	stmt, skip, _ := mysqlSkip(s.stmts.claim, map[int64]bool{5: true, 6: true}, map[string]bool{"k1": true})
-	stmt, skip = mysqlUnheld(stmt, skip, mysqlHeld{keys: []string{"k2", "k3"}, last: 40})
+	stmt, skip = mysqlUnheld(stmt, skip, []mysqlHeldGroup{{keys: []string{"k2", "k3"}, last: 40}, {keys: []string{"k4"}, last: 200}})
 	query, args := mysqlBind("EXPLAIN "+stmt, append([]any{100, 0}, skip...))
 	idx := s.cfg.OutboxTable + "_claim_idx"
 	var outer int
