@@ -266,25 +266,12 @@ func TestMySQLStatements(t *testing.T) {
 // that may hold their keys, spans several keys and is sorted: there are
 // few of them.
 func TestMySQLClaimPlan(t *testing.T) {
-	s := unmigratedMySQL(t, 1)[0]
-	ctx := context.Background()
-	if err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	msgs := make([]async.Message, 300)
-	for i := range msgs {
-		var opts []async.MessageOption
+	s := plannedMySQL(t, func(i int) string {
 		if i%3 == 0 {
-			opts = append(opts, async.WithMetadata(async.Metadata{async.MetaPartitionKey: "k" + strconv.Itoa(i%7)}))
+			return "k" + strconv.Itoa(i%7)
 		}
-		msgs[i] = async.NewMessage("plan", "Planned", []byte("{}"), opts...)
-	}
-	if _, err := s.Outbox().SaveMany(ctx, msgs); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.db.ExecContext(ctx, "ANALYZE TABLE "+s.cfg.qualified(s.cfg.OutboxTable)); err != nil {
-		t.Fatal(err)
-	}
+		return ""
+	})
 	stmt, skip, _ := mysqlSkip(s.stmts.claim, map[int64]bool{5: true, 6: true}, map[string]bool{"k1": true})
 	stmt, skip = mysqlUnheld(stmt, skip, []mysqlHeldGroup{{keys: []string{"k2", "k3"}, last: 40}, {keys: []string{"k4"}, last: 200}})
 	query, args := mysqlBind("EXPLAIN "+stmt, append([]any{100, 0}, skip...))
@@ -363,21 +350,7 @@ func TestMySQLMarkRunPlan(t *testing.T) {
 // claim_idx, not every pending message: with 300 pending and none waiting,
 // the plan reads a few rows of the index.
 func TestMySQLNextDuePlan(t *testing.T) {
-	s := unmigratedMySQL(t, 1)[0]
-	ctx := context.Background()
-	if err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	msgs := make([]async.Message, 300)
-	for i := range msgs {
-		msgs[i] = async.NewMessage("plan", "Planned", []byte("{}"))
-	}
-	if _, err := s.Outbox().SaveMany(ctx, msgs); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.db.ExecContext(ctx, "ANALYZE TABLE "+s.cfg.qualified(s.cfg.OutboxTable)); err != nil {
-		t.Fatal(err)
-	}
+	s := plannedMySQL(t, func(int) string { return "" })
 	plan := explainRows(t, s.db, "EXPLAIN "+s.stmts.nextDue)
 	if len(plan) != 1 {
 		t.Fatalf("plan %v, want one row", plan)
@@ -395,22 +368,7 @@ func TestMySQLNextDuePlan(t *testing.T) {
 // pending message: with 300 pending and none holding a key, each part
 // reads a range of a few rows of the index.
 func TestMySQLHeldKeysPlan(t *testing.T) {
-	s := unmigratedMySQL(t, 1)[0]
-	ctx := context.Background()
-	if err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	msgs := make([]async.Message, 300)
-	for i := range msgs {
-		msgs[i] = async.NewMessage("plan", "Planned", []byte("{}"),
-			async.WithMetadata(async.Metadata{async.MetaPartitionKey: "k" + strconv.Itoa(i%7)}))
-	}
-	if _, err := s.Outbox().SaveMany(ctx, msgs); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.db.ExecContext(ctx, "ANALYZE TABLE "+s.cfg.qualified(s.cfg.OutboxTable)); err != nil {
-		t.Fatal(err)
-	}
+	s := plannedMySQL(t, func(i int) string { return "k" + strconv.Itoa(i%7) })
 	query, args := mysqlBind("EXPLAIN "+s.stmts.heldKeys, []any{mysqlMaxList})
 	parts := 0
 	for _, row := range explainRows(t, s.db, query, args...) {
@@ -427,6 +385,33 @@ func TestMySQLHeldKeysPlan(t *testing.T) {
 	if parts != 2 {
 		t.Errorf("the plan reads the outbox %d times, want 2 (pending, dead)", parts)
 	}
+}
+
+// plannedMySQL returns a migrated store whose outbox holds 300 pending
+// messages, the partition key of message i key(i) (none for ""), with
+// fresh statistics, for the plan tests.
+func plannedMySQL(t *testing.T, key func(i int) string) *Store {
+	t.Helper()
+	s := unmigratedMySQL(t, 1)[0]
+	ctx := context.Background()
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	msgs := make([]async.Message, 300)
+	for i := range msgs {
+		var opts []async.MessageOption
+		if k := key(i); k != "" {
+			opts = append(opts, async.WithMetadata(async.Metadata{async.MetaPartitionKey: k}))
+		}
+		msgs[i] = async.NewMessage("plan", "Planned", []byte("{}"), opts...)
+	}
+	if _, err := s.Outbox().SaveMany(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.db.ExecContext(ctx, "ANALYZE TABLE "+s.cfg.qualified(s.cfg.OutboxTable)); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // explainRows runs an EXPLAIN and returns its rows by column.

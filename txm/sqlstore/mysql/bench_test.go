@@ -228,16 +228,23 @@ func BenchmarkDeleteIndexes(b *testing.B) {
 			}
 			waitForPurge(b, db)
 			b.StopTimer()
-			after, err := scenario.ReadCPU()
-			if err != nil {
-				b.Fatal(err)
-			}
-			if after.MySQL == 0 {
-				b.Skip("no mysqld or mariadbd on this machine: its CPU cannot be read")
-			}
-			b.ReportMetric(float64(after.Sub(before).MySQL.Microseconds())/float64(b.N), "mysqld-us/msg")
+			reportMySQLCPU(b, before)
 		})
 	}
+}
+
+// reportMySQLCPU reports the CPU that mysqld or mariadbd spent since before,
+// per operation, as mysqld-us/msg.
+func reportMySQLCPU(b *testing.B, before scenario.CPU) {
+	b.Helper()
+	after, err := scenario.ReadCPU()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if after.MySQL == 0 {
+		b.Skip("no mysqld or mariadbd on this machine: its CPU cannot be read")
+	}
+	b.ReportMetric(float64(after.Sub(before).MySQL.Microseconds())/float64(b.N), "mysqld-us/msg")
 }
 
 // waitForPurge waits until InnoDB's purge has caught up (a history list of
@@ -334,14 +341,7 @@ func BenchmarkInsertRow(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			after, err := scenario.ReadCPU()
-			if err != nil {
-				b.Fatal(err)
-			}
-			if after.MySQL == 0 {
-				b.Skip("no mysqld or mariadbd on this machine: its CPU cannot be read")
-			}
-			b.ReportMetric(float64(after.Sub(before).MySQL.Microseconds())/float64(b.N), "mysqld-us/msg")
+			reportMySQLCPU(b, before)
 		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -313,18 +314,9 @@ func TestLockedClaimLocksOnlyWhatItReturns(t *testing.T) {
 	if _, err := o.SaveMany(ctx, []async.Message{keyed("a", 1), keyed("a", 2), keyed("b", 1)}); err != nil {
 		t.Fatal(err)
 	}
-	first, release := make(chan []string, 1), make(chan struct{})
-	errs := make(chan error, 1)
-	go func() {
-		errs <- s.InTx(ctx, func(ctx context.Context) error {
-			c, err := o.ClaimLocked(ctx, 1, time.Minute)
-			first <- claimedIDs(c)
-			<-release
-			return err
-		})
-	}()
-	if got := <-first; !slices.Equal(got, []string{"a-1"}) {
-		close(release)
+	got, release := holdLockedClaim(t, s, 1)
+	if !slices.Equal(got, []string{"a-1"}) {
+		release()
 		t.Fatalf("first claim: %v, want [a-1]", got)
 	}
 	err := s.InTx(ctx, func(ctx context.Context) error {
@@ -343,13 +335,71 @@ func TestLockedClaimLocksOnlyWhatItReturns(t *testing.T) {
 		}
 		return nil
 	})
-	close(release)
+	release()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := <-errs; err != nil {
-		t.Fatal(err)
+}
+
+// holdLockedClaim claims up to n messages with a locked claim in a
+// transaction of s and holds it open until release, which ends it and
+// fails the test if the claim or its transaction failed. It returns the
+// IDs claimed.
+func holdLockedClaim(t *testing.T, s *sqlstore.LockingStore, n int) (ids []string, release func()) {
+	t.Helper()
+	first, end := make(chan []string, 1), make(chan struct{})
+	errs := make(chan error, 1)
+	go func() {
+		errs <- s.InTx(context.Background(), func(ctx context.Context) error {
+			c, err := s.Outbox().ClaimLocked(ctx, n, time.Minute)
+			first <- claimedIDs(c)
+			<-end
+			return err
+		})
+	}()
+	return <-first, func() {
+		t.Helper()
+		close(end)
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
 	}
+}
+
+// keyedBacklog returns each messages of each of keys keys (k0, k1 ...),
+// one of every key in turn, followed by tail.
+func keyedBacklog(keys, each int, tail ...async.Message) []async.Message {
+	var msgs []async.Message
+	for i := range each {
+		for k := range keys {
+			msgs = append(msgs, keyed(fmt.Sprintf("k%d", k), i))
+		}
+	}
+	return append(msgs, tail...)
+}
+
+// sessionStatus returns the sum of the session status variables names in
+// the transaction of ctx.
+func sessionStatus(ctx context.Context, names ...string) (int, error) {
+	tx, ok := sqlstore.TxFromContext(ctx)
+	if !ok {
+		return 0, fmt.Errorf("no transaction in the context")
+	}
+	rows, err := tx.QueryContext(ctx, "SHOW SESSION STATUS WHERE Variable_name IN ('"+strings.Join(names, "', '")+"')")
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	sum := 0
+	for rows.Next() {
+		var name string
+		var v int
+		if err := rows.Scan(&name, &v); err != nil {
+			return 0, err
+		}
+		sum += v
+	}
+	return sum, rows.Err()
 }
 
 // TestLockedMarkLeavesNeighboursAlone: the mark of a locked claim touches
@@ -593,38 +643,16 @@ func TestLockedClaimPastBlockedKeys(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t, sqlstore.Config{})
 	o := s.Outbox()
-	var msgs []async.Message
-	for i := range 100 {
-		for k := range 10 {
-			msgs = append(msgs, keyed(fmt.Sprintf("k%d", k), i))
-		}
-	}
-	msgs = append(msgs, async.NewMessage("t", "T", nil, async.WithID("free-1")))
-	if _, err := o.SaveMany(ctx, msgs); err != nil {
+	if _, err := o.SaveMany(ctx, keyedBacklog(10, 100, async.NewMessage("t", "T", nil, async.WithID("free-1")))); err != nil {
 		t.Fatal(err)
 	}
-	first, release := make(chan []string, 1), make(chan struct{})
-	errs := make(chan error, 1)
-	go func() {
-		errs <- s.InTx(ctx, func(ctx context.Context) error {
-			c, err := o.ClaimLocked(ctx, 10, time.Minute)
-			first <- claimedIDs(c)
-			<-release
-			return err
-		})
-	}()
-	if got := <-first; len(got) != 10 {
-		close(release)
+	got, release := holdLockedClaim(t, s, 10)
+	if len(got) != 10 {
+		release()
 		t.Fatalf("first claim: %v, want the head of each of the 10 keys", got)
 	}
 	err := s.InTx(ctx, func(ctx context.Context) error {
-		tx, _ := sqlstore.TxFromContext(ctx)
-		selects := func() (n int, err error) {
-			var name string
-			err = tx.QueryRowContext(ctx, "SHOW SESSION STATUS LIKE 'Com_select'").Scan(&name, &n)
-			return n, err
-		}
-		before, err := selects()
+		before, err := sessionStatus(ctx, "Com_select")
 		if err != nil {
 			return err
 		}
@@ -632,7 +660,7 @@ func TestLockedClaimPastBlockedKeys(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		after, err := selects()
+		after, err := sessionStatus(ctx, "Com_select")
 		if err != nil {
 			return err
 		}
@@ -644,11 +672,8 @@ func TestLockedClaimPastBlockedKeys(t *testing.T) {
 		}
 		return nil
 	})
-	close(release)
+	release()
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := <-errs; err != nil {
 		t.Fatal(err)
 	}
 }
@@ -667,13 +692,7 @@ func TestLeasedClaimPastHeldKeys(t *testing.T) {
 	s := newStore(t, sqlstore.Config{})
 	o := s.Outbox()
 	const keys, each = 10, 100
-	var msgs []async.Message
-	for i := range each {
-		for k := range keys {
-			msgs = append(msgs, keyed(fmt.Sprintf("k%d", k), i))
-		}
-	}
-	msgs = append(msgs, keyed("late", 1), async.NewMessage("t", "T", nil, async.WithID("free-1")))
+	msgs := keyedBacklog(keys, each, keyed("late", 1), async.NewMessage("t", "T", nil, async.WithID("free-1")))
 	if _, err := o.SaveMany(ctx, msgs); err != nil {
 		t.Fatal(err)
 	}
@@ -689,24 +708,8 @@ func TestLeasedClaimPastHeldKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := s.InTx(ctx, func(ctx context.Context) error {
-		tx, _ := sqlstore.TxFromContext(ctx)
-		reads := func() (n int, err error) {
-			rows, err := tx.QueryContext(ctx, "SHOW SESSION STATUS WHERE Variable_name IN ('Subquery_cache_miss', 'Subquery_cache_hit')")
-			if err != nil {
-				return 0, err
-			}
-			defer rows.Close()
-			for rows.Next() {
-				var name string
-				var v int
-				if err := rows.Scan(&name, &v); err != nil {
-					return 0, err
-				}
-				n += v
-			}
-			return n, rows.Err()
-		}
-		before, err := reads()
+		lookups := func() (int, error) { return sessionStatus(ctx, "Subquery_cache_miss", "Subquery_cache_hit") }
+		before, err := lookups()
 		if err != nil {
 			return err
 		}
@@ -714,7 +717,7 @@ func TestLeasedClaimPastHeldKeys(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		after, err := reads()
+		after, err := lookups()
 		if err != nil {
 			return err
 		}
