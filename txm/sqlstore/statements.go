@@ -48,8 +48,9 @@ type statements struct {
 	lockCandidates string
 	// lockRun locks the candidates $1 to $2, $3 of them, by range (MySQL).
 	lockRun string
-	// heldKeys reads up to $1 keys that a message holds, or may hold
-	// (MySQL, see Store.mysqlPick).
+	// heldKeys reads up to $1 rows of a key held now and the seq of its
+	// first holder, by pending and by dead messages (MySQL, see
+	// Store.mysqlHeldKeys).
 	heldKeys string
 	// leaseBySeq leases the messages $1 (seqs) for $2 µs (MySQL).
 	leaseBySeq string
