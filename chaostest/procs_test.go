@@ -2,6 +2,7 @@ package chaostest
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,23 +16,25 @@ import (
 // proc is a child process of the suite that it kills and restarts. Each
 // start appends the process's stderr and stdout to one log file.
 type proc struct {
-	t    testing.TB
-	name string
-	kind string // "relay" or "consumer"
-	bin  string
-	args []string
-	log  string
+	t     testing.TB
+	name  string
+	kind  string // "relay" or "consumer"
+	bin   string
+	args  []string
+	log   string
+	ready string // the line the process logs once it is up
 
 	mu       sync.Mutex
 	cmd      *exec.Cmd
 	done     chan struct{}
 	killing  bool
 	starts   int
+	from     int64    // where the log of the current start begins
 	failures []string // exits the suite did not cause
 }
 
-func newProc(t testing.TB, kind, name, bin string, args []string, logDir string) *proc {
-	return &proc{t: t, kind: kind, name: name, bin: bin, args: args, log: filepath.Join(logDir, name+".log")}
+func newProc(t testing.TB, kind, name, bin string, args []string, ready, logDir string) *proc {
+	return &proc{t: t, kind: kind, name: name, bin: bin, args: args, ready: ready, log: filepath.Join(logDir, name+".log")}
 }
 
 // start runs the process (again).
@@ -45,6 +48,9 @@ func (p *proc) start() {
 	}
 	p.starts++
 	fmt.Fprintf(f, "--- start %d\n", p.starts)
+	if p.from, err = f.Seek(0, io.SeekCurrent); err != nil {
+		p.t.Fatal(err)
+	}
 	cmd := exec.Command(p.bin, p.args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	// The children die with the test process, whatever ends it.
@@ -72,10 +78,40 @@ func (p *proc) kill() {
 	p.signal(syscall.SIGKILL, 0)
 }
 
-// stop sends SIGTERM and waits up to timeout for the process to exit; it
-// returns the exit error (nil for status 0) or a timeout.
+// stop waits up to timeout for the process to be up, sends SIGTERM and
+// waits up to timeout for it to exit; it returns the exit error (nil for
+// status 0) or a timeout. A process started a moment before has not yet
+// installed its signal handler, and SIGTERM would end it as a crash does.
 func (p *proc) stop(timeout time.Duration) error {
+	if err := p.waitReady(timeout); err != nil {
+		return err
+	}
 	return p.signal(syscall.SIGTERM, timeout)
+}
+
+// waitReady waits up to timeout for the current start's log to hold the
+// process's ready line.
+func (p *proc) waitReady(timeout time.Duration) error {
+	p.mu.Lock()
+	running, from, starts := p.cmd != nil, p.from, p.starts
+	p.mu.Unlock()
+	if !running {
+		return nil
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		b, err := os.ReadFile(p.log)
+		if err != nil {
+			return err
+		}
+		if int64(len(b)) >= from && strings.Contains(string(b[from:]), p.ready) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not log %q within %v of start %d", p.name, p.ready, timeout, starts)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (p *proc) signal(sig syscall.Signal, timeout time.Duration) error {

@@ -179,7 +179,7 @@ func (e *env) relayProc(t *testing.T, name string, rc relayConfig, logDir string
 	if rc.lockClaims {
 		args = append(args, "-lock-claims")
 	}
-	return newProc(t, "relay", name, bin, args, logDir)
+	return newProc(t, "relay", name, bin, args, `"msg":"txm: relay started"`, logDir)
 }
 
 // consumerProc starts the suite's consumer process.
@@ -191,5 +191,5 @@ func (e *env) consumerProc(t *testing.T, name string, ackWait time.Duration, log
 		"-topic", e.topic, "-group", "chaos", "-name", name, "-ack-wait", ackWait.String(),
 		"-max-ack-pending", fmt.Sprint(consumerMaxAckPending),
 	}
-	return newProc(t, "consumer", name, bin, args, logDir)
+	return newProc(t, "consumer", name, bin, args, "ready", logDir)
 }
