@@ -70,22 +70,41 @@ func validHeaderKey(key string) bool {
 		return false
 	}
 	for i := 0; i < len(key); i++ {
-		c := key[i]
-		if c < 33 || c > 126 || strings.IndexByte(invalidHeaderKeyChars, c) >= 0 {
+		if !headerKeyChars[key[i]] {
 			return false
 		}
 	}
 	return true
 }
 
+// headerKeyChars holds the bytes that a header name may have: printable
+// ASCII but for invalidHeaderKeyChars.
+var headerKeyChars = func() (ok [256]bool) {
+	for c := 33; c <= 126; c++ {
+		ok[c] = strings.IndexByte(invalidHeaderKeyChars, byte(c)) < 0
+	}
+	return ok
+}()
+
 // validHeaderValue reports whether v survives the NATS header encoding
 // unchanged: nats.go trims surrounding white space and turns CR and LF into
 // spaces.
 func validHeaderValue(v string) bool {
-	if strings.ContainsAny(v, "\r\n") {
+	if v == "" {
+		return true
+	}
+	if c := v[0]; c == ' ' || c == '\t' {
 		return false
 	}
-	return strings.Trim(v, " \t") == v
+	if c := v[len(v)-1]; c == ' ' || c == '\t' {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c == '\r' || c == '\n' {
+			return false
+		}
+	}
+	return true
 }
 
 // toNatsMsg builds the NATS message that carries msg on subject.
@@ -105,14 +124,17 @@ func toNatsMsg(subject string, msg async.Message) (*nats.Msg, error) {
 		vals = append(vals, v)
 		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
-	for k := range md {
+	for k, raw := range md {
 		switch {
 		case !validHeaderKey(k):
 			return nil, fmt.Errorf("%w: message %s: metadata key %q is not a valid header name", ErrInvalidMessage, id, k)
 		case reservedHeader(k):
 			return nil, fmt.Errorf("%w: message %s: metadata key %q is a reserved NATS header", ErrInvalidMessage, id, k)
 		}
-		v := md.GetString(k)
+		v, ok := raw.(string)
+		if !ok {
+			v = md.GetString(k)
+		}
 		if !validHeaderValue(v) {
 			return nil, fmt.Errorf("%w: message %s: metadata %q: value %q has surrounding white space or a line break", ErrInvalidMessage, id, k, v)
 		}

@@ -2,6 +2,7 @@ package natsjs
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -149,6 +150,11 @@ func TestToNatsMsgRejects(t *testing.T) {
 		{"value with a carriage return", withMD("k", "a\rb")},
 		{"value with leading space", withMD("k", " a")},
 		{"value with trailing tab", withMD("k", "a\t")},
+		{"value with trailing space", withMD("k", "a ")},
+		{"value with leading tab", withMD("k", "\ta")},
+		{"value that is only a space", withMD("k", " ")},
+		{"non-string value with a line break", withMD("k", []byte("a\nb"))},
+		{"key with DEL", withMD("k\x7f", "v")},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -159,6 +165,27 @@ func TestToNatsMsgRejects(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzHeaderValidity checks validHeaderKey and validHeaderValue against
+// their definitions: a key is printable ASCII without the characters
+// nats.go refuses; a value has no CR or LF and no surrounding space or tab.
+func FuzzHeaderValidity(f *testing.F) {
+	for _, s := range []string{"", "a", " a", "a\t", "content-type", "bad:key", "a\nb", "clé", "\x7f", "\t"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		wantValue := !strings.ContainsAny(s, "\r\n") && strings.Trim(s, " \t") == s
+		if got := validHeaderValue(s); got != wantValue {
+			t.Errorf("validHeaderValue(%q) = %v, want %v", s, got, wantValue)
+		}
+		wantKey := s != "" && !strings.ContainsFunc(s, func(r rune) bool {
+			return r < 33 || r > 126 || strings.ContainsRune(invalidHeaderKeyChars, r)
+		})
+		if got := validHeaderKey(s); got != wantKey {
+			t.Errorf("validHeaderKey(%q) = %v, want %v", s, got, wantKey)
+		}
+	})
 }
 
 func withMD(k string, v any) async.Message {

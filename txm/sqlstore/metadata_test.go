@@ -95,3 +95,42 @@ func BenchmarkDecodeMetadata(b *testing.B) {
 		}
 	})
 }
+
+// TestDBIntAndBool: the text scanners read what MySQL's text protocol and
+// the other drivers give, NULL as zero, and refuse the rest with an error.
+func TestDBIntAndBool(t *testing.T) {
+	for _, tc := range []struct {
+		in   any
+		want int64
+	}{
+		{nil, 0}, {int64(-7), -7}, {[]byte("9223372036854775807"), 9223372036854775807}, {[]byte("-12"), -12}, {[]byte("0"), 0},
+	} {
+		var d dbInt
+		if err := d.Scan(tc.in); err != nil || d.n != tc.want {
+			t.Errorf("dbInt.Scan(%#v) = %d, %v; want %d", tc.in, d.n, err, tc.want)
+		}
+		var b bool
+		if err := (dbBool{&b}).Scan(tc.in); err != nil || b != (tc.want != 0) {
+			t.Errorf("dbBool.Scan(%#v) = %v, %v; want %v", tc.in, b, err, tc.want != 0)
+		}
+	}
+	for _, bad := range []any{[]byte(""), []byte("1.5"), []byte("x"), []byte("99999999999999999999"), "1", 1.0} {
+		var d dbInt
+		if err := d.Scan(bad); err == nil {
+			t.Errorf("dbInt.Scan(%#v) = %d, want an error", bad, d.n)
+		}
+		var b bool
+		if err := (dbBool{&b}).Scan(bad); err == nil {
+			t.Errorf("dbBool.Scan(%#v) = %v, want an error", bad, b)
+		}
+	}
+	var b bool
+	if err := (dbBool{&b}).Scan(true); err != nil || !b {
+		t.Errorf("dbBool.Scan(true) = %v, %v", b, err)
+	}
+	text := any([]byte("123456789"))
+	var d dbInt
+	if n := testing.AllocsPerRun(100, func() { _ = d.Scan(text) }); n != 0 {
+		t.Errorf("dbInt.Scan of text allocates %v times, want 0", n)
+	}
+}

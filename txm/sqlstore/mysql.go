@@ -623,14 +623,17 @@ func (s *Store) mysqlCandidates(ctx context.Context, q querier, stmt string, lim
 	if err != nil {
 		return nil, err
 	}
-	var cands []mysqlCandidate
+	cands := make([]mysqlCandidate, 0, limit)
+	var (
+		seq dbInt
+		key sql.NullString
+	)
 	for rows.Next() {
-		var c mysqlCandidate
-		if err := rows.Scan(&c.seq, &c.key); err != nil {
+		if err := rows.Scan(&seq, &key); err != nil {
 			_ = rows.Close()
 			return nil, err
 		}
-		cands = append(cands, c)
+		cands = append(cands, mysqlCandidate{seq: seq.n, key: key})
 	}
 	if err := rows.Close(); err != nil {
 		return nil, err
@@ -664,7 +667,7 @@ func (s *Store) mysqlLock(ctx context.Context, q querier, cands []mysqlCandidate
 	locked := make(map[int64]claimedRow, len(cands))
 	held := make(map[int64]bool, len(list))
 	var ok bool
-	scanner := newMessageScanner(&ok)
+	scanner := newTextMessageScanner(dbBool{&ok})
 	read := func(stmt string, args []any) error {
 		rows, err := q.query(ctx, stmt, args...)
 		if err != nil {

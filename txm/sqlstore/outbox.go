@@ -3,10 +3,12 @@ package sqlstore
 import (
 	"cmp"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -379,6 +381,10 @@ type messageScanner struct {
 	metadata, payload []byte
 	sentAt            dbTime
 	dest              []any
+	// The destinations of newTextMessageScanner, which scan into seq,
+	// attempts and metadata.
+	seqText, attemptsText dbInt
+	metadataText          sql.RawBytes
 }
 
 func newMessageScanner(extra ...any) *messageScanner {
@@ -387,11 +393,24 @@ func newMessageScanner(extra ...any) *messageScanner {
 	return m
 }
 
+// newTextMessageScanner is newMessageScanner for database/sql rows whose
+// driver returns numbers as text (MySQL's text protocol): it parses the
+// integers without the string that database/sql's conversion makes of
+// each, and reads the metadata into a buffer it reuses.
+func newTextMessageScanner(extra ...any) *messageScanner {
+	m := &messageScanner{}
+	m.dest = append([]any{&m.seqText, &m.id, &m.topic, &m.name, &m.metadataText, &m.payload, &m.sentAt, &m.attemptsText}, extra...)
+	return m
+}
+
 // scan reads the current row.
 func (m *messageScanner) scan(rows rows) (seq int64, msg async.Message, attempts int, err error) {
 	m.payload = nil // the message keeps it: the next row gets its own
 	if err := rows.Scan(m.dest...); err != nil {
 		return 0, nil, 0, err
+	}
+	if m.dest[0] == &m.seqText {
+		m.seq, m.attempts, m.metadata = m.seqText.n, m.attemptsText.n, m.metadataText
 	}
 	md, err := decodeMetadata(m.metadata) // copies what it keeps: the buffer is reused
 	if err != nil {
@@ -860,6 +879,46 @@ func skipSpace(b []byte, i int) int {
 }
 
 func nowMicros() int64 { return time.Now().UnixMicro() }
+
+// dbInt scans an integer column, NULL as 0. A driver's text (MySQL's
+// text protocol) is parsed in place, where database/sql's conversion to an
+// int64 makes a string of it first.
+type dbInt struct{ n int64 }
+
+func (d *dbInt) Scan(v any) error {
+	switch x := v.(type) {
+	case nil:
+		d.n = 0
+	case int64:
+		d.n = x
+	case []byte:
+		n, err := strconv.ParseInt(string(x), 10, 64)
+		if err != nil {
+			return fmt.Errorf("sqlstore: cannot scan %q as an integer: %w", x, err)
+		}
+		d.n = n
+	default:
+		return fmt.Errorf("sqlstore: cannot scan %T as an integer", v)
+	}
+	return nil
+}
+
+// dbBool scans a boolean column (MySQL's 0 or 1), NULL as false, as dbInt
+// does an integer.
+type dbBool struct{ b *bool }
+
+func (d dbBool) Scan(v any) error {
+	var n dbInt
+	if x, ok := v.(bool); ok {
+		*d.b = x
+		return nil
+	}
+	if err := n.Scan(v); err != nil {
+		return err
+	}
+	*d.b = n.n != 0
+	return nil
+}
 
 // mysqlDateTime is how MySQL prints a DATETIME(6).
 const mysqlDateTime = "2006-01-02 15:04:05.999999"
