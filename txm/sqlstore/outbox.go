@@ -381,8 +381,8 @@ type messageScanner struct {
 	metadata, payload []byte
 	sentAt            dbTime
 	dest              []any
-	// The destinations of newTextMessageScanner, which scan into seq,
-	// attempts and metadata.
+	// The destinations of newTextMessageScanner, which scan sets seq,
+	// attempts and metadata from.
 	seqText, attemptsText dbInt
 	metadataText          sql.RawBytes
 }
@@ -396,7 +396,8 @@ func newMessageScanner(extra ...any) *messageScanner {
 // newTextMessageScanner is newMessageScanner for database/sql rows whose
 // driver returns numbers as text (MySQL's text protocol): it parses the
 // integers without the string that database/sql's conversion makes of
-// each, and reads the metadata into a buffer it reuses.
+// each, and decodes the metadata where the driver holds it (sql.RawBytes,
+// valid until the next row) instead of from a copy.
 func newTextMessageScanner(extra ...any) *messageScanner {
 	m := &messageScanner{}
 	m.dest = append([]any{&m.seqText, &m.id, &m.topic, &m.name, &m.metadataText, &m.payload, &m.sentAt, &m.attemptsText}, extra...)
