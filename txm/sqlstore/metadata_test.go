@@ -75,6 +75,60 @@ func TestDecodeFlatStringsTakesTheCommonShape(t *testing.T) {
 	}
 }
 
+// FuzzEncodeMetadata: encodeMetadata writes what json.Marshal does, byte
+// for byte, whether the fast path takes the metadata or not, and the fast
+// path takes the common shape.
+func FuzzEncodeMetadata(f *testing.F) {
+	f.Add("content-type", "application/json", "partition-key", "order-42")
+	f.Add("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "a", "")
+	f.Add("k", "a\"b", "<", "&")
+	f.Add("été", "\xff", "x\ty", "\u2028")
+	f.Fuzz(func(t *testing.T, k1, v1, k2, v2 string) {
+		for _, md := range []async.Metadata{{k1: v1}, {k1: v1, k2: v2}, {k1: v1, k2: 7}} {
+			want, err := json.Marshal(md)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := encodeMetadata(md)
+			if err != nil || got != string(want) {
+				t.Fatalf("encodeMetadata(%#v) = %q, %v; json.Marshal gives %q", md, got, err, want)
+			}
+		}
+	})
+}
+
+func TestEncodeFlatStringsTakesTheCommonShape(t *testing.T) {
+	md := async.Metadata{"content-type": "application/json", "partition-key": "order-42", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+	if _, ok := encodeFlatStrings(md); !ok {
+		t.Errorf("%v: not encoded by the fast path", md)
+	}
+	for _, md := range []async.Metadata{{"n": 1}, {"k": "a\"b"}, {"k": "<b>"}, {"k": "é"}, {"a": "1", "b": "2", "c": "3", "d": "4", "e": "5", "f": "6", "g": "7", "h": "8", "i": "9"}} {
+		if _, ok := encodeFlatStrings(md); ok {
+			t.Errorf("%v: encoded by the fast path", md)
+		}
+	}
+}
+
+func BenchmarkEncodeMetadata(b *testing.B) {
+	md := async.Metadata{"content-type": "application/json", "partition-key": "order-42"}
+	b.Run("impl=json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := json.Marshal(md); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("impl=store", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := encodeMetadata(md); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
 func BenchmarkDecodeMetadata(b *testing.B) {
 	md := []byte(metadataSamples[0])
 	b.Run("impl=json", func(b *testing.B) {

@@ -759,11 +759,64 @@ func encodeMetadata(md async.Metadata) (string, error) {
 	if len(md) == 0 {
 		return "{}", nil
 	}
+	if s, ok := encodeFlatStrings(md); ok {
+		return s, nil
+	}
 	b, err := json.Marshal(md)
 	if err != nil {
 		return "", fmt.Errorf("encoding metadata as JSON: %w", err)
 	}
 	return string(b), nil
+}
+
+// encodeFlatStrings encodes the common shape of metadata, a few string
+// values, each key and value of printable ASCII that JSON writes as it is,
+// byte for byte as json.Marshal does (keys sorted), without its reflection.
+// It reports false for any other metadata.
+func encodeFlatStrings(md async.Metadata) (string, bool) {
+	var keysBuf [8]string
+	if len(md) > len(keysBuf) {
+		return "", false
+	}
+	keys := keysBuf[:0]
+	n := 1
+	for k, v := range md {
+		s, ok := v.(string)
+		if !ok || !plainJSON(k) || !plainJSON(s) {
+			return "", false
+		}
+		keys = append(keys, k)
+		n += len(k) + len(s) + 6
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	b.Grow(n)
+	b.WriteByte('{')
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('"')
+		b.WriteString(k)
+		b.WriteString(`":"`)
+		b.WriteString(md[k].(string))
+		b.WriteByte('"')
+	}
+	b.WriteByte('}')
+	return b.String(), true
+}
+
+// plainJSON reports whether json.Marshal writes s between its quotes as it
+// is: printable ASCII without a quote, a backslash or the characters it
+// escapes for HTML.
+func plainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20 || c > 0x7e, c == '"', c == '\\', c == '<', c == '>', c == '&':
+			return false
+		}
+	}
+	return true
 }
 
 func decodeMetadata(b []byte) (async.Metadata, error) {
