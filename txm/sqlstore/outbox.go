@@ -381,8 +381,10 @@ type messageScanner struct {
 	metadata, payload []byte
 	sentAt            dbTime
 	dest              []any
-	// The destinations of newTextMessageScanner, which scan sets seq,
-	// attempts and metadata from.
+	// text is whether dest holds the destinations of
+	// newTextMessageScanner, from which scan sets seq, attempts and
+	// metadata.
+	text                  bool
 	seqText, attemptsText dbInt
 	metadataText          sql.RawBytes
 }
@@ -399,7 +401,7 @@ func newMessageScanner(extra ...any) *messageScanner {
 // each, and decodes the metadata where the driver holds it (sql.RawBytes,
 // valid until the next row) instead of from a copy.
 func newTextMessageScanner(extra ...any) *messageScanner {
-	m := &messageScanner{}
+	m := &messageScanner{text: true}
 	m.dest = append([]any{&m.seqText, &m.id, &m.topic, &m.name, &m.metadataText, &m.payload, &m.sentAt, &m.attemptsText}, extra...)
 	return m
 }
@@ -410,7 +412,7 @@ func (m *messageScanner) scan(rows rows) (seq int64, msg async.Message, attempts
 	if err := rows.Scan(m.dest...); err != nil {
 		return 0, nil, 0, err
 	}
-	if m.dest[0] == &m.seqText {
+	if m.text {
 		m.seq, m.attempts, m.metadata = m.seqText.n, m.attemptsText.n, m.metadataText
 	}
 	md, err := decodeMetadata(m.metadata) // copies what it keeps: the buffer is reused
