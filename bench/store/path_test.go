@@ -24,11 +24,15 @@ import (
 // library's throughput over the baseline's) and cpu-x-base (its CPU per
 // message over the baseline's), and the CPU per message split into this
 // process's (self-us/msg, base-self-us/msg) and the database server's
-// (db-us/msg, base-db-us/msg). path=write/store=mysql/with=baseline-outbox
-// runs scenario.ImplBaselineOutbox as well, the library's row written by
+// (db-us/msg, base-db-us/msg); x-base-paired is the median of the
+// library's throughput over the baseline's within each iteration.
+// path=write/store=mysql/with=baseline-outbox runs
+// scenario.ImplBaselineOutbox as well, the library's row written by
 // hand into the store's table, and reports its figures with the prefix
 // baseline-outbox- and x-baseline-outbox, the library's throughput over
-// its.
+// its; and scenario.ImplBaselineMessage, the same INSERT into a table of
+// the message's columns and unique ID only, without the relay's state and
+// index, with the prefix baseline-message-.
 func BenchmarkPath(b *testing.B) {
 	n := benchutil.EnvInt(b, "TXM_PATH_MESSAGES", 3000)
 	for _, path := range []string{scenario.PathWrite, scenario.PathConsume} {
@@ -44,11 +48,12 @@ func BenchmarkPath(b *testing.B) {
 				NATSURL: testenv.URL(b, testenv.NATS), Messages: n, PayloadSize: 256})
 		})
 	}
-	// The library's outbox row written by hand, beside the library and
-	// the baseline: what the row and its table cost.
+	// The library's outbox row written by hand, and its message's columns
+	// alone, beside the library and the baseline: what the row and its
+	// table cost.
 	b.Run("path="+scenario.PathWrite+"/store=mysql/with=baseline-outbox", func(b *testing.B) {
 		benchPath(b, scenario.PathWrite, scenario.PathSpec{MySQLURL: testenv.URL(b, testenv.MySQL),
-			NATSURL: testenv.URL(b, testenv.NATS), Messages: n, PayloadSize: 256}, scenario.ImplBaselineOutbox)
+			NATSURL: testenv.URL(b, testenv.NATS), Messages: n, PayloadSize: 256}, scenario.ImplBaselineOutbox, scenario.ImplBaselineMessage)
 	})
 }
 
@@ -80,8 +85,19 @@ func benchPath(b *testing.B, path string, s scenario.PathSpec, more ...string) {
 	cpu := func(r scenario.PathResult) float64 { return r.TotalUS }
 	self := func(r scenario.PathResult) float64 { return r.SelfUS }
 	db := func(r scenario.PathResult) float64 { return r.PostgresUS + r.MySQLUS }
+	// paired is the median over the iterations of rs's throughput over
+	// the baseline's in the same iteration: steadier than the ratio of
+	// the medians when the machine's speed drifts during a run.
+	paired := func(rs []scenario.PathResult) float64 {
+		ratios := make([]float64, len(rs))
+		for i, r := range rs {
+			ratios[i] = r.MsgsPerSec / base[i].MsgsPerSec
+		}
+		return scenario.Median(ratios, func(x float64) float64 { return x })
+	}
 	for impl, rs := range extra {
 		b.ReportMetric(scenario.Median(rs, rate), impl+"-msgs/s")
+		b.ReportMetric(paired(rs), impl+"-x-base-paired")
 		b.ReportMetric(scenario.Median(rs, cpu), impl+"-cpu-us/msg")
 		b.ReportMetric(scenario.Median(rs, self), impl+"-self-us/msg")
 		b.ReportMetric(scenario.Median(rs, db), impl+"-db-us/msg")
@@ -96,6 +112,7 @@ func benchPath(b *testing.B, path string, s scenario.PathSpec, more ...string) {
 	b.ReportMetric(scenario.Median(lib, db), "db-us/msg")
 	b.ReportMetric(scenario.Median(base, db), "base-db-us/msg")
 	b.ReportMetric(scenario.Median(lib, rate)/scenario.Median(base, rate), "x-base")
+	b.ReportMetric(paired(lib), "x-base-paired")
 	b.ReportMetric(scenario.Median(lib, cpu)/scenario.Median(base, cpu), "cpu-x-base")
 	b.ReportMetric(0, "ns/op") // an iteration is a run of each, of fixed size
 }

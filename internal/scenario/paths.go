@@ -58,6 +58,14 @@ const (
 	// ON DUPLICATE KEY UPDATE) into the store's table, with the event
 	// encoded by encoding/json. What the row and its table cost.
 	ImplBaselineOutbox = "baseline-outbox"
+	// ImplBaselineMessage is, for the write path on MySQL only, the
+	// baseline writing the message's own columns of the library's row (ID,
+	// topic, name, partition key, metadata, payload, times, with the same
+	// INSERT) into a table of its own that has them and the unique ID only:
+	// none of the relay's state (state, attempts, lease, retry, error and
+	// publish times, held_key, its CHECK) and no claim_idx. What keeping
+	// the relay's state off the saved row could gain.
+	ImplBaselineMessage = "baseline-message"
 )
 
 // PathSpec is one measured run of a path: Messages messages of about
@@ -110,6 +118,9 @@ type pathDialect struct {
 	// CREATE TABLE of the orders (the business table), of the baseline's
 	// outbox with a serial key and of its seen IDs.
 	orders, rawOutbox, rawSeen string
+	// messages is the column definitions of ImplBaselineMessage's table
+	// ("": the database has none).
+	messages string
 	// insertSeen inserts a message ID (?) into the table of seen IDs
 	// (%s), and affects no row when the ID is there already.
 	insertSeen string
@@ -133,9 +144,13 @@ var (
 		rebind:     rebindDollar,
 	}
 	mysqlPath = pathDialect{
-		orders:     `(id VARCHAR(255) PRIMARY KEY, cents BIGINT NOT NULL, note TEXT NOT NULL)`,
-		rawOutbox:  `(id BIGINT AUTO_INCREMENT PRIMARY KEY, topic VARCHAR(255) NOT NULL, payload LONGBLOB NOT NULL)`,
-		rawSeen:    `(id VARCHAR(255) PRIMARY KEY)`,
+		orders:    `(id VARCHAR(255) PRIMARY KEY, cents BIGINT NOT NULL, note TEXT NOT NULL)`,
+		rawOutbox: `(id BIGINT AUTO_INCREMENT PRIMARY KEY, topic VARCHAR(255) NOT NULL, payload LONGBLOB NOT NULL)`,
+		rawSeen:   `(id VARCHAR(255) PRIMARY KEY)`,
+		messages: `(seq BIGINT NOT NULL AUTO_INCREMENT, id VARCHAR(255) NOT NULL, topic TEXT NOT NULL,
+    name TEXT NOT NULL, partition_key VARCHAR(255) NULL, metadata LONGTEXT NOT NULL, payload LONGBLOB NOT NULL,
+    sent_at DATETIME(6) NOT NULL, created_at DATETIME(6) NOT NULL, PRIMARY KEY (seq), UNIQUE KEY (id))
+    ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin`,
 		insertSeen: `INSERT IGNORE INTO %s (id) VALUES (?)`,
 		rebind:     func(q string) string { return q },
 	}
@@ -248,8 +263,11 @@ func openPathRig(ctx context.Context, s PathSpec) (_ *pathRig, err error) {
 		return nil, err
 	}
 	for _, t := range []struct{ name, columns string }{
-		{"orders", r.orders}, {"raw_outbox", r.rawOutbox}, {"raw_seen", r.rawSeen},
+		{"orders", r.orders}, {"raw_outbox", r.rawOutbox}, {"raw_seen", r.rawSeen}, {"messages", r.messages},
 	} {
+		if t.columns == "" {
+			continue
+		}
 		if err := r.exec(ctx, `CREATE TABLE `+r.tables+t.name+` `+t.columns); err != nil {
 			return nil, fmt.Errorf("path: create tables: %w", err)
 		}
@@ -286,10 +304,11 @@ func Path(ctx context.Context, path, impl string, s PathSpec) (PathResult, error
 	switch {
 	case path != PathWrite && path != PathConsume:
 		return PathResult{}, fmt.Errorf("path: unknown path %q (want %s or %s)", path, PathWrite, PathConsume)
-	case impl == ImplBaselineOutbox && (path != PathWrite || s.MySQLURL == ""):
-		return PathResult{}, fmt.Errorf("path: %s runs the write path on MySQL only", ImplBaselineOutbox)
-	case impl != ImplLibrary && impl != ImplBaseline && impl != ImplBaselineOutbox:
-		return PathResult{}, fmt.Errorf("path: unknown implementation %q (want %s, %s or %s)", impl, ImplLibrary, ImplBaseline, ImplBaselineOutbox)
+	case (impl == ImplBaselineOutbox || impl == ImplBaselineMessage) && (path != PathWrite || s.MySQLURL == ""):
+		return PathResult{}, fmt.Errorf("path: %s runs the write path on MySQL only", impl)
+	case impl != ImplLibrary && impl != ImplBaseline && impl != ImplBaselineOutbox && impl != ImplBaselineMessage:
+		return PathResult{}, fmt.Errorf("path: unknown implementation %q (want %s, %s, %s or %s)", impl,
+			ImplLibrary, ImplBaseline, ImplBaselineOutbox, ImplBaselineMessage)
 	case s.Messages <= 0:
 		return PathResult{}, errors.New("path: Messages must be positive")
 	case s.PostgresURL != "" && s.MySQLURL != "":
@@ -410,8 +429,11 @@ func (r *pathRig) write(ctx context.Context, impl string, s PathSpec) (time.Dura
 		table = r.tables + "raw_outbox"
 		insertEvent := r.rebind(`INSERT INTO ` + table + ` (topic, payload) VALUES (?, ?)`)
 		event := func(payload []byte) []any { return []any{r.topic, payload} }
-		if impl == ImplBaselineOutbox {
+		if impl == ImplBaselineOutbox || impl == ImplBaselineMessage {
 			table = r.outbox
+			if impl == ImplBaselineMessage {
+				table = r.tables + "messages"
+			}
 			insertEvent = `INSERT INTO ` + table + ` (id, topic, name, metadata, payload, sent_at, created_at)
     VALUES (?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE id = id`
 			event = func(payload []byte) []any {
