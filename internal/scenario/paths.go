@@ -60,8 +60,9 @@ const (
 	ImplBaselineOutbox = "baseline-outbox"
 	// ImplBaselineMessage is, for the write path on MySQL only, the
 	// baseline writing the message's own columns of the library's row (ID,
-	// topic, name, partition key, metadata, payload, times, with the same
-	// INSERT) into a table of its own that has them and the unique ID only:
+	// topic, name, partition key, metadata, payload, times), by
+	// ImplBaselineOutbox's INSERT, into a table of its own that has them
+	// and the unique ID only:
 	// none of the relay's state (state, attempts, lease, retry, error and
 	// publish times, held_key, its CHECK) and no claim_idx. What keeping
 	// the relay's state off the saved row could gain.
