@@ -32,7 +32,10 @@ import (
 // baseline-outbox- and x-baseline-outbox, the library's throughput over
 // its; and scenario.ImplBaselineMessage, the same INSERT into a table of
 // the message's columns and unique ID only, without the relay's state and
-// index, with the prefix baseline-message-.
+// index, with the prefix baseline-message-; and
+// scenario.ImplBaselineNarrow, the message in a narrower table of its own
+// (its name, metadata and send time in one JSON column), with the prefix
+// baseline-narrow-.
 func BenchmarkPath(b *testing.B) {
 	n := benchutil.EnvInt(b, "TXM_PATH_MESSAGES", 3000)
 	for _, path := range []string{scenario.PathWrite, scenario.PathConsume} {
@@ -48,12 +51,12 @@ func BenchmarkPath(b *testing.B) {
 				NATSURL: testenv.URL(b, testenv.NATS), Messages: n, PayloadSize: 256})
 		})
 	}
-	// The library's outbox row written by hand, and its message's columns
-	// alone, beside the library and the baseline: what the row and its
-	// table cost.
+	// The library's outbox row written by hand, its message's columns
+	// alone and the message in a narrower row, beside the library and the
+	// baseline: what the row and its table cost.
 	b.Run("path="+scenario.PathWrite+"/store=mysql/with=baseline-outbox", func(b *testing.B) {
 		benchPath(b, scenario.PathWrite, scenario.PathSpec{MySQLURL: testenv.URL(b, testenv.MySQL),
-			NATSURL: testenv.URL(b, testenv.NATS), Messages: n, PayloadSize: 256}, scenario.ImplBaselineOutbox, scenario.ImplBaselineMessage)
+			NATSURL: testenv.URL(b, testenv.NATS), Messages: n, PayloadSize: 256}, scenario.ImplBaselineOutbox, scenario.ImplBaselineMessage, scenario.ImplBaselineNarrow)
 	})
 }
 

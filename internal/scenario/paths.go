@@ -3,6 +3,7 @@ package scenario
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -67,7 +68,19 @@ const (
 	// publish times, held_key, its CHECK) and no claim_idx. What keeping
 	// the relay's state off the saved row could gain.
 	ImplBaselineMessage = "baseline-message"
+	// ImplBaselineNarrow is, for the write path on MySQL only, the
+	// baseline writing the same message into a narrower table of its own,
+	// as a user might who packs what the relay only passes on into one
+	// column: a serial key, the unique ID, the topic (VARCHAR), the
+	// partition key, one header column (name, metadata and send time as
+	// JSON, by encoding/json) and the payload.
+	ImplBaselineNarrow = "baseline-narrow"
 )
+
+// mysqlWriteOnly reports whether impl runs the write path on MySQL only.
+func mysqlWriteOnly(impl string) bool {
+	return impl == ImplBaselineOutbox || impl == ImplBaselineMessage || impl == ImplBaselineNarrow
+}
 
 // PathSpec is one measured run of a path: Messages messages of about
 // PayloadSize bytes, written (or handled) by Workers goroutines at once.
@@ -119,9 +132,10 @@ type pathDialect struct {
 	// CREATE TABLE of the orders (the business table), of the baseline's
 	// outbox with a serial key and of its seen IDs.
 	orders, rawOutbox, rawSeen string
-	// messages is the column definitions of ImplBaselineMessage's table
-	// ("": the database has none).
-	messages string
+	// messages and narrow are the column definitions of the tables of
+	// ImplBaselineMessage and ImplBaselineNarrow ("": the database has
+	// none).
+	messages, narrow string
 	// insertSeen inserts a message ID (?) into the table of seen IDs
 	// (%s), and affects no row when the ID is there already.
 	insertSeen string
@@ -151,6 +165,9 @@ var (
 		messages: `(seq BIGINT NOT NULL AUTO_INCREMENT, id VARCHAR(255) NOT NULL, topic TEXT NOT NULL,
     name TEXT NOT NULL, partition_key VARCHAR(255) NULL, metadata LONGTEXT NOT NULL, payload LONGBLOB NOT NULL,
     sent_at DATETIME(6) NOT NULL, created_at DATETIME(6) NOT NULL, PRIMARY KEY (seq), UNIQUE KEY (id))
+    ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin`,
+		narrow: `(seq BIGINT NOT NULL AUTO_INCREMENT, id VARCHAR(255) NOT NULL, topic VARCHAR(255) NOT NULL,
+    partition_key VARCHAR(255) NULL, header BLOB NOT NULL, payload LONGBLOB NOT NULL, PRIMARY KEY (seq), UNIQUE KEY (id))
     ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin`,
 		insertSeen: `INSERT IGNORE INTO %s (id) VALUES (?)`,
 		rebind:     func(q string) string { return q },
@@ -264,7 +281,7 @@ func openPathRig(ctx context.Context, s PathSpec) (_ *pathRig, err error) {
 		return nil, err
 	}
 	for _, t := range []struct{ name, columns string }{
-		{"orders", r.orders}, {"raw_outbox", r.rawOutbox}, {"raw_seen", r.rawSeen}, {"messages", r.messages},
+		{"orders", r.orders}, {"raw_outbox", r.rawOutbox}, {"raw_seen", r.rawSeen}, {"messages", r.messages}, {"narrow", r.narrow},
 	} {
 		if t.columns == "" {
 			continue
@@ -305,11 +322,11 @@ func Path(ctx context.Context, path, impl string, s PathSpec) (PathResult, error
 	switch {
 	case path != PathWrite && path != PathConsume:
 		return PathResult{}, fmt.Errorf("path: unknown path %q (want %s or %s)", path, PathWrite, PathConsume)
-	case (impl == ImplBaselineOutbox || impl == ImplBaselineMessage) && (path != PathWrite || s.MySQLURL == ""):
+	case mysqlWriteOnly(impl) && (path != PathWrite || s.MySQLURL == ""):
 		return PathResult{}, fmt.Errorf("path: %s runs the write path on MySQL only", impl)
-	case impl != ImplLibrary && impl != ImplBaseline && impl != ImplBaselineOutbox && impl != ImplBaselineMessage:
-		return PathResult{}, fmt.Errorf("path: unknown implementation %q (want %s, %s, %s or %s)", impl,
-			ImplLibrary, ImplBaseline, ImplBaselineOutbox, ImplBaselineMessage)
+	case impl != ImplLibrary && impl != ImplBaseline && !mysqlWriteOnly(impl):
+		return PathResult{}, fmt.Errorf("path: unknown implementation %q (want %s, %s, %s, %s or %s)", impl,
+			ImplLibrary, ImplBaseline, ImplBaselineOutbox, ImplBaselineMessage, ImplBaselineNarrow)
 	case s.Messages <= 0:
 		return PathResult{}, errors.New("path: Messages must be positive")
 	case s.PostgresURL != "" && s.MySQLURL != "":
@@ -407,6 +424,13 @@ func inParallel(ctx context.Context, n, workers int, work func(ctx context.Conte
 	return ctx.Err()
 }
 
+// narrowHeader is ImplBaselineNarrow's header column.
+type narrowHeader struct {
+	Name     string            `json:"name"`
+	Metadata map[string]string `json:"metadata"`
+	SentAt   time.Time         `json:"sent_at"`
+}
+
 func (r *pathRig) write(ctx context.Context, impl string, s PathSpec) (time.Duration, CPU, error) {
 	note := strings.Repeat("x", max(s.PayloadSize-40, 0))
 	insertOrder := r.rebind(`INSERT INTO ` + r.tables + `orders (id, cents, note) VALUES (?, ?, ?)`)
@@ -429,16 +453,25 @@ func (r *pathRig) write(ctx context.Context, impl string, s PathSpec) (time.Dura
 	} else {
 		table = r.tables + "raw_outbox"
 		insertEvent := r.rebind(`INSERT INTO ` + table + ` (topic, payload) VALUES (?, ?)`)
-		event := func(payload []byte) []any { return []any{r.topic, payload} }
-		if impl == ImplBaselineOutbox || impl == ImplBaselineMessage {
+		event := func(payload []byte) ([]any, error) { return []any{r.topic, payload}, nil }
+		switch impl {
+		case ImplBaselineOutbox, ImplBaselineMessage:
 			table = r.outbox
 			if impl == ImplBaselineMessage {
 				table = r.tables + "messages"
 			}
 			insertEvent = `INSERT INTO ` + table + ` (id, topic, name, metadata, payload, sent_at, created_at)
     VALUES (?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE id = id`
-			event = func(payload []byte) []any {
-				return []any{uuid.Must(uuid.NewV7()).String(), r.topic, "e2eOrder", `{"content-type":"application/json"}`, payload, time.Now().UTC()}
+			event = func(payload []byte) ([]any, error) {
+				return []any{uuid.Must(uuid.NewV7()).String(), r.topic, "e2eOrder", `{"content-type":"application/json"}`, payload, time.Now().UTC()}, nil
+			}
+		case ImplBaselineNarrow:
+			table = r.tables + "narrow"
+			insertEvent = `INSERT INTO ` + table + ` (id, topic, header, payload) VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE id = id`
+			event = func(payload []byte) ([]any, error) {
+				header, err := json.Marshal(narrowHeader{Name: "e2eOrder",
+					Metadata: map[string]string{"content-type": "application/json"}, SentAt: time.Now().UTC()})
+				return []any{uuid.Must(uuid.NewV7()).String(), r.topic, header, payload}, err
 			}
 		}
 		work = func(ctx context.Context, i int) error {
@@ -455,7 +488,11 @@ func (r *pathRig) write(ctx context.Context, impl string, s PathSpec) (time.Dura
 			if _, err := tx.ExecContext(ctx, insertOrder, id, 1250, note); err != nil {
 				return err
 			}
-			if _, err := tx.ExecContext(ctx, insertEvent, event(payload)...); err != nil {
+			args, err := event(payload)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, insertEvent, args...); err != nil {
 				return err
 			}
 			return tx.Commit()
