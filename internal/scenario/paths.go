@@ -63,10 +63,10 @@ const (
 	// baseline writing the message's own columns of the library's row (ID,
 	// topic, name, partition key, metadata, payload, times), by
 	// ImplBaselineOutbox's INSERT, into a table of its own that has them
-	// and the unique ID only:
-	// none of the relay's state (state, attempts, lease, retry, error and
-	// publish times, held_key, its CHECK) and no claim_idx. What keeping
-	// the relay's state off the saved row could gain.
+	// and the unique ID only: none of the relay's state (state, attempts,
+	// lease, retry, error and publish times, held_key, its CHECK) and no
+	// claim_idx. What keeping the relay's state off the saved row could
+	// gain.
 	ImplBaselineMessage = "baseline-message"
 	// ImplBaselineNarrow is, for the write path on MySQL only, the
 	// baseline writing the same message into a narrower table of its own,
