@@ -73,7 +73,7 @@ func TestPathsMySQL(t *testing.T) {
 	for _, path := range []string{PathWrite, PathConsume} {
 		impls := []string{ImplLibrary, ImplBaseline}
 		if path == PathWrite {
-			impls = append(impls, ImplBaselineOutbox, ImplBaselineMessage, ImplBaselineNarrow)
+			impls = append(impls, ImplBaselineOutbox, ImplBaselineMessage, ImplBaselineNarrow, ImplBaselinePrepared)
 		}
 		for _, impl := range impls {
 			r, err := Path(ctx, path, impl, PathSpec{MySQLURL: my, NATSURL: ns, Messages: 300, Workers: 4})
@@ -110,6 +110,7 @@ func TestPathRejectsBadSpecs(t *testing.T) {
 		{PathWrite, ImplBaselineMessage, PathSpec{Messages: 1, PostgresURL: "postgres://x", NATSURL: "nats://x"}},
 		{PathConsume, ImplBaselineMessage, PathSpec{Messages: 1, MySQLURL: "root@tcp(x)/db", NATSURL: "nats://x"}},
 		{PathWrite, ImplBaselineNarrow, PathSpec{Messages: 1, NATSURL: "nats://x"}},
+		{PathConsume, ImplBaselinePrepared, PathSpec{Messages: 1, MySQLURL: "root@tcp(x)/db", NATSURL: "nats://x"}},
 	} {
 		if _, err := Path(ctx, tc.path, tc.impl, tc.s); err == nil {
 			t.Errorf("Path(%q, %q, %+v): no error", tc.path, tc.impl, tc.s)

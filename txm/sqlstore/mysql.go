@@ -166,7 +166,7 @@ func newMySQL(db *sql.DB, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s.db = db
-	s.be = newMySQLBackend(db)
+	s.be = newMySQLBackend(db, newMySQLPrepared(s.closeCtx, db, s.stmts.save, s.stmts.inboxSave))
 	return s, nil
 }
 
@@ -779,7 +779,7 @@ func (mysqlEngine) migrate(ctx context.Context, s *Store, apply func(q querier) 
 		return err
 	}
 	defer conn.Close()
-	q := mysqlQuerier{sqlQuerier{conn}}
+	q := mysqlQuerier{q: sqlQuerier{conn}}
 	name := mysqlLockName(s.cfg)
 	for {
 		var got sql.NullInt64
@@ -823,10 +823,19 @@ func mysqlStatements(text string) []string {
 }
 
 // mysqlQuerier runs statements written with numbered parameters on a
-// database/sql querier of the MySQL driver (see mysqlBind).
-type mysqlQuerier struct{ q querier }
+// database/sql querier of the MySQL driver (see mysqlBind). With prep, it
+// runs the statements that prep prepares through it, on the store's handle
+// or in tx, a transaction of that handle.
+type mysqlQuerier struct {
+	q    querier
+	prep *mysqlPrepared
+	tx   *sql.Tx
+}
 
 func (m mysqlQuerier) exec(ctx context.Context, query string, args ...any) (int64, error) {
+	if h, ok := m.prep.lookup(query, args); ok {
+		return m.prep.exec(ctx, m.q, m.tx, h.text, args)
+	}
 	query, args = mysqlBind(query, args)
 	return m.q.exec(ctx, query, args...)
 }
@@ -837,16 +846,20 @@ func (m mysqlQuerier) query(ctx context.Context, query string, args ...any) (row
 }
 
 // mysqlBackend is a database/sql backend whose statements go through
-// mysqlBind.
+// mysqlBind, and the saves through prep.
 type mysqlBackend struct {
 	mysqlQuerier
-	sql sqlBackend
+	sql  sqlBackend
+	prep *mysqlPrepared
 }
 
-func newMySQLBackend(db *sql.DB) mysqlBackend {
+func newMySQLBackend(db *sql.DB, prep *mysqlPrepared) mysqlBackend {
 	b := sqlBackend{sqlQuerier: sqlQuerier{db}, db: db}
-	return mysqlBackend{mysqlQuerier: mysqlQuerier{b}, sql: b}
+	return mysqlBackend{mysqlQuerier: mysqlQuerier{q: b, prep: prep}, sql: b, prep: prep}
 }
+
+// close closes the prepared statements (Store.Close).
+func (b mysqlBackend) close() error { return b.prep.close() }
 
 func (b mysqlBackend) begin(ctx context.Context) (txn, error) { return b.beginWith(ctx, nil) }
 
@@ -861,7 +874,7 @@ func (b mysqlBackend) beginWith(ctx context.Context, opts *sql.TxOptions) (txn, 
 	if err != nil {
 		return nil, err
 	}
-	return mysqlTxn{mysqlQuerier: mysqlQuerier{t}, t: t}, nil
+	return mysqlTxn{mysqlQuerier: mysqlQuerier{q: t, prep: b.prep, tx: t.holder().sql}, t: t}, nil
 }
 
 func (b mysqlBackend) fromHolder(h *txHolder) (querier, error) {
@@ -869,7 +882,12 @@ func (b mysqlBackend) fromHolder(h *txHolder) (querier, error) {
 	if err != nil {
 		return nil, err
 	}
-	return mysqlQuerier{q}, nil
+	if h.owner == nil || h.owner.db != b.sql.db {
+		// The caller's transaction (WithTx), or another store's: of a
+		// handle the statements were not prepared on.
+		return mysqlQuerier{q: q}, nil
+	}
+	return mysqlQuerier{q: q, prep: b.prep, tx: h.sql}, nil
 }
 
 type mysqlTxn struct {

@@ -447,3 +447,181 @@ func explainRows(t *testing.T, db *sql.DB, query string, args ...any) []map[stri
 	}
 	return out
 }
+
+// TestMySQLPreparedSaves checks on a handle of one connection, whose
+// session counters the test reads, that the saves of the store's own
+// transactions and of none run as statements prepared once and executed
+// each time, that a save in the caller's transaction (WithTx) or in
+// another handle's runs as text and still works, that a duplicate is
+// still found, and that Close closes the prepared statements.
+func TestMySQLPreparedSaves(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := mysqlDB(t)
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	prefix := randomName("txm_p")
+	cfg := Config{OutboxTable: prefix + "_outbox", InboxTable: prefix + "_inbox", MigrationsTable: prefix + "_migrations", Logger: discardLogger()}
+	t.Cleanup(func() {
+		for _, table := range []string{cfg.OutboxTable, cfg.InboxTable, cfg.MigrationsTable} {
+			_, _ = mysqlDB(t).ExecContext(context.Background(), "DROP TABLE IF EXISTS `"+table+"`")
+		}
+	})
+	s, err := Build(seam.Handle{Database: seam.MySQL, DB: db}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	counters := func() (prepare, execute, closed int) {
+		t.Helper()
+		rows, err := db.QueryContext(ctx, `SHOW SESSION STATUS WHERE Variable_name IN ('Com_stmt_prepare', 'Com_stmt_execute', 'Com_stmt_close')`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var name string
+			var n int
+			if err := rows.Scan(&name, &n); err != nil {
+				t.Fatal(err)
+			}
+			switch name {
+			case "Com_stmt_prepare":
+				prepare = n
+			case "Com_stmt_execute":
+				execute = n
+			case "Com_stmt_close":
+				closed = n
+			}
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return prepare, execute, closed
+	}
+	want := func(step string, p0, e0, c0, dp, de, dc int) {
+		t.Helper()
+		p, e, c := counters()
+		if p-p0 != dp || e-e0 != de || c-c0 != dc {
+			t.Errorf("%s: %d prepared, %d executed, %d closed; want %d, %d, %d", step, p-p0, e-e0, c-c0, dp, de, dc)
+		}
+	}
+
+	// The first save runs as text and starts the prepare, which waits for
+	// the connection that the save's transaction holds.
+	prep := s.be.(mysqlBackend).prep
+	first := async.NewMessage("prepared", "Prepared", []byte("{}"))
+	if err := s.InTx(ctx, func(ctx context.Context) error { return s.Outbox().Save(ctx, first) }); err != nil {
+		t.Fatal(err)
+	}
+	prep.settle()
+	in := incoming{async.NewMessage("prepared", "Prepared", []byte("{}"))}
+	if err := s.InTx(ctx, func(ctx context.Context) error { return s.Inbox("g").Save(ctx, in) }); err != nil {
+		t.Fatal(err)
+	}
+	prep.settle()
+
+	p0, e0, c0 := counters()
+	msgs := make([]async.Message, 3)
+	for i := range msgs {
+		msgs[i] = async.NewMessage("prepared", "Prepared", []byte("{}"))
+		if err := s.InTx(ctx, func(ctx context.Context) error { return s.Outbox().Save(ctx, msgs[i]) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want("three saves in InTx", p0, e0, c0, 0, 3, 0)
+
+	p0, e0, c0 = counters()
+	if err := s.Outbox().Save(ctx, async.NewMessage("prepared", "Prepared", nil)); err != nil {
+		t.Fatal(err)
+	}
+	err = s.InTx(ctx, func(ctx context.Context) error { return s.Outbox().Save(ctx, msgs[0]) })
+	if _, ok := asDup(err); !ok {
+		t.Errorf("second save of %s = %v, want ErrDuplicateMessage", msgs[0].ID(), err)
+	}
+	want("a save without a transaction, a duplicate in InTx", p0, e0, c0, 0, 2, 0)
+
+	p0, e0, c0 = counters()
+	in2 := incoming{async.NewMessage("prepared", "Prepared", []byte("{}"))}
+	if err := s.InTx(ctx, func(ctx context.Context) error { return s.Inbox("g").Save(ctx, in2) }); err != nil {
+		t.Fatal(err)
+	}
+	err = s.InTx(ctx, func(ctx context.Context) error { return s.Inbox("g").Save(ctx, in) })
+	if _, ok := asDup(err); !ok {
+		t.Errorf("second inbox save = %v, want ErrDuplicateMessage", err)
+	}
+	want("two inbox saves", p0, e0, c0, 0, 2, 0)
+
+	// The caller's own transaction, on this handle and on another one.
+	p0, e0, c0 = counters()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Outbox().Save(WithTx(ctx, tx), async.NewMessage("prepared", "Prepared", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	want("a save in WithTx", p0, e0, c0, 0, 0, 0)
+	other := mysqlDB(t)
+	otx, err := other.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Outbox().Save(WithTx(ctx, otx), async.NewMessage("prepared", "Prepared", nil)); err != nil {
+		t.Fatalf("save in a transaction of another handle: %v", err)
+	}
+	if err := otx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM `"+cfg.OutboxTable+"`").Scan(&n); err != nil || n != 7 {
+		t.Errorf("%d messages in the outbox (%v), want 7", n, err)
+	}
+
+	p0, e0, c0 = counters()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want("Close", p0, e0, c0, 0, 0, 2)
+	if err := s.Outbox().Save(ctx, async.NewMessage("prepared", "Prepared", nil)); !errors.Is(err, async.ErrClosed) {
+		t.Errorf("save after Close = %v, want async.ErrClosed", err)
+	}
+}
+
+// TestMySQLPreparedHot checks which statements mysqlPrepared takes: those
+// whose parameters are $1 to $n in their order, each once, and for n
+// arguments only.
+func TestMySQLPreparedHot(t *testing.T) {
+	cfg, err := Config{}.withDefaults(mysqlEngine{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stmts := mysqlEngine{}.statements(cfg)
+	p := newMySQLPrepared(context.Background(), nil, stmts.save, stmts.inboxSave, `SELECT $2, $1`, `SELECT $1, $1`)
+	for _, c := range []struct {
+		query string
+		args  int
+		want  bool
+	}{
+		{stmts.save, 7, true},
+		{stmts.inboxSave, 8, true},
+		{stmts.save, 8, false},
+		{`SELECT $2, $1`, 2, false},
+		{`SELECT $1, $1`, 1, false},
+		{stmts.published, 1, false},
+	} {
+		h, ok := p.lookup(c.query, make([]any, c.args))
+		if ok != c.want {
+			t.Errorf("lookup(%.40q, %d args) = %v, want %v", c.query, c.args, ok, c.want)
+		}
+		if ok && strings.Contains(h.text, "$") {
+			t.Errorf("the text of %.40q keeps a $ parameter: %s", c.query, h.text)
+		}
+	}
+}

@@ -107,8 +107,13 @@ func (s *Store) Close() error {
 		s.cancel()
 		s.mu.Unlock()
 		s.pgState.stop()
+		if c, ok := s.be.(interface{ close() error }); ok {
+			// What the backend holds on the handle, such as MySQL's
+			// prepared statements, before the handle.
+			err = c.close()
+		}
 		if s.owns {
-			err = s.db.Close()
+			err = errors.Join(err, s.db.Close())
 		}
 	})
 	if err != nil {

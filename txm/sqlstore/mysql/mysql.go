@@ -33,6 +33,11 @@
 //     do not apply.
 //   - Message IDs, partition keys and consumer groups are at most 255
 //     characters, compared as bytes.
+//   - The outbox's and the inbox's save run as statements prepared on the
+//     server (the first one, which starts the prepare, as text), two per
+//     connection of the store's handle: mind max_prepared_stmt_count. In
+//     a transaction of your own ([sqlstore.WithTx]) they run as text.
+//     Close closes them.
 package mysql
 
 import (
