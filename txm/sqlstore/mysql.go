@@ -846,16 +846,15 @@ func (m mysqlQuerier) query(ctx context.Context, query string, args ...any) (row
 }
 
 // mysqlBackend is a database/sql backend whose statements go through
-// mysqlBind, and the saves through prep.
+// mysqlBind, and the saves through its querier's prep.
 type mysqlBackend struct {
 	mysqlQuerier
-	sql  sqlBackend
-	prep *mysqlPrepared
+	sql sqlBackend
 }
 
 func newMySQLBackend(db *sql.DB, prep *mysqlPrepared) mysqlBackend {
 	b := sqlBackend{sqlQuerier: sqlQuerier{db}, db: db}
-	return mysqlBackend{mysqlQuerier: mysqlQuerier{q: b, prep: prep}, sql: b, prep: prep}
+	return mysqlBackend{mysqlQuerier: mysqlQuerier{q: b, prep: prep}, sql: b}
 }
 
 // close closes the prepared statements (Store.Close).

@@ -48,8 +48,8 @@ type hotStmt struct {
 }
 
 // newMySQLPrepared returns the prepared statements of queries, whose
-// parameters must be $1 to $n, each once, in their order, and values (a
-// query for which that does not hold runs as text).
+// parameters must be $1 to $n, each once and in their order, taking
+// values, not lists; a query for which that does not hold runs as text.
 func newMySQLPrepared(ctx context.Context, db *sql.DB, queries ...string) *mysqlPrepared {
 	p := &mysqlPrepared{db: db, ctx: ctx, hot: map[string]hotStmt{},
 		stmts: map[string]*sql.Stmt{}, preparing: map[string]bool{}}
