@@ -684,8 +684,9 @@ func TestLockedClaimPastBlockedKeys(t *testing.T) {
 // message by message through a lookup of holders: it returns the unkeyed
 // message at the end of the backlog, and MariaDB runs the lookup (a
 // dependent subquery: the session's Subquery_cache_miss and
-// Subquery_cache_hit) at most once a key for the 990 messages held back,
-// not for a good part of them.
+// Subquery_cache_hit) a few times a key for the 990 messages held back,
+// not for a good part of them. Once a key is the rule; on a loaded server
+// it was seen to run three times a key.
 func TestLeasedClaimPastHeldKeys(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -724,8 +725,8 @@ func TestLeasedClaimPastHeldKeys(t *testing.T) {
 		if got := claimedIDs(c); !slices.Equal(got, []string{"free-1"}) {
 			return fmt.Errorf("claim beside the leases: %v, want [free-1]", got)
 		}
-		if n := after - before; n > keys+1 {
-			return fmt.Errorf("the claim looked up the holders of a key %d times to pass %d messages held back, want at most %d", n, keys*(each-1), keys+1)
+		if n, most := after-before, 4*keys+1; n > most {
+			return fmt.Errorf("the claim looked up the holders of a key %d times to pass %d messages held back, want at most %d", n, keys*(each-1), most)
 		}
 		return nil
 	})
