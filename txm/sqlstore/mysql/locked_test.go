@@ -684,9 +684,9 @@ func TestLockedClaimPastBlockedKeys(t *testing.T) {
 // message by message through a lookup of holders: it returns the unkeyed
 // message at the end of the backlog, and MariaDB runs the lookup (a
 // dependent subquery: the session's Subquery_cache_miss and
-// Subquery_cache_hit) a few times a key for the 990 messages held back,
-// not for a good part of them. Once a key is the rule; on a loaded server
-// it was seen to run three times a key.
+// Subquery_cache_hit) about once a key for the 990 messages held back,
+// not for a good part of them: at most four times a key, since a loaded
+// server was seen to run it more than once.
 func TestLeasedClaimPastHeldKeys(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
