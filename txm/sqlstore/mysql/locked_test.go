@@ -684,9 +684,10 @@ func TestLockedClaimPastBlockedKeys(t *testing.T) {
 // message by message through a lookup of holders: it returns the unkeyed
 // message at the end of the backlog, and MariaDB runs the lookup (a
 // dependent subquery: the session's Subquery_cache_miss and
-// Subquery_cache_hit) about once a key for the 990 messages held back,
-// not for a good part of them: at most four times a key, since a loaded
-// server was seen to run it more than once.
+// Subquery_cache_hit) for a tenth of the 990 messages held back at most,
+// not for a good part of them. Alone it runs about once a key; with the
+// other packages' tests on the server, more often, by an amount that
+// varies from run to run.
 func TestLeasedClaimPastHeldKeys(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -725,7 +726,7 @@ func TestLeasedClaimPastHeldKeys(t *testing.T) {
 		if got := claimedIDs(c); !slices.Equal(got, []string{"free-1"}) {
 			return fmt.Errorf("claim beside the leases: %v, want [free-1]", got)
 		}
-		if n, most := after-before, 4*keys+1; n > most {
+		if n, most := after-before, keys*(each-1)/10; n > most {
 			return fmt.Errorf("the claim looked up the holders of a key %d times to pass %d messages held back, want at most %d", n, keys*(each-1), most)
 		}
 		return nil
