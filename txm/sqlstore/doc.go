@@ -199,6 +199,11 @@
 // read of candidates as a list, with the keys of the store's own batches
 // in flight: a claim made while every key of the backlog is held reads
 // the index past them, instead of looking up a holder for each message.
+// A locked claim of the relay (LockingOutbox.InTx, READ COMMITTED) on a
+// backlog without keys, where no held message is due again, is one locking
+// read of the primary key from the first message ready, which passes over
+// the rows other claims hold; when it meets a keyed message the claim
+// falls back to reading candidates, in the same transaction.
 //
 // The claim scans pending messages from the oldest, looks up each key's
 // first holding message in held_idx (memoized per key), and stops after

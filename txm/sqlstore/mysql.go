@@ -205,6 +205,29 @@ UNION ALL
     WHERE h.state = 'dead' AND h.held_key > '' AND h.published_at IS NULL
     GROUP BY h.held_key)
 LIMIT $1`)
+	// lockReady is the locked claim of a backlog without partition keys
+	// at READ COMMITTED (Store.mysqlPickReady): it locks, in one read of
+	// the primary key from the first message ready to publish after the
+	// seq $2, up to $1 ready messages in save order, passing over those
+	// another transaction holds and outside the runs of seqs that mysqlSkip
+	// writes in place of {skip}, and reads with each whether it has no key.
+	// At READ COMMITTED a locking read of a range takes no gap locks, and a
+	// row it reads but that the WHERE turns down it does not keep locked.
+	s.lockReady = f(`SELECT o.seq, o.id, o.topic, o.name, o.metadata, o.payload, o.sent_at, o.attempts,
+        o.partition_key IS NULL
+    FROM {outbox} o FORCE INDEX (PRIMARY)
+    WHERE o.seq >= (SELECT coalesce(min(r.seq), 0) FROM {outbox} r FORCE INDEX ({claim_idx})
+            WHERE r.state = 'pending' AND r.held_key IS NULL AND r.published_at IS NULL AND r.seq > $2)
+      AND o.state = 'pending' AND o.held_key IS NULL AND o.published_at IS NULL AND o.seq > $2{skip}
+    ORDER BY o.seq
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED`)
+	// dueHeld reads whether a pending message that holds its key is
+	// available again: its lease ran out, or its retry or its time is due
+	// (the second part of mysqlCandidatesSQL, from claim_idx).
+	s.dueHeld = f(`SELECT 1 FROM {outbox} o FORCE INDEX ({claim_idx})
+    WHERE o.state = 'pending' AND o.held_key IS NOT NULL AND o.published_at IS NULL AND ` + mysqlAvailable + `
+    LIMIT 1`)
 	// lockCandidates locks the candidates (a list of seqs) where it finds them,
 	// passing over the rows that another transaction holds, and reads each
 	// one as it is now, with whether it is still available.
@@ -477,6 +500,62 @@ func (s *Store) mysqlPick(ctx context.Context, q querier, limit int) ([]claimedR
 		}
 		after = last
 	}
+}
+
+// mysqlPickReady is the locked claim of a transaction at READ COMMITTED
+// that the store began (LockingOutbox.InTx, as the relay runs it) while
+// the backlog has no partition keys and no message waits to be taken
+// again: one locking read (lockReady) instead of mysqlPick's read of
+// candidates and locks of them, which at REPEATABLE READ would lock the
+// gaps between the rows read. It returns ok false, having returned
+// nothing, when it cannot answer for the claim: the store's last claim
+// read keys (the engine's keyed), a transaction of the store holds keyed
+// messages, a held message is due again (dueHeld), or the read locked a
+// keyed message, whose key's earlier messages it may have passed over.
+// mysqlPick then claims in the same transaction; what the read locked and
+// mysqlPick does not return stays locked until the transaction ends, as
+// it does once, when keys appear in a backlog without them.
+func (s *Store) mysqlPickReady(ctx context.Context, q querier, limit int) (_ []claimedRow, ok bool, _ error) {
+	eng := s.eng.(mysqlEngine)
+	own, blocked := eng.own.snapshot()
+	if eng.keyed.Load() || len(blocked) > 0 {
+		return nil, false, nil
+	}
+	due, err := q.query(ctx, s.stmts.dueHeld)
+	if err != nil {
+		return nil, false, err
+	}
+	found := due.Next()
+	if err := due.Close(); err != nil || found {
+		return nil, false, err
+	}
+	stmt, skip, _ := mysqlSkip(s.stmts.lockReady, own, nil)
+	rows, err := q.query(ctx, stmt, append([]any{limit, 0}, skip...)...)
+	if err != nil {
+		return nil, false, err
+	}
+	var unkeyed bool
+	scanner := newTextMessageScanner(dbBool{&unkeyed})
+	out := make([]claimedRow, 0, limit)
+	all := true
+	for rows.Next() {
+		unkeyed = false
+		seq, msg, attempts, err := scanner.scan(rows)
+		if err != nil {
+			_ = rows.Close()
+			return nil, false, err
+		}
+		all = all && unkeyed
+		out = append(out, claimedRow{seq: seq, Claimed: txm.Claimed{Message: msg, Attempts: attempts}})
+	}
+	if err := rows.Close(); err != nil {
+		return nil, false, err
+	}
+	if !all {
+		eng.keyed.Store(true)
+		return nil, false, nil
+	}
+	return out, true, nil
 }
 
 // mysqlSkipRuns is how many runs of seqs the candidates statement leaves
@@ -865,7 +944,12 @@ func (b mysqlBackend) begin(ctx context.Context) (txn, error) { return b.beginWi
 // beginClaim begins the transaction of a locked claim at READ COMMITTED
 // (see LockingOutbox.InTx).
 func (b mysqlBackend) beginClaim(ctx context.Context) (txn, error) {
-	return b.beginWith(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	t, err := b.beginWith(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return nil, err
+	}
+	t.holder().readCommitted = true
+	return t, nil
 }
 
 func (b mysqlBackend) beginWith(ctx context.Context, opts *sql.TxOptions) (txn, error) {
@@ -980,9 +1064,11 @@ func (mysqlEngine) saveMany(ctx context.Context, s *Store, recs []record) (int64
 		})
 }
 
-// claimLocked picks messages as a lease claim does and keeps them locked
-// until the transaction ends. MySQL has no timeout for an idle
-// transaction: with idle > 0 it sets the session's (mysqlIdle).
+// claimLocked picks messages as a lease claim does, or, in a transaction
+// of LockingOutbox.InTx, in one locking read where it can
+// (mysqlPickReady), and keeps them locked until the transaction ends.
+// MySQL has no timeout for an idle transaction: with idle > 0 it sets the
+// session's (mysqlIdle).
 func (e mysqlEngine) claimLocked(ctx context.Context, s *Store, q querier, h *txHolder, limit int, idle time.Duration) ([]txm.Claimed, []int64, error) {
 	if idle > 0 {
 		if err := mysqlIdle(ctx, q, idle); err != nil {
@@ -992,7 +1078,17 @@ func (e mysqlEngine) claimLocked(ctx context.Context, s *Store, q querier, h *tx
 			h.setAtEnd(mysqlIdleReset)
 		}
 	}
-	picked, err := s.mysqlPick(ctx, q, limit)
+	var (
+		picked []claimedRow
+		ok     bool
+		err    error
+	)
+	if h.owner == s && h.readCommitted {
+		picked, ok, err = s.mysqlPickReady(ctx, q, limit)
+	}
+	if err == nil && !ok {
+		picked, err = s.mysqlPick(ctx, q, limit)
+	}
 	if err != nil {
 		return nil, nil, err
 	}

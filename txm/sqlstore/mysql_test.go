@@ -387,6 +387,39 @@ func TestMySQLHeldKeysPlan(t *testing.T) {
 	}
 }
 
+// TestMySQLLockReadyPlan: the locked claim of a backlog without keys
+// (lockReady) reads a range of the primary key in its order, with nothing
+// to sort, from the first message ready to publish, which it finds in
+// claim_idx alone: a locking read of claim_idx would lock each message's
+// entry there as well as its row, and costs the server more.
+func TestMySQLLockReadyPlan(t *testing.T) {
+	s := plannedMySQL(t, func(int) string { return "" })
+	stmt, skip, _ := mysqlSkip(s.stmts.lockReady, map[int64]bool{5: true, 6: true}, nil)
+	query, args := mysqlBind("EXPLAIN "+stmt, append([]any{100, 0}, skip...))
+	var outer, first int
+	for _, row := range explainRows(t, s.db, query, args...) {
+		t.Logf("%v", row)
+		switch {
+		case row["table"] == "o":
+			outer++
+			if row["key"] != "PRIMARY" || row["type"] != "range" || strings.Contains(row["Extra"], "filesort") {
+				t.Errorf("the claim reads %v, want a range of the primary key in its order", row)
+			}
+		case row["select_type"] == "SUBQUERY":
+			// MariaDB reads the least seq from the end of the index's
+			// range as it plans the statement.
+			first++
+			optimized := strings.Contains(row["Extra"], "Select tables optimized away")
+			if !optimized && (row["key"] != s.cfg.OutboxTable+"_claim_idx" || !strings.Contains(row["Extra"], "Using index")) {
+				t.Errorf("the first message ready is read with %v, want claim_idx alone", row)
+			}
+		}
+	}
+	if outer != 1 || first != 1 {
+		t.Errorf("the plan reads the outbox %d and %d times, want once each", outer, first)
+	}
+}
+
 // plannedMySQL returns a migrated store whose outbox holds 300 pending
 // messages, the partition key of message i key(i) (none for ""), with
 // fresh statistics, for the plan tests.

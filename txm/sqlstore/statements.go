@@ -46,6 +46,11 @@ type statements struct {
 	// LOCKED and reads whether each is still available (MySQL, see
 	// Store.mysqlClaim).
 	lockCandidates string
+	// lockReady locks up to $1 messages ready to publish after the seq
+	// $2, with whether each has no key (MySQL, see Store.mysqlPickReady).
+	lockReady string
+	// dueHeld reads whether a held message is available again (MySQL).
+	dueHeld string
 	// lockRun locks the candidates $1 to $2, $3 of them, by range (MySQL).
 	lockRun string
 	// heldKeys reads up to $1 rows of a key held now and the seq of its

@@ -36,6 +36,10 @@ type txHolder struct {
 	// owner is the store whose InTx began the transaction; nil for a
 	// transaction of the caller's (WithTx, WithPgxTx).
 	owner *Store
+	// readCommitted records that the store began the transaction at READ
+	// COMMITTED for locked claims (MySQL: LockingOutbox.InTx), where a
+	// locking read of a range takes no gap locks.
+	readCommitted bool
 	// endStmt is a statement that InTx runs in the transaction before it
 	// ends it, set by the engine (MySQL: undo a locked claim's session
 	// setting); guarded by lockedMu.

@@ -551,18 +551,18 @@ func TestLockedMarkAfterSettling(t *testing.T) {
 	}
 }
 
-// TestLockedClaimPastAHeldRow: a locked claim of a run of 100 messages in
-// LockingOutbox.InTx, as the relay runs it, one of which another
-// transaction holds (in the middle, or the run's last), returns the other
-// 99 and locks nothing past them: while it is open, the message after them
-// is free to lock and a new message is saved at once, also when the run
-// ends the table, and when the held message is the table's last, which
-// the claim then locks by list (see mysqlLock): at REPEATABLE READ
-// (Store.InTx) that lock skips the held row and takes the gap after it,
-// and the save waits for the claim.
+// TestLockedClaimPastAHeldRow: a locked claim of 100 messages in
+// LockingOutbox.InTx, as the relay runs it, on a backlog without keys, one
+// message of whose first 100 another transaction holds (the first, one in
+// the middle, or the 100th), returns the first 100 others, and locks
+// nothing past them: while it is open, the message after them is free to
+// lock and a new message is saved at once, also when they end the table,
+// and when the held message is the table's last: at REPEATABLE READ
+// (Store.InTx) a locking read that skips the held row takes the gap after
+// it, and the save waits for the claim.
 func TestLockedClaimPastAHeldRow(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct{ at, after int }{{50, 10}, {99, 10}, {50, 0}, {99, 0}, {5, 0}} {
+	for _, tc := range []struct{ at, after int }{{50, 10}, {99, 10}, {50, 0}, {99, 0}, {5, 0}, {0, 10}} {
 		t.Run(fmt.Sprintf("held=%d/after=%d", tc.at, tc.after), func(t *testing.T) {
 			t.Parallel()
 			testLockedClaimPastHeld(t, tc.at, tc.after)
@@ -597,7 +597,7 @@ func testLockedClaimPastHeld(t *testing.T, at, after int) {
 		if err != nil {
 			return err
 		}
-		want := claimedIDsOf(slices.Delete(slices.Clone(msgs[:100]), at, at+1))
+		want := claimedIDsOf(slices.Delete(slices.Clone(msgs[:min(101, len(msgs))]), at, at+1))
 		if got := claimedIDs(c); !slices.Equal(got, want) {
 			return fmt.Errorf("claimed %d messages (%v...), want %d (%v...)", len(got), got[:min(3, len(got))], len(want), want[:3])
 		}
@@ -609,13 +609,16 @@ func testLockedClaimPastHeld(t *testing.T, at, after int) {
 		}
 		defer func() { _ = probe.Rollback() }()
 		if after > 0 {
-			next := msgs[100].ID()
+			next := msgs[101].ID()
 			var id string
 			if err := probe.QueryRowContext(sctx, "SELECT id FROM "+table+" WHERE id = ? FOR UPDATE SKIP LOCKED", next).Scan(&id); err != nil {
 				return fmt.Errorf("%s, after the claim, is locked by it: %w", next, err)
 			}
 		}
-		if err := o.Save(sctx, async.NewMessage("t", "T", nil)); err != nil {
+		// Its ID sorts after the others': an insert checks the unique ID's
+		// next entry, which for an ID before m-00000 is the held row's when
+		// it is m-00000.
+		if err := o.Save(sctx, async.NewMessage("t", "T", nil, async.WithID("n-new"))); err != nil {
 			return fmt.Errorf("a save beside the open claim: %w", err)
 		}
 		return nil
@@ -734,4 +737,78 @@ func TestLeasedClaimPastHeldKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestLockedClaimReadyFallsBack: a locked claim in LockingOutbox.InTx of a
+// backlog without keys so far takes, in save order, a message whose retry
+// is due, and a keyed message whose key's head another transaction holds
+// it does not hand out past that head, though its one locking read of
+// messages ready to publish (mysqlPickReady) passes over the head.
+func TestLockedClaimReadyFallsBack(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	t.Run("retry", func(t *testing.T) {
+		t.Parallel()
+		s := newStoreOn(t, tablesConfig(t, sqlstore.Config{}))
+		o := s.Outbox()
+		msgs := make([]async.Message, 5)
+		for i := range msgs {
+			msgs[i] = async.NewMessage("t", "T", nil, async.WithID(fmt.Sprintf("m-%d", i)))
+		}
+		if _, err := o.SaveMany(ctx, msgs); err != nil {
+			t.Fatal(err)
+		}
+		if c, err := o.Claim(ctx, 1, time.Minute); err != nil || len(c) != 1 {
+			t.Fatalf("first claim: %v, %v", claimedIDs(c), err)
+		}
+		if err := o.MarkFailed(ctx, "m-0", time.Microsecond, "retry at once"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+		err := o.InTx(ctx, func(ctx context.Context) error {
+			c, err := o.ClaimLocked(ctx, 10, time.Minute)
+			if err != nil {
+				return err
+			}
+			if got, want := claimedIDs(c), claimedIDsOf(msgs); !slices.Equal(got, want) {
+				return fmt.Errorf("claimed %v, want %v", got, want)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("keyed", func(t *testing.T) {
+		t.Parallel()
+		cfg := tablesConfig(t, sqlstore.Config{})
+		s := newStoreOn(t, cfg)
+		o := s.Outbox()
+		free := async.NewMessage("t", "T", nil, async.WithID("free-1"))
+		if _, err := o.SaveMany(ctx, []async.Message{keyed("a", 1), keyed("a", 2), free}); err != nil {
+			t.Fatal(err)
+		}
+		hold, err := s.DB().BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = hold.Rollback() }()
+		var id string
+		if err := hold.QueryRowContext(ctx, "SELECT id FROM `"+cfg.OutboxTable+"` WHERE id = 'a-1' FOR UPDATE").Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		err = o.InTx(ctx, func(ctx context.Context) error {
+			c, err := o.ClaimLocked(ctx, 10, time.Minute)
+			if err != nil {
+				return err
+			}
+			if got := claimedIDs(c); !slices.Equal(got, []string{"free-1"}) {
+				return fmt.Errorf("claimed %v beside the held head of key a, want [free-1]", got)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
 }

@@ -23,7 +23,12 @@
 //     save; it reads past the messages that the store's own open locked
 //     claims hold (the batch a relay claimed ahead), and the statements
 //     that settle a batch name their index, so that the relay's two open
-//     transactions never wait for each other.
+//     transactions never wait for each other. The relay's claims run at
+//     READ COMMITTED (LockingOutbox.InTx), where a locking read of a range
+//     takes no gap locks: on a backlog without partition keys, and with no
+//     retry due, such a claim is one locking read of the primary key,
+//     passing over the rows others hold, as a hand-written SKIP LOCKED loop
+//     is.
 //   - [sqlstore.Store.Migrate] takes a lock of the server's (GET_LOCK) so
 //     that processes migrating at once take turns; MySQL commits DDL as it
 //     runs, so every statement of a version can run again and a version
