@@ -42,7 +42,10 @@
 //     server (the first one, which starts the prepare, as text), two per
 //     connection of the store's handle: mind max_prepared_stmt_count. In
 //     a transaction of your own ([sqlstore.WithTx]) they run as text.
-//     Close closes them.
+//     Close closes them. A connection new to the pool prepares them again:
+//     database/sql keeps two idle connections by default, so with more
+//     concurrent transactions than that, raise the handle's
+//     SetMaxIdleConns ([sqlstore.Store.DB] for a store of [Open]).
 package mysql
 
 import (
