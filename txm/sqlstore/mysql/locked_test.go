@@ -2,6 +2,7 @@ package mysql_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"slices"
 	"strings"
@@ -432,20 +433,10 @@ func testLockedMarkNeighbours(t *testing.T, keep bool, n int) {
 		t.Fatal(err)
 	}
 	first, last := msgs[0].ID(), msgs[n+1].ID()
-	hold, err := s.DB().BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = hold.Rollback() }()
+	hold := lockRows(t, s, cfg.OutboxTable, first, last)
 	table := "`" + cfg.OutboxTable + "`"
-	for _, id := range []string{first, last} {
-		var got string
-		if err := hold.QueryRowContext(ctx, "SELECT id FROM "+table+" WHERE id = ? FOR UPDATE", id).Scan(&got); err != nil {
-			t.Fatalf("lock %s: %v", id, err)
-		}
-	}
 	var marked []string
-	err = s.InTx(ctx, func(ctx context.Context) error {
+	err := s.InTx(ctx, func(ctx context.Context) error {
 		c, err := o.ClaimLocked(ctx, n+2, time.Minute)
 		if err != nil {
 			return err
@@ -503,16 +494,8 @@ func TestLockedMarkAfterSettling(t *testing.T) {
 	if _, err := o.SaveMany(ctx, msgs); err != nil {
 		t.Fatal(err)
 	}
-	hold, err := s.DB().BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = hold.Rollback() }()
-	var held string
-	if err := hold.QueryRowContext(ctx, "SELECT id FROM `"+cfg.OutboxTable+"` WHERE id = ? FOR UPDATE", msgs[40].ID()).Scan(&held); err != nil {
-		t.Fatal(err)
-	}
-	err = s.InTx(ctx, func(ctx context.Context) error {
+	hold := lockRows(t, s, cfg.OutboxTable, msgs[40].ID())
+	err := s.InTx(ctx, func(ctx context.Context) error {
 		c, err := o.ClaimLocked(ctx, len(msgs), time.Minute)
 		if err != nil {
 			return err
@@ -583,16 +566,8 @@ func testLockedClaimPastHeld(t *testing.T, at, after int) {
 		t.Fatal(err)
 	}
 	table := "`" + cfg.OutboxTable + "`"
-	hold, err := s.DB().BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = hold.Rollback() }()
-	var held string
-	if err := hold.QueryRowContext(ctx, "SELECT id FROM "+table+" WHERE id = ? FOR UPDATE", msgs[at].ID()).Scan(&held); err != nil {
-		t.Fatal(err)
-	}
-	err = o.InTx(ctx, func(ctx context.Context) error {
+	lockRows(t, s, cfg.OutboxTable, msgs[at].ID())
+	err := o.InTx(ctx, func(ctx context.Context) error {
 		c, err := o.ClaimLocked(ctx, 100, time.Minute)
 		if err != nil {
 			return err
@@ -788,16 +763,8 @@ func TestLockedClaimReadyFallsBack(t *testing.T) {
 		if _, err := o.SaveMany(ctx, []async.Message{keyed("a", 1), keyed("a", 2), free}); err != nil {
 			t.Fatal(err)
 		}
-		hold, err := s.DB().BeginTx(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = hold.Rollback() }()
-		var id string
-		if err := hold.QueryRowContext(ctx, "SELECT id FROM `"+cfg.OutboxTable+"` WHERE id = 'a-1' FOR UPDATE").Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		err = o.InTx(ctx, func(ctx context.Context) error {
+		lockRows(t, s, cfg.OutboxTable, "a-1")
+		err := o.InTx(ctx, func(ctx context.Context) error {
 			c, err := o.ClaimLocked(ctx, 10, time.Minute)
 			if err != nil {
 				return err
@@ -811,4 +778,24 @@ func TestLockedClaimReadyFallsBack(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// lockRows locks the rows of ids in the outbox table, in a transaction of
+// its own on the handle of s, which it returns and rolls back when the
+// test ends.
+func lockRows(t *testing.T, s *sqlstore.LockingStore, table string, ids ...string) *sql.Tx {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := s.DB().BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback() })
+	for _, id := range ids {
+		var got string
+		if err := tx.QueryRowContext(ctx, "SELECT id FROM `"+table+"` WHERE id = ? FOR UPDATE", id).Scan(&got); err != nil {
+			t.Fatalf("lock %s: %v", id, err)
+		}
+	}
+	return tx
 }
