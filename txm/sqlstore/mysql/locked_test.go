@@ -242,13 +242,7 @@ func testLockedClaimAhead(t *testing.T, batch int) {
 	ctx := context.Background()
 	s := newStore(t, sqlstore.Config{})
 	o := s.Outbox()
-	var msgs []async.Message
-	for i := range 2 * batch {
-		msgs = append(msgs, async.NewMessage("t", "T", nil, async.WithID(fmt.Sprintf("m-%05d", i))))
-	}
-	if _, err := o.SaveMany(ctx, msgs); err != nil {
-		t.Fatal(err)
-	}
+	saveNumbered(t, o, 2*batch)
 	firstClaimed, secondClaimed := make(chan []string, 1), make(chan []string, 1)
 	secondOpen, secondEnd := make(chan struct{}), make(chan struct{})
 	errs := make(chan error, 2)
@@ -425,13 +419,7 @@ func testLockedMarkNeighbours(t *testing.T, keep bool, n int) {
 	cfg := tablesConfig(t, sqlstore.Config{KeepPublished: keep})
 	s := newStoreOn(t, cfg)
 	o := s.Outbox()
-	msgs := make([]async.Message, n+2)
-	for i := range msgs {
-		msgs[i] = async.NewMessage("t", "T", nil, async.WithID(fmt.Sprintf("m-%05d", i)))
-	}
-	if _, err := o.SaveMany(ctx, msgs); err != nil {
-		t.Fatal(err)
-	}
+	msgs := saveNumbered(t, o, n+2)
 	first, last := msgs[0].ID(), msgs[n+1].ID()
 	hold := lockRows(t, s, cfg.OutboxTable, first, last)
 	table := "`" + cfg.OutboxTable + "`"
@@ -487,13 +475,7 @@ func TestLockedMarkAfterSettling(t *testing.T) {
 	cfg := tablesConfig(t, sqlstore.Config{})
 	s := newStoreOn(t, cfg)
 	o := s.Outbox()
-	msgs := make([]async.Message, 41)
-	for i := range msgs {
-		msgs[i] = async.NewMessage("t", "T", nil, async.WithID(fmt.Sprintf("m-%05d", i)))
-	}
-	if _, err := o.SaveMany(ctx, msgs); err != nil {
-		t.Fatal(err)
-	}
+	msgs := saveNumbered(t, o, 41)
 	hold := lockRows(t, s, cfg.OutboxTable, msgs[40].ID())
 	err := s.InTx(ctx, func(ctx context.Context) error {
 		c, err := o.ClaimLocked(ctx, len(msgs), time.Minute)
@@ -558,13 +540,7 @@ func testLockedClaimPastHeld(t *testing.T, at, after int) {
 	cfg := tablesConfig(t, sqlstore.Config{})
 	s := newStoreOn(t, cfg)
 	o := s.Outbox()
-	msgs := make([]async.Message, 100+after)
-	for i := range msgs {
-		msgs[i] = async.NewMessage("t", "T", nil, async.WithID(fmt.Sprintf("m-%05d", i)))
-	}
-	if _, err := o.SaveMany(ctx, msgs); err != nil {
-		t.Fatal(err)
-	}
+	msgs := saveNumbered(t, o, 100+after)
 	table := "`" + cfg.OutboxTable + "`"
 	lockRows(t, s, cfg.OutboxTable, msgs[at].ID())
 	err := o.InTx(ctx, func(ctx context.Context) error {
@@ -726,17 +702,11 @@ func TestLockedClaimReadyFallsBack(t *testing.T) {
 		t.Parallel()
 		s := newStoreOn(t, tablesConfig(t, sqlstore.Config{}))
 		o := s.Outbox()
-		msgs := make([]async.Message, 5)
-		for i := range msgs {
-			msgs[i] = async.NewMessage("t", "T", nil, async.WithID(fmt.Sprintf("m-%d", i)))
-		}
-		if _, err := o.SaveMany(ctx, msgs); err != nil {
-			t.Fatal(err)
-		}
+		msgs := saveNumbered(t, o, 5)
 		if c, err := o.Claim(ctx, 1, time.Minute); err != nil || len(c) != 1 {
 			t.Fatalf("first claim: %v, %v", claimedIDs(c), err)
 		}
-		if err := o.MarkFailed(ctx, "m-0", time.Microsecond, "retry at once"); err != nil {
+		if err := o.MarkFailed(ctx, msgs[0].ID(), time.Microsecond, "retry at once"); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -798,4 +768,18 @@ func lockRows(t *testing.T, s *sqlstore.LockingStore, table string, ids ...strin
 		}
 	}
 	return tx
+}
+
+// saveNumbered saves n messages without keys, m-00000, m-00001 ..., in
+// the outbox o, and returns them.
+func saveNumbered(t *testing.T, o *sqlstore.LockingOutbox, n int) []async.Message {
+	t.Helper()
+	msgs := make([]async.Message, n)
+	for i := range msgs {
+		msgs[i] = async.NewMessage("t", "T", nil, async.WithID(fmt.Sprintf("m-%05d", i)))
+	}
+	if _, err := o.SaveMany(context.Background(), msgs); err != nil {
+		t.Fatal(err)
+	}
+	return msgs
 }
